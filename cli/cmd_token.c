@@ -1,0 +1,133 @@
+/*
+ * cmd_token.c - writ token init: a development SoftHSM2 token in writ's
+ * own directory, with random PINs in 0600 files (never on a command line:
+ * softhsm2-util would need them as arguments, so this goes through
+ * PKCS#11 C_InitToken / C_InitPIN instead).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: writ token init [--dir DIR] [--label LABEL] [--issuer URL]\n\n"
+		   "Create a SoftHSM2 token for development in DIR (default $WRIT_HOME,\n"
+		   "else ~/.local/share/writ): DIR/softhsm2.conf, DIR/tokens/, random PINs in\n"
+		   "DIR/user.pin and DIR/so.pin (mode 0600), and DIR/writ.conf pointing at them.\n"
+		   "Production deployments configure their own PKCS#11 module (keys.example).\n");
+}
+
+/* Create path exclusively, mode 0600, never through a symlink. */
+static void write_new_file(const char *path, const char *data, mode_t mode)
+{
+	size_t n = strlen(data);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+
+	if (fd < 0)
+		cli_die("%s: %s", path, strerror(errno));
+	if (write(fd, data, n) != (ssize_t)n || fsync(fd) != 0 || close(fd) != 0)
+		cli_die("%s: write failed: %s", path, strerror(errno));
+}
+
+static void random_pin(char out[33])
+{
+	unsigned char rnd[16];
+	int i;
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		cli_die("no randomness for the PIN");
+	for (i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+	OPENSSL_cleanse(rnd, sizeof(rnd));
+}
+
+static void mkdir_private(const char *path)
+{
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		cli_die("%s: %s", path, strerror(errno));
+}
+
+static int token_init(int argc, char **argv)
+{
+	static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
+					     {"label", required_argument, 0, 'l'},
+					     {"issuer", required_argument, 0, 'i'},
+					     {"help", no_argument, 0, 'h'},
+					     {0, 0, 0, 0}};
+	const char *dir = cli_home(), *label = "writ", *issuer = "http://127.0.0.1:8080";
+	char p_conf[1100], p_tok[1100], p_pin[1100], p_so[1100], p_writ[1100], buf[4096];
+	char pin[33], so[33];
+	writ_config defaults;
+	writ_err err = {0};
+	writ_rc rc;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': dir = optarg; break;
+		case 'l': label = optarg; break;
+		case 'i': issuer = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc || strlen(label) > 32)
+		cli_die("token init: unexpected argument or label longer than 32 bytes");
+	config_defaults(&defaults);
+	snprintf(p_conf, sizeof(p_conf), "%s/softhsm2.conf", dir);
+	snprintf(p_tok, sizeof(p_tok), "%s/tokens", dir);
+	snprintf(p_pin, sizeof(p_pin), "%s/user.pin", dir);
+	snprintf(p_so, sizeof(p_so), "%s/so.pin", dir);
+	snprintf(p_writ, sizeof(p_writ), "%s/writ.conf", dir);
+	if (access(p_writ, F_OK) == 0)
+		cli_die("token init: %s exists: this directory is already initialised", p_writ);
+	mkdir_private(dir);
+	mkdir_private(p_tok);
+	snprintf(buf, sizeof(buf),
+		 "# SoftHSM2 configuration written by writ token init (development).\n"
+		 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n"
+		 "slots.removable = false\n",
+		 p_tok);
+	write_new_file(p_conf, buf, 0600);
+	random_pin(pin);
+	random_pin(so);
+	write_new_file(p_pin, pin, 0600);
+	write_new_file(p_so, so, 0600);
+	rc = p11_token_init(defaults.pkcs11_module, p_conf, label, so, pin, &err);
+	OPENSSL_cleanse(pin, sizeof(pin));
+	OPENSSL_cleanse(so, sizeof(so));
+	if (rc != WRIT_OK)
+		cli_die_err("token init", rc, &err);
+	snprintf(buf, sizeof(buf),
+		 "# writ configuration written by writ token init (see keys.example).\n"
+		 "pkcs11_module = %s\nsofthsm_conf = softhsm2.conf\ntoken_label = %s\n"
+		 "pin_file = user.pin\nsigning_alg = ES256\nissuer = %s\n",
+		 defaults.pkcs11_module, label, issuer);
+	write_new_file(p_writ, buf, 0644);
+	printf("initialised SoftHSM2 token \"%s\" in %s\n"
+	       "  config:      %s\n  user PIN:    %s (mode 0600)\n  SO PIN:      %s (mode "
+	       "0600)\n"
+	       "next: writ -c %s key generate --alg ES256\n",
+	       label, dir, p_writ, p_pin, p_so, p_writ);
+	return 0;
+}
+
+int token_main(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "init") == 0)
+		return token_init(argc - 1, argv + 1);
+	if (cli_wants_help(argc, argv)) {
+		usage(stdout);
+		return 0;
+	}
+	usage(stderr);
+	return 2;
+}

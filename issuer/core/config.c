@@ -1,0 +1,254 @@
+/*
+ * config.c - strict "key = value" configuration (see config.h).
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <openssl/crypto.h>
+#include <stddef.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "writ_int.h"
+
+typedef enum { T_STR, T_PATH, T_UINT, T_ALG, T_URL, T_LABEL } ctype;
+
+typedef struct ckey {
+	const char *name;
+	ctype type;
+	size_t off;  /* offset in writ_config */
+	size_t size; /* buffer size for strings */
+	unsigned min, max;
+} ckey;
+
+#define S(f, t) #f, t, offsetof(writ_config, f), sizeof(((writ_config *)0)->f)
+static const ckey keys[] = {
+	{S(pkcs11_module, T_PATH), 0, 0},
+	{S(token_label, T_LABEL), 0, 0},
+	{S(pin_file, T_PATH), 0, 0},
+	{S(pin_env, T_STR), 0, 0},
+	{S(softhsm_conf, T_PATH), 0, 0},
+	{S(signing_alg, T_ALG), 0, 0},
+	{S(issuer, T_URL), 0, 0},
+	{S(token_ttl, T_UINT), 1, WRIT_TTL_HARD_CAP},
+	{S(token_ttl_max, T_UINT), 1, WRIT_TTL_HARD_CAP},
+	{S(leeway, T_UINT), 0, WRIT_LEEWAY_MAX},
+	{S(listen, T_STR), 0, 0},
+	{S(state_db, T_PATH), 0, 0},
+	{S(policy, T_PATH), 0, 0},
+	{S(audit_log, T_PATH), 0, 0},
+	{S(tls_cert, T_PATH), 0, 0},
+	{S(tls_key, T_PATH), 0, 0},
+	{S(http_threads, T_UINT), 1, 64},
+	{S(max_connections, T_UINT), 1, 65536},
+	{S(conn_timeout, T_UINT), 1, 3600},
+	{S(jwks_max_age, T_UINT), 0, 86400},
+	{S(checkpoint_every, T_UINT), 1, 1000000},
+};
+#undef S
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+void config_defaults(writ_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->pkcs11_module, sizeof(cfg->pkcs11_module), "%s",
+		 "/usr/lib/softhsm/libsofthsm2.so");
+	snprintf(cfg->token_label, sizeof(cfg->token_label), "%s", "writ");
+	snprintf(cfg->issuer, sizeof(cfg->issuer), "%s", "http://127.0.0.1:8080");
+	cfg->signing_alg = WRIT_ALG_ES256;
+	cfg->token_ttl = 300;
+	cfg->token_ttl_max = WRIT_TTL_HARD_CAP;
+	cfg->leeway = 30;
+	snprintf(cfg->listen, sizeof(cfg->listen), "%s", "127.0.0.1:8080");
+	cfg->http_threads = 2;
+	cfg->max_connections = 1024;
+	cfg->conn_timeout = 10;
+	cfg->jwks_max_age = 300;
+	cfg->checkpoint_every = 1000;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+static writ_rc set_value(const ckey *k, const char *v, const char *basedir, writ_config *cfg,
+			 const char *where, writ_err *err)
+{
+	char *dst = (char *)cfg + k->off;
+	char *end;
+	unsigned long n;
+	size_t i;
+
+	switch (k->type) {
+	case T_UINT:
+		errno = 0;
+		n = strtoul(v, &end, 10);
+		if (!isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 || n < k->min ||
+		    n > k->max)
+			return writ_err_set(err, WRIT_ERR_CONFIG,
+					    "%s: %s must be an integer in %u..%u, got \"%.40s\"",
+					    where, k->name, k->min, k->max, v);
+		*(unsigned *)(void *)dst = (unsigned)n;
+		return WRIT_OK;
+	case T_ALG:
+		*(writ_alg *)(void *)dst = writ_alg_from_name(v);
+		if (*(writ_alg *)(void *)dst == WRIT_ALG_NONE)
+			return writ_err_set(err, WRIT_ERR_CONFIG,
+					    "%s: unknown algorithm \"%.40s\" (ES256, ES384, RS256, "
+					    "PS256, EdDSA)",
+					    where, v);
+		return WRIT_OK;
+	case T_URL:
+		if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)
+			return writ_err_set(err, WRIT_ERR_CONFIG,
+					    "%s: %s must be an http:// or https:// URL", where,
+					    k->name);
+		break;
+	case T_LABEL:
+		if (strlen(v) > 32)
+			return writ_err_set(err, WRIT_ERR_CONFIG,
+					    "%s: %s is longer than 32 bytes (PKCS#11 limit)", where,
+					    k->name);
+		break;
+	default:
+		break;
+	}
+	for (i = 0; v[i] != '\0'; i++)
+		if ((unsigned char)v[i] < 0x20)
+			return writ_err_set(err, WRIT_ERR_CONFIG, "%s: control character in %s",
+					    where, k->name);
+	if (k->type == T_PATH && v[0] != '/' && basedir != NULL) {
+		if ((size_t)snprintf(dst, k->size, "%s/%s", basedir, v) >= k->size)
+			return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s is too long", where,
+					    k->name);
+		return WRIT_OK;
+	}
+	if ((size_t)snprintf(dst, k->size, "%s", v) >= k->size)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s is too long", where, k->name);
+	return WRIT_OK;
+}
+
+static writ_rc parse_line(char *line, const char *where, const char *basedir, writ_config *cfg,
+			  unsigned char *seen, writ_err *err)
+{
+	char *eq, *k, *v;
+	size_t i;
+
+	line = trim(line);
+	if (line[0] == '\0' || line[0] == '#')
+		return WRIT_OK;
+	eq = strchr(line, '=');
+	if (eq == NULL)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: expected \"key = value\"", where);
+	*eq = '\0';
+	k = trim(line);
+	v = trim(eq + 1);
+	if (strcmp(k, "pin") == 0 || strcmp(k, "so_pin") == 0)
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+				    "%s: a PIN may not be written in the config; use pin_file "
+				    "(mode 0600) or pin_env",
+				    where);
+	for (i = 0; i < NKEYS; i++)
+		if (strcmp(k, keys[i].name) == 0)
+			break;
+	if (i == NKEYS)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: unknown key \"%.40s\"", where, k);
+	if (seen[i])
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s set twice", where, k);
+	seen[i] = 1;
+	if (v[0] == '\0')
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s has no value", where, k);
+	return set_value(&keys[i], v, basedir, cfg, where, err);
+}
+
+writ_rc config_parse(const char *buf, size_t len, const char *name, const char *basedir,
+		     writ_config *cfg, writ_err *err)
+{
+	unsigned char seen[NKEYS] = {0};
+	char line[CONFIG_VALUE_MAX + 128], where[1100];
+	size_t pos = 0, lineno = 0;
+	writ_rc rc;
+
+	if (len > CONFIG_MAX_BYTES)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: larger than %d bytes", name,
+				    CONFIG_MAX_BYTES);
+	if (memchr(buf, '\0', len) != NULL)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: contains a NUL byte", name);
+	while (pos < len) {
+		const char *nl = memchr(buf + pos, '\n', len - pos);
+		size_t n = nl != NULL ? (size_t)(nl - (buf + pos)) : len - pos;
+
+		lineno++;
+		snprintf(where, sizeof(where), "%s:%zu", name, lineno);
+		if (n >= sizeof(line))
+			return writ_err_set(err, WRIT_ERR_CONFIG, "%s: line too long", where);
+		memcpy(line, buf + pos, n);
+		line[n] = '\0';
+		rc = parse_line(line, where, basedir, cfg, seen, err);
+		if (rc != WRIT_OK)
+			return rc;
+		pos += n + 1;
+	}
+	if (cfg->token_ttl > cfg->token_ttl_max)
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+				    "%s: token_ttl (%u) is above token_ttl_max (%u)", name,
+				    cfg->token_ttl, cfg->token_ttl_max);
+	if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0'))
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: set both tls_cert and tls_key, or neither",
+				    name);
+	if (cfg->pin_file[0] != '\0' && cfg->pin_env[0] != '\0')
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: set pin_file or pin_env, not both",
+				    name);
+	return WRIT_OK;
+}
+
+writ_rc config_load(const char *path, writ_config *cfg, writ_err *err)
+{
+	char buf[CONFIG_MAX_BYTES + 1], dir[1024], *slash;
+	ssize_t n;
+	int fd;
+	writ_rc rc;
+
+	config_defaults(cfg);
+	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s", path, strerror(errno));
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n < 0)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s", path, strerror(errno));
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	else
+		snprintf(dir, sizeof(dir), ".");
+	rc = config_parse(buf, (size_t)n, path, dir, cfg, err);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return rc;
+}
+
+void config_p11(const writ_config *cfg, p11_cfg *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->module = cfg->pkcs11_module;
+	out->token_label = cfg->token_label;
+	out->pin_file = cfg->pin_file[0] != '\0' ? cfg->pin_file : NULL;
+	out->pin_env = cfg->pin_env[0] != '\0' ? cfg->pin_env : NULL;
+	out->softhsm_conf = cfg->softhsm_conf[0] != '\0' ? cfg->softhsm_conf : NULL;
+}

@@ -1,0 +1,328 @@
+/*
+ * http.c - libmicrohttpd glue for the issuer (see http.h).
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "writ_int.h"
+
+struct http_server {
+	struct MHD_Daemon *d;
+	http_handler fn;
+	void *arg;
+	char *tls_cert, *tls_key;
+};
+
+/* Per-request state, from the first handler call to completion. */
+typedef struct req_state {
+	char *body;
+	size_t len;
+	int too_large;
+	int bad_type;
+} req_state;
+
+static const char *const form_type = "application/x-www-form-urlencoded";
+
+static int content_type_ok(const char *ct)
+{
+	size_t n = strlen(form_type);
+
+	/* Allow a parameter (charset) after ';', nothing else. */
+	return ct != NULL && strncasecmp(ct, form_type, n) == 0 && (ct[n] == '\0' || ct[n] == ';');
+}
+
+static enum MHD_Result send_resp(struct MHD_Connection *c, http_resp *r)
+{
+	struct MHD_Response *mr;
+	enum MHD_Result ret;
+	char ra[24];
+
+	if (r->body == NULL)
+		r->body = strdup("");
+	if (r->body_len == 0 && r->body != NULL)
+		r->body_len = strlen(r->body);
+	mr = MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
+	if (mr == NULL) {
+		free(r->body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(mr, "Content-Type",
+				r->content_type != NULL ? r->content_type : "application/json");
+	MHD_add_response_header(mr, "Cache-Control",
+				r->cache_control != NULL ? r->cache_control : "no-store");
+	MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
+	if (r->etag[0] != '\0')
+		MHD_add_response_header(mr, "ETag", r->etag);
+	if (r->retry_after != 0) {
+		snprintf(ra, sizeof(ra), "%u", r->retry_after);
+		MHD_add_response_header(mr, "Retry-After", ra);
+	}
+	if (r->allow != NULL)
+		MHD_add_response_header(mr, "Allow", r->allow);
+	ret = MHD_queue_response(c, (unsigned)r->status, mr);
+	MHD_destroy_response(mr);
+	return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *error,
+				  const char *desc)
+{
+	http_resp r = {.status = status};
+	json_t *o = json_pack("{s:s, s:s}", "error", error, "error_description", desc);
+
+	r.body = o != NULL ? wjson_dump(o) : NULL;
+	json_decref(o);
+	return send_resp(c, &r);
+}
+
+static void client_addr(struct MHD_Connection *c, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+
+	snprintf(buf, len, "unknown");
+	if (sa == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+			  (socklen_t)len);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+			  buf, (socklen_t)len);
+}
+
+/* First call for a request: decide early what can be decided from the
+ * headers alone. Returning without a response here keeps keep-alive
+ * (queuing on the first call forces Connection: close: FACTS.md). */
+static req_state *req_begin(struct MHD_Connection *c, const char *method)
+{
+	req_state *st = calloc(1, sizeof(*st));
+	const char *cl;
+
+	if (st == NULL)
+		return NULL;
+	if (strcmp(method, "POST") == 0) {
+		st->bad_type = !content_type_ok(
+			MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"));
+		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+		if (cl != NULL && strtoull(cl, NULL, 10) > HTTP_BODY_MAX)
+			st->too_large = 1;
+	}
+	return st;
+}
+
+static void req_body(req_state *st, const char *data, size_t n)
+{
+	char *nb;
+
+	/* Keep reading past a refusal (and drop the bytes) so the answer is
+	 * a clean 413/415 rather than a reset connection. */
+	if (st->too_large || st->bad_type)
+		return;
+	if (st->len + n > HTTP_BODY_MAX) {
+		st->too_large = 1;
+		return;
+	}
+	nb = realloc(st->body, st->len + n + 1);
+	if (nb == NULL) {
+		st->too_large = 1;
+		return;
+	}
+	st->body = nb;
+	memcpy(st->body + st->len, data, n);
+	st->len += n;
+	st->body[st->len] = '\0';
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version,
+				  const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	http_server *s = cls;
+	req_state *st = *con_cls;
+	http_req req = {0};
+	http_resp resp = {0};
+
+	(void)version;
+	if (st == NULL) {
+		if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 &&
+		    strcmp(method, "HEAD") != 0) {
+			http_resp r = {.status = 405, .allow = "GET, POST"};
+			r.body = strdup("{\"error\":\"invalid_request\",\"error_description\":"
+					"\"method not allowed\"}");
+			return send_resp(c, &r);
+		}
+		*con_cls = st = req_begin(c, method);
+		return st != NULL ? MHD_YES : MHD_NO;
+	}
+	if (*upload_data_size != 0) {
+		req_body(st, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (st->bad_type)
+		return send_error(c, 415, "invalid_request",
+				  "Content-Type must be application/x-www-form-urlencoded");
+	if (st->too_large)
+		return send_error(c, 413, "invalid_request", "request body too large");
+	req.method = method;
+	req.path = url;
+	req.body = st->body;
+	req.body_len = st->len;
+	req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+	client_addr(c, req.client, sizeof(req.client));
+	s->fn(s->arg, &req, &resp);
+	return send_resp(c, &resp);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	req_state *st = *con_cls;
+
+	(void)cls, (void)c, (void)toe;
+	if (st == NULL)
+		return;
+	if (st->body != NULL) {
+		OPENSSL_cleanse(st->body, st->len); /* held an assertion */
+		free(st->body);
+	}
+	free(st);
+	*con_cls = NULL;
+}
+
+static writ_rc parse_listen(const char *s, struct sockaddr_storage *ss, int *v6, writ_err *err)
+{
+	char host[128];
+	const char *colon = strrchr(s, ':');
+	char *end;
+	unsigned long port;
+	size_t hl;
+
+	memset(ss, 0, sizeof(*ss));
+	if (colon == NULL)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "listen \"%s\": want HOST:PORT", s);
+	port = strtoul(colon + 1, &end, 10);
+	hl = (size_t)(colon - s);
+	if (*end != '\0' || colon[1] == '\0' || port > 65535 || hl == 0 || hl >= sizeof(host))
+		return writ_err_set(err, WRIT_ERR_CONFIG, "listen \"%s\": bad port", s);
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (host[0] == '[' && host[hl - 1] == ']') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+		host[hl - 1] = '\0';
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		*v6 = 1;
+		if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) == 1)
+			return WRIT_OK;
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		*v6 = 0;
+		if (inet_pton(AF_INET, host, &a->sin_addr) == 1)
+			return WRIT_OK;
+	}
+	return writ_err_set(err, WRIT_ERR_CONFIG,
+			    "listen \"%s\": host must be an IPv4 address or [IPv6]", s);
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n;
+
+	if (f == NULL)
+		return NULL;
+	buf = malloc(64 * 1024 + 1);
+	if (buf != NULL) {
+		n = fread(buf, 1, 64 * 1024, f);
+		buf[n] = '\0';
+	}
+	fclose(f);
+	return buf;
+}
+
+writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_server **out,
+		   writ_err *err)
+{
+	struct sockaddr_storage ss;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY | MHD_USE_ITC;
+	http_server *s;
+	writ_rc rc;
+	int v6 = 0;
+
+	*out = NULL;
+	rc = parse_listen(cfg->listen, &ss, &v6, err);
+	if (rc != WRIT_OK)
+		return rc;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
+	s->fn = fn;
+	s->arg = arg;
+	if (v6)
+		flags |= MHD_USE_IPv6;
+	if (cfg->tls_cert[0] != '\0') {
+		s->tls_cert = slurp(cfg->tls_cert);
+		s->tls_key = slurp(cfg->tls_key);
+		if (s->tls_cert == NULL || s->tls_key == NULL) {
+			http_stop(s);
+			return writ_err_set(err, WRIT_ERR_CONFIG, "cannot read tls_cert/tls_key");
+		}
+		flags |= MHD_USE_TLS;
+	}
+	s->d = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_THREAD_POOL_SIZE, cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
+		cfg->conn_timeout, MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+		s->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
+		MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
+	if (s->d == NULL) {
+		http_stop(s);
+		return writ_err_set(err, WRIT_ERR_IO, "cannot listen on %s", cfg->listen);
+	}
+	*out = s;
+	return WRIT_OK;
+}
+
+void http_quiesce(http_server *s)
+{
+	if (s != NULL && s->d != NULL)
+		(void)MHD_quiesce_daemon(s->d);
+}
+
+void http_stop(http_server *s)
+{
+	if (s == NULL)
+		return;
+	if (s->d != NULL)
+		MHD_stop_daemon(s->d);
+	if (s->tls_key != NULL) {
+		OPENSSL_cleanse(s->tls_key, strlen(s->tls_key));
+		free(s->tls_key);
+	}
+	free(s->tls_cert);
+	free(s);
+}
+
+unsigned http_port(const http_server *s)
+{
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	return di != NULL ? di->port : 0;
+}

@@ -1,0 +1,52 @@
+/*
+ * http.h - the issuer's HTTP front (libmicrohttpd), kept to one file so
+ * nothing else in the daemon sees microhttpd types.
+ *
+ * The front enforces what holds for every route: methods, a body cap
+ * (413), form content type for POST (415), a connection timeout and a
+ * connection limit; then hands a complete request to one handler.
+ */
+#ifndef WRIT_HTTP_H
+#define WRIT_HTTP_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+#define HTTP_BODY_MAX (32 * 1024)
+
+typedef struct http_req {
+	const char *method; /* "GET", "POST" */
+	const char *path;
+	const char *body; /* NUL-terminated; NULL for GET */
+	size_t body_len;
+	const char *if_none_match; /* may be NULL */
+	char client[64];	   /* peer address */
+} http_req;
+
+typedef struct http_resp {
+	int status;
+	const char *content_type; /* default application/json */
+	char *body;		  /* malloc'd, taken by the front */
+	size_t body_len;	  /* 0: strlen(body) */
+	const char *cache_control; /* default "no-store" */
+	char etag[72];		  /* sent when non-empty */
+	unsigned retry_after;	  /* sent when non-zero */
+	const char *allow;	  /* sent with 405 */
+} http_resp;
+
+typedef void (*http_handler)(void *arg, const http_req *req, http_resp *resp);
+
+typedef struct http_server http_server;
+
+/* Start listening on cfg->listen with cfg's limits; TLS when configured. */
+WRIT_MUST_CHECK writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg,
+				   http_server **out, writ_err *err);
+/* Stop accepting new connections; requests in flight go on. */
+void http_quiesce(http_server *s);
+/* Finish requests in flight, close everything, free. NULL is fine. */
+void http_stop(http_server *s);
+/* The port actually bound (for listen = ...:0 in tests). */
+unsigned http_port(const http_server *s);
+
+#endif

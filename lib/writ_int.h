@@ -1,0 +1,106 @@
+/*
+ * writ_int.h - libwrit internals shared by its own files and by writ's
+ * issuer and CLI (which link the static library). Not installed: OpenSSL
+ * and jansson types may appear here, never in include/writ/.
+ */
+#ifndef WRIT_INT_H
+#define WRIT_INT_H
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+
+#include "writ/writ.h"
+
+/* ---- errors ---- */
+
+/* Fill err (if not NULL) and return rc. printf-style message. */
+writ_rc writ_err_set(writ_err *err, writ_rc rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* As writ_err_set, appending the newest OpenSSL error reason. */
+writ_rc writ_err_ossl(writ_err *err, writ_rc rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- base64url (RFC 4648 s.5, no padding) ---- */
+
+/* Encoded length for n input bytes, excluding the NUL. */
+#define B64URL_LEN(n) (((n) * 4 + 2) / 3)
+/* Maximum decoded length for n encoded characters. */
+#define B64URL_DECODED_MAX(n) (((n) * 3) / 4)
+
+/* Encode into out (B64URL_LEN(n) + 1 bytes); NUL-terminates; returns length. */
+size_t b64url_encode(const unsigned char *in, size_t n, char *out);
+/*
+ * Strict decode: alphabet A-Z a-z 0-9 - _ only, no padding, no whitespace,
+ * length mod 4 != 1, and the unused trailing bits must be zero, so every
+ * byte string has exactly one accepted encoding. out must hold
+ * B64URL_DECODED_MAX(n) bytes. Returns 0 and sets *outlen, or -1.
+ */
+int b64url_decode(const char *in, size_t n, unsigned char *out, size_t *outlen);
+/* Encode into a malloc'd NUL-terminated string; NULL on allocation failure. */
+char *b64url_encode_alloc(const unsigned char *in, size_t n);
+
+/* ---- strict JSON on top of jansson ---- */
+
+/* Parse an object: duplicate members refused, nothing after the value. */
+json_t *wjson_parse_object(const char *buf, size_t len, const char *what, writ_err *err);
+/* Integer claim as JWT NumericDate: integer (not real), 0 <= v <= 2^53. */
+int wjson_numeric_date(const json_t *v, int64_t *out);
+/* Compact, key-order-preserving serialisation; caller frees. */
+char *wjson_dump(const json_t *v);
+
+/* ---- keys ---- */
+
+struct writ_jwk {
+	writ_alg alg;
+	char kid[WRIT_KID_MAX + 1];
+	EVP_PKEY *pkey;
+	size_t sig_len; /* exact JWS signature length */
+};
+
+/* Wrap a public EVP_PKEY (reference taken, caller keeps its own) as a JWK
+ * for alg, checking the key fits the algorithm. kid = thumbprint. */
+writ_rc writ_jwk_from_pkey(EVP_PKEY *pkey, writ_alg alg, writ_jwk **out, writ_err *err);
+/* The JWK's JSON object (public members, kid, alg, use). New reference. */
+json_t *writ_jwk_to_jansson(const writ_jwk *jwk);
+/* Check the key fits alg; sets *sig_len. */
+writ_rc writ_pkey_check_alg(EVP_PKEY *pkey, writ_alg alg, size_t *sig_len, writ_err *err);
+
+/* Verify a JWS signature (RFC 7518 form: raw r||s for ECDSA) over msg. */
+writ_rc writ_sig_verify(const writ_jwk *jwk, const unsigned char *msg, size_t msglen,
+			const unsigned char *sig, size_t siglen, writ_err *err);
+
+/* ---- compact JWS ---- */
+
+/* Parsed, not yet verified, compact JWS. Owns everything it points to. */
+typedef struct writ_jws {
+	json_t *header;
+	json_t *payload;
+	const char *alg_name; /* borrowed from header */
+	const char *kid;      /* borrowed from header, may be NULL */
+	const char *typ;      /* borrowed from header, may be NULL */
+	size_t signing_input_len; /* bytes of "<h>.<p>" at the token's start */
+	unsigned char *sig;
+	size_t sig_len;
+} writ_jws;
+
+/* Strict parse of a compact JWS (structure, base64url, JSON, header
+ * members). Does not verify. */
+writ_rc writ_jws_parse(const char *token, size_t len, writ_jws *out, writ_err *err);
+void writ_jws_clear(writ_jws *jws);
+
+/* Verify a parsed JWS with one given key: pinned alg, typ, signature, then
+ * claims. token is the string j was parsed from. */
+writ_rc writ_verify_jws(const writ_jwk *key, const writ_jws *j, const char *token,
+			const writ_verify_opts *opts, writ_err *err);
+
+/* Check the registered claims of a verified payload against opts. */
+writ_rc writ_claims_check(const json_t *payload, const writ_verify_opts *opts, writ_err *err);
+
+/*
+ * Build "<b64url(header)>.<b64url(payload)>" for signing. Returns a
+ * malloc'd string (caller frees) and its length, or NULL.
+ */
+char *writ_jws_signing_input(const json_t *header, const json_t *payload, size_t *len);
+
+#endif

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The writ CLI as an operator uses it: --help everywhere, token init's files
+# and modes, PIN-file and config errors that name the problem, and mint /
+# verify round trips with clear one-line refusals. Real SoftHSM2 token.
+set -u
+WRIT=${WRIT_BIN:-build/writ}
+[ -r /usr/lib/softhsm/libsofthsm2.so ] || { echo "SKIP: no SoftHSM2"; exit 77; }
+fails=0
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+expect() { # expect DESCRIPTION CMD...  (command must succeed)
+  local d=$1; shift
+  if "$@" >/tmp/writ-cli-out.$$ 2>&1; then ok "$d"; else bad "$d: $(cat /tmp/writ-cli-out.$$)"; fi
+}
+refuse() { # refuse DESCRIPTION PATTERN CMD...  (must fail with one line matching PATTERN)
+  local d=$1 pat=$2; shift 2
+  if "$@" >/tmp/writ-cli-out.$$ 2>&1; then bad "$d: succeeded"; return; fi
+  if grep -qE "$pat" /tmp/writ-cli-out.$$ && [ "$(wc -l </tmp/writ-cli-out.$$)" -le 1 ]; then
+    ok "$d"
+  else bad "$d: got: $(cat /tmp/writ-cli-out.$$)"; fi
+}
+D=$(mktemp -d /tmp/writ-cli-XXXXXX)
+trap 'rm -rf "$D" /tmp/writ-cli-out.$$' EXIT
+
+for c in "" "token" "key" "jwks" "mint" "verify"; do
+  expect "writ $c --help exits 0" $WRIT $c --help
+done
+refuse "unknown command is named" 'unknown command "frobnicate"' $WRIT frobnicate
+
+expect "token init creates a token" $WRIT token init --dir "$D/t"
+[ "$(stat -c %a "$D/t/user.pin")" = 600 ] && ok "user.pin is mode 0600" || bad "user.pin mode"
+[ "$(stat -c %a "$D/t/so.pin")" = 600 ] && ok "so.pin is mode 0600" || bad "so.pin mode"
+! grep -q "$(cat "$D/t/user.pin")" "$D/t/writ.conf" && ok "the PIN is not in writ.conf" || bad "PIN in config"
+refuse "token init twice is refused" 'already initialised' $WRIT token init --dir "$D/t"
+C="$D/t/writ.conf"
+
+expect "key generate ES256" $WRIT -c "$C" key generate --alg ES256
+refuse "key generate with an unknown alg names the choices" 'unknown algorithm "ES257".*ES256' \
+  $WRIT -c "$C" key generate --alg ES257
+[ "$($WRIT -c "$C" key list | wc -l)" = 1 ] && ok "key list shows the key" || bad "key list"
+$WRIT -c "$C" key list --json | /usr/bin/python3 -c 'import json,sys; k=json.load(sys.stdin); assert k[0]["alg"]=="ES256"' \
+  && ok "key list --json parses" || bad "key list --json"
+
+chmod 644 "$D/t/user.pin"
+refuse "a world-readable PIN file is refused, naming the mode" 'by group or others.*0?644' \
+  $WRIT -c "$C" key list
+chmod 600 "$D/t/user.pin"
+
+cp "$C" "$D/bad1.conf"; echo "pin = 1234" >>"$D/bad1.conf"
+refuse "a PIN in the config is refused with its line" 'bad1.conf:[0-9]+: a PIN may not be written' \
+  $WRIT -c "$D/bad1.conf" key list
+printf 'token_label = writ\nfrobs = 1\n' >"$D/bad2.conf"
+refuse "an unknown config key names file and line" 'bad2.conf:2: unknown key "frobs"' \
+  $WRIT -c "$D/bad2.conf" key list
+printf 'token_ttl = 99999\n' >"$D/bad3.conf"
+refuse "an out-of-range TTL names the range" 'bad3.conf:1: token_ttl must be an integer in 1..3600' \
+  $WRIT -c "$D/bad3.conf" key list
+printf 'signing_alg = HS256\n' >"$D/bad4.conf"
+refuse "an HMAC algorithm is not configurable" 'bad4.conf:1: unknown algorithm "HS256"' \
+  $WRIT -c "$D/bad4.conf" key list
+
+$WRIT -c "$C" jwks >"$D/jwks.json" && ok "jwks" || bad "jwks"
+TOK=$($WRIT -c "$C" mint --sub agent-1 --aud orders-db --scope "db:read" --ttl 60)
+[ -n "$TOK" ] && ok "mint prints a token" || bad "mint"
+echo "$TOK" | $WRIT verify --jwks "$D/jwks.json" --aud orders-db >"$D/claims.json" \
+  && grep -q '"sub":"agent-1"' "$D/claims.json" && ok "verify prints the claims" || bad "verify"
+refuse "mint above token_ttl_max is refused" 'above token_ttl_max' \
+  $WRIT -c "$C" mint --sub a --aud b --scope c --ttl 7200
+refuse "verify: wrong audience, one line" 'wrong audience' \
+  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --aud billing"
+FORGED=$(echo "$TOK" | /usr/bin/python3 -c '
+import base64,sys
+h,p,s=sys.stdin.read().strip().split(".")
+d=base64.urlsafe_b64decode(p+"="*(-len(p)%4)).replace(b"db:read",b"db:drop")
+print(h+"."+base64.urlsafe_b64encode(d).decode().rstrip("=")+"."+s)')
+refuse "verify: a payload changed to widen scope fails the signature" 'bad signature' \
+  sh -c "echo '$FORGED' | $WRIT verify --jwks '$D/jwks.json'"
+refuse "verify: expired token (max-ttl cap below its lifetime)" 'lifetime' \
+  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --max-ttl 30"
+echo '{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"x","x":"AAAA","y":"AAAA"}]}' >"$D/badjwks.json"
+refuse "verify: a bad JWK Set is named" 'JWK Set: keys\[0\]' \
+  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/badjwks.json'"
+
+echo "$fails failed"
+[ "$fails" -eq 0 ]

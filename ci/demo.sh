@@ -1,40 +1,74 @@
 #!/usr/bin/env bash
-# The README's run command: install dependencies, build, create a
-# development SoftHSM2 token with an ES256 key in ./writ-data, mint a token
-# signed inside the HSM, and verify it offline against the published JWKS.
+# The README's run command. Installs dependencies, builds, and runs writ on
+# its embedded defaults in ./writ-data: a development SoftHSM2 token with an
+# ES256 key, a SQLite store with one demo agent, the example policy, the
+# audit log, and writ-issuer on 127.0.0.1:8080. Then one agent obtains a
+# read token, is refused a write, and the token is verified offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 bash ci/deps.sh >/dev/null
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
-WRIT="$ROOT/build/writ"
+cmake --build build -j"$(nproc)" --target writ writ-issuer >/dev/null
 export WRIT_HOME="$ROOT/writ-data"
+WRIT="$ROOT/build/writ"
+ISSUER=http://127.0.0.1:8080
+D=$WRIT_HOME
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
-if [ ! -f "$WRIT_HOME/writ.conf" ]; then
-  say "writ token init"
-  "$WRIT" token init
+# A previous demo's issuer is stopped first, so the demo can be re-run.
+if [ -f "$D/issuer.pid" ] && kill -0 "$(cat "$D/issuer.pid")" 2>/dev/null; then
+  kill "$(cat "$D/issuer.pid")"; sleep 1
+fi
+
+if [ ! -f "$D/writ.conf" ]; then
+  say "writ token init                 # SoftHSM2 token, random PIN in a 0600 file"
+  "$WRIT" token init --issuer "$ISSUER"
 fi
 if [ -z "$("$WRIT" key list)" ]; then
-  say "writ key generate --alg ES256"
+  say "writ key generate --alg ES256   # generated inside the token, never extractable"
   "$WRIT" key generate --alg ES256
 fi
-say "writ key list"
-"$WRIT" key list
-say "writ jwks > writ-data/jwks.json"
-"$WRIT" jwks | tee "$WRIT_HOME/jwks.json"
-say "writ mint --sub demo-agent --aud orders-db --scope 'db:read' --ttl 300"
-TOKEN=$("$WRIT" mint --sub demo-agent --aud orders-db --scope 'db:read' --ttl 300)
-echo "$TOKEN"
-say "echo \$TOKEN | writ verify --jwks writ-data/jwks.json --iss http://127.0.0.1:8080 --aud orders-db"
-echo "$TOKEN" | "$WRIT" verify --jwks "$WRIT_HOME/jwks.json" --iss http://127.0.0.1:8080 --aud orders-db
-say "echo \$TOKEN | writ verify --jwks writ-data/jwks.json --aud billing-api   # wrong audience"
-if echo "$TOKEN" | "$WRIT" verify --jwks "$WRIT_HOME/jwks.json" --aud billing-api; then
-  echo "unexpected: a token for orders-db verified for billing-api" >&2
-  exit 1
+[ -f "$D/policy.json" ] || cp examples/policy.json "$D/policy.json"
+say "writ policy check writ-data/policy.json"
+"$WRIT" policy check "$D/policy.json"
+
+if [ ! -f "$D/demo-agent.key" ]; then
+  say "openssl genpkey ... > demo-agent.key; writ agent add demo-agent --group analysts --key demo-agent.pub"
+  (umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$D/demo-agent.key")
+  openssl pkey -in "$D/demo-agent.key" -pubout -out "$D/demo-agent.pub"
+  "$WRIT" agent add demo-agent --group analysts --key "$D/demo-agent.pub"
 fi
+
+say "writ-issuer &                   # listening on $ISSUER"
+"$ROOT/build/writ-issuer" >"$D/issuer.out" 2>"$D/issuer.err" &
+echo $! >"$D/issuer.pid"
+for _ in $(seq 50); do
+  curl -fsS "$ISSUER/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "$ISSUER/healthz"; echo
+
+say "writ assert --agent demo-agent --key demo-agent.key --aud $ISSUER | writ exchange --audience orders-db --scope db:read"
+"$WRIT" assert --agent demo-agent --key "$D/demo-agent.key" --aud "$ISSUER" >"$D/assertion"
+"$WRIT" exchange --issuer "$ISSUER" --assertion "$D/assertion" --audience orders-db --scope "db:read" \
+  | tee "$D/response.json"
+TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_token"])' "$D/response.json")
+
+say "... --scope db:write             # writes are blocked by policy"
+"$WRIT" assert --agent demo-agent --key "$D/demo-agent.key" --aud "$ISSUER" >"$D/assertion"
+if "$WRIT" exchange --issuer "$ISSUER" --assertion "$D/assertion" --audience orders-db --scope "db:write"; then
+  echo "unexpected: a write was granted" >&2; exit 1
+fi
+
+say "curl $ISSUER/.well-known/jwks.json > jwks.json; echo \$TOKEN | writ verify --jwks jwks.json --iss $ISSUER --aud orders-db"
+curl -fsS "$ISSUER/.well-known/jwks.json" >"$D/jwks.json"
+echo "$TOKEN" | "$WRIT" verify --jwks "$D/jwks.json" --iss "$ISSUER" --aud orders-db
+
+say "writ audit query writ-data/audit.log --agent demo-agent"
+"$WRIT" audit query "$D/audit.log" --agent demo-agent | tail -n 4
+
 echo
-echo "The private key never left the token: writ-data/tokens/ is SoftHSM2's store,"
-echo "user PIN in writ-data/user.pin (0600). Remove writ-data/ to start over."
+echo "writ-issuer is still running (pid $(cat "$D/issuer.pid")) on $ISSUER."
+echo "Stop it with:  kill \$(cat writ-data/issuer.pid)      Start over: rm -rf writ-data"

@@ -21,6 +21,8 @@ void cli_die_err(const char *what, writ_rc rc, const writ_err *err) __attribute_
 
 /* writ's own directory: $WRIT_HOME or ~/.local/share/writ (static buffer). */
 const char *cli_home(void);
+/* Is there a configuration to load (-c, $WRIT_CONFIG or the default)? */
+int cli_config_available(void);
 /* Load the configuration or die. */
 void cli_load_config(writ_config *cfg);
 /* Open the HSM from the configuration or die. */
@@ -36,6 +38,8 @@ int jwks_main(int argc, char **argv);
 int mint_main(int argc, char **argv);
 int verify_main(int argc, char **argv);
 int agent_main(int argc, char **argv);
+int assert_main(int argc, char **argv);
+int exchange_main(int argc, char **argv);
 int policy_main(int argc, char **argv);
 int audit_main(int argc, char **argv);
 

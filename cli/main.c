@@ -17,6 +17,8 @@ static const struct {
 	{"jwks", jwks_main, "print the public JWK Set"},
 	{"mint", mint_main, "sign an access token (operator, tests, break-glass)"},
 	{"verify", verify_main, "verify a token offline against a JWK Set"},
+	{"assert", assert_main, "make an agent assertion from a private key file"},
+	{"exchange", exchange_main, "exchange an assertion for a token at the issuer"},
 	{"agent", agent_main, "register, list, disable, enable and revoke agents"},
 	{"policy", policy_main, "check a policy file, explain a decision"},
 	{"audit", audit_main, "verify the audit log's hash chain, query it"},

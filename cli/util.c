@@ -43,6 +43,16 @@ const char *cli_home(void)
 	return buf;
 }
 
+int cli_config_available(void)
+{
+	char path[1100];
+
+	if (cli_config_path != NULL || getenv("WRIT_CONFIG") != NULL)
+		return 1;
+	snprintf(path, sizeof(path), "%s/writ.conf", cli_home());
+	return access(path, F_OK) == 0;
+}
+
 void cli_load_config(writ_config *cfg)
 {
 	static char path[1100];

@@ -28,10 +28,12 @@ static writ_rc ctx_new(const p11_cfg *cfg, p11_ctx **out, writ_err *err)
 	int failed = 0;
 
 	if (cfg == NULL || cfg->module == NULL || cfg->token_label == NULL)
-		return writ_err_set(err, WRIT_ERR_CONFIG, "PKCS#11 module and token label are required");
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+		                    "PKCS#11 module and token label are required");
 	if ((cfg->pin_file == NULL) == (cfg->pin_env == NULL))
-		return writ_err_set(err, WRIT_ERR_PIN,
-				    "give exactly one PIN source: a PIN file or an environment variable");
+		return writ_err_set(
+		    err, WRIT_ERR_PIN,
+		    "give exactly one PIN source: a PIN file or an environment variable");
 	ctx = calloc(1, sizeof(*ctx));
 	if (ctx == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
@@ -71,9 +73,10 @@ writ_rc p11_open(const p11_cfg *cfg, p11_ctx **out, writ_err *err)
 	/* Someone else in this process owns the module's state: our fault
 	 * recovery (C_Finalize) would pull it from under them. */
 	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		rc = writ_err_set(err, WRIT_ERR_HSM,
-				  "%s is already initialised in this process (one p11_ctx per module)",
-				  ctx->module);
+		rc = writ_err_set(
+		    err, WRIT_ERR_HSM,
+		    "%s is already initialised in this process (one p11_ctx per module)",
+		    ctx->module);
 		ctx->f = NULL;
 		goto out;
 	}
@@ -120,8 +123,7 @@ static int mech_ok(p11_ctx *ctx, CK_MECHANISM_TYPE m, CK_FLAGS need)
 {
 	CK_MECHANISM_INFO mi;
 
-	return ctx->f->C_GetMechanismInfo(ctx->slot, m, &mi) == CKR_OK &&
-	       (mi.flags & need) == need;
+	return ctx->f->C_GetMechanismInfo(ctx->slot, m, &mi) == CKR_OK && (mi.flags & need) == need;
 }
 
 int p11_alg_supported(p11_ctx *ctx, writ_alg alg)
@@ -131,25 +133,17 @@ int p11_alg_supported(p11_ctx *ctx, writ_alg alg)
 
 	switch (alg) {
 	case WRIT_ALG_ES256:
-	case WRIT_ALG_ES384:
-		gen = CKM_EC_KEY_PAIR_GEN, sign = CKM_ECDSA;
-		break;
-	case WRIT_ALG_RS256:
-		gen = CKM_RSA_PKCS_KEY_PAIR_GEN, sign = CKM_SHA256_RSA_PKCS;
-		break;
-	case WRIT_ALG_PS256:
-		gen = CKM_RSA_PKCS_KEY_PAIR_GEN, sign = CKM_SHA256_RSA_PKCS_PSS;
-		break;
-	case WRIT_ALG_EDDSA:
-		gen = CKM_EC_EDWARDS_KEY_PAIR_GEN, sign = CKM_EDDSA;
-		break;
-	default:
-		return 0;
+	case WRIT_ALG_ES384: gen = CKM_EC_KEY_PAIR_GEN, sign = CKM_ECDSA; break;
+	case WRIT_ALG_RS256: gen = CKM_RSA_PKCS_KEY_PAIR_GEN, sign = CKM_SHA256_RSA_PKCS; break;
+	case WRIT_ALG_PS256: gen = CKM_RSA_PKCS_KEY_PAIR_GEN, sign = CKM_SHA256_RSA_PKCS_PSS; break;
+	case WRIT_ALG_EDDSA: gen = CKM_EC_EDWARDS_KEY_PAIR_GEN, sign = CKM_EDDSA; break;
+	default: return 0;
 	}
 	if (ctx == NULL || p11_fork_check(ctx, NULL) != WRIT_OK)
 		return 0;
 	pthread_rwlock_rdlock(&ctx->lock);
-	ok = !ctx->broken && mech_ok(ctx, gen, CKF_GENERATE_KEY_PAIR) && mech_ok(ctx, sign, CKF_SIGN);
+	ok = !ctx->broken && mech_ok(ctx, gen, CKF_GENERATE_KEY_PAIR) &&
+	     mech_ok(ctx, sign, CKF_SIGN);
 	pthread_rwlock_unlock(&ctx->lock);
 	return ok;
 }
@@ -175,8 +169,8 @@ long p11_raw_session_get(p11_ctx *ctx)
 		return -1;
 	pthread_rwlock_rdlock(&ctx->lock);
 	rv = ctx->broken ? CKR_CRYPTOKI_NOT_INITIALIZED
-			 : ctx->f->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
-						 NULL, NULL, &s);
+	                 : ctx->f->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+	                                         NULL, NULL, &s);
 	pthread_rwlock_unlock(&ctx->lock);
 	return rv == CKR_OK ? (long)s : -1;
 }

@@ -14,31 +14,24 @@
 #include "p11_int.h"
 
 #define KEY_ID_LEN 16
-#define RSA_BITS 3072
+#define RSA_BITS   3072
 
 /* DER OIDs for CKA_EC_PARAMS (PKCS#11 v3.0 s.6.3.3, RFC 8410). */
-static const unsigned char oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const unsigned char oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+                                         0xce, 0x3d, 0x03, 0x01, 0x07};
 static const unsigned char oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
 static const unsigned char oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
 /* PrintableString "edwards25519": what pkcs11-tool writes (FACTS.md). */
-const unsigned char p11_ed25519_name[14] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r', 'd', 's',
-					    '2', '5', '5', '1', '9'};
+const unsigned char p11_ed25519_name[14] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                            'd',  's',  '2', '5', '5', '1', '9'};
 
 const unsigned char *p11_ec_params(writ_alg alg, size_t *n)
 {
 	switch (alg) {
-	case WRIT_ALG_ES256:
-		*n = sizeof(oid_p256);
-		return oid_p256;
-	case WRIT_ALG_ES384:
-		*n = sizeof(oid_p384);
-		return oid_p384;
-	case WRIT_ALG_EDDSA:
-		*n = sizeof(oid_ed25519);
-		return oid_ed25519;
-	default:
-		*n = 0;
-		return NULL;
+	case WRIT_ALG_ES256: *n = sizeof(oid_p256); return oid_p256;
+	case WRIT_ALG_ES384: *n = sizeof(oid_p384); return oid_p384;
+	case WRIT_ALG_EDDSA: *n = sizeof(oid_ed25519); return oid_ed25519;
+	default: *n = 0; return NULL;
 	}
 }
 
@@ -51,8 +44,8 @@ typedef struct gen_arg {
 } gen_arg;
 
 /* Destroy every writ object carrying CKA_ID id; *n counts them. */
-static writ_rc destroy_id(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char *id,
-			  size_t id_len, size_t *n, p11_op *op)
+static writ_rc destroy_id(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char *id, size_t id_len,
+                          size_t *n, p11_op *op)
 {
 	CK_ATTRIBUTE tmpl[] = {{CKA_ID, (void *)id, id_len}};
 	CK_OBJECT_HANDLE h[8];
@@ -79,8 +72,8 @@ static writ_rc destroy_id(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char
 }
 
 /* The public half's type-specific template entries. */
-static size_t pub_params(writ_alg alg, const unsigned char *params, size_t plen,
-			 CK_ULONG *bits, CK_ATTRIBUTE *t)
+static size_t pub_params(writ_alg alg, const unsigned char *params, size_t plen, CK_ULONG *bits,
+                         CK_ATTRIBUTE *t)
 {
 	static const unsigned char e65537[] = {0x01, 0x00, 0x01};
 
@@ -94,24 +87,24 @@ static size_t pub_params(writ_alg alg, const unsigned char *params, size_t plen,
 }
 
 static CK_RV generate(p11_ctx *ctx, CK_SESSION_HANDLE s, gen_arg *a, const unsigned char *params,
-		      size_t plen, CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
+                      size_t plen, CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
 {
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_ULONG bits = RSA_BITS;
 	CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
 	size_t llen = strlen(a->label);
 	CK_ATTRIBUTE pt[9] = {
-		{CKA_TOKEN, &yes, sizeof(yes)},	   {CKA_PRIVATE, &no, sizeof(no)},
-		{CKA_VERIFY, &yes, sizeof(yes)},   {CKA_ENCRYPT, &no, sizeof(no)},
-		{CKA_WRAP, &no, sizeof(no)},	   {CKA_ID, a->id, sizeof(a->id)},
-		{CKA_LABEL, a->label, llen},
+	    {CKA_TOKEN, &yes, sizeof(yes)},  {CKA_PRIVATE, &no, sizeof(no)},
+	    {CKA_VERIFY, &yes, sizeof(yes)}, {CKA_ENCRYPT, &no, sizeof(no)},
+	    {CKA_WRAP, &no, sizeof(no)},     {CKA_ID, a->id, sizeof(a->id)},
+	    {CKA_LABEL, a->label, llen},
 	};
 	CK_ATTRIBUTE kt[] = {
-		{CKA_TOKEN, &yes, sizeof(yes)},	     {CKA_PRIVATE, &yes, sizeof(yes)},
-		{CKA_SENSITIVE, &yes, sizeof(yes)},  {CKA_EXTRACTABLE, &no, sizeof(no)},
-		{CKA_SIGN, &yes, sizeof(yes)},	     {CKA_DECRYPT, &no, sizeof(no)},
-		{CKA_UNWRAP, &no, sizeof(no)},	     {CKA_DERIVE, &no, sizeof(no)},
-		{CKA_ID, a->id, sizeof(a->id)},	     {CKA_LABEL, a->label, llen},
+	    {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &yes, sizeof(yes)},
+	    {CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &no, sizeof(no)},
+	    {CKA_SIGN, &yes, sizeof(yes)},      {CKA_DECRYPT, &no, sizeof(no)},
+	    {CKA_UNWRAP, &no, sizeof(no)},      {CKA_DERIVE, &no, sizeof(no)},
+	    {CKA_ID, a->id, sizeof(a->id)},     {CKA_LABEL, a->label, llen},
 	};
 	size_t np = 7 + pub_params(a->alg, params, plen, &bits, pt + 7);
 
@@ -199,8 +192,7 @@ typedef struct destroy_arg {
 	size_t id_len;
 } destroy_arg;
 
-static writ_rc destroy_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op,
-			  writ_err *err)
+static writ_rc destroy_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op, writ_err *err)
 {
 	destroy_arg *a = arg;
 	size_t n;
@@ -209,7 +201,8 @@ static writ_rc destroy_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *
 	if (destroy_id(ctx, s, a->id, a->id_len, &n, op) != WRIT_OK)
 		return WRIT_ERR_HSM;
 	if (n == 0)
-		return writ_err_set(err, WRIT_ERR_NOT_FOUND, "no writ key with that id in the token");
+		return writ_err_set(err, WRIT_ERR_NOT_FOUND,
+		                    "no writ key with that id in the token");
 	return WRIT_OK;
 }
 

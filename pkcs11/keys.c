@@ -15,7 +15,7 @@
 #define LABEL_PREFIX "writ:"
 
 CK_RV p11_find(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
-	       CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *found, p11_op *op)
+               CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *found, p11_op *op)
 {
 	CK_RV rv, rv2;
 
@@ -55,7 +55,7 @@ writ_alg p11_label_alg(const unsigned char *label, size_t len)
 }
 
 static int cache_get(p11_ctx *ctx, const unsigned char *id, size_t id_len, CK_OBJECT_HANDLE *h,
-		     writ_alg *alg)
+                     writ_alg *alg)
 {
 	size_t i;
 	int hit = 0;
@@ -75,7 +75,7 @@ static int cache_get(p11_ctx *ctx, const unsigned char *id, size_t id_len, CK_OB
 }
 
 static void cache_put(p11_ctx *ctx, const unsigned char *id, size_t id_len, CK_OBJECT_HANDLE h,
-		      writ_alg alg)
+                      writ_alg alg)
 {
 	p11_cached *c;
 
@@ -108,14 +108,13 @@ void p11_cache_drop(p11_ctx *ctx, const unsigned char *id, size_t id_len)
 
 static CK_KEY_TYPE alg_key_type(writ_alg alg);
 
-writ_rc p11_find_private(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char *id,
-			 size_t id_len, CK_OBJECT_HANDLE *h, writ_alg *alg, p11_op *op,
-			 writ_err *err)
+writ_rc p11_find_private(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char *id, size_t id_len,
+                         CK_OBJECT_HANDLE *h, writ_alg *alg, p11_op *op, writ_err *err)
 {
 	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
 	CK_ATTRIBUTE tmpl[] = {
-		{CKA_CLASS, &cls, sizeof(cls)},
-		{CKA_ID, (void *)id, id_len},
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)id, id_len},
 	};
 	unsigned char label[P11_LABEL_MAX];
 	CK_KEY_TYPE type;
@@ -129,7 +128,8 @@ writ_rc p11_find_private(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char 
 	if (p11_find(ctx->f, s, tmpl, 2, found, 2, &n, op) != CKR_OK)
 		return WRIT_ERR_HSM;
 	if (n == 0)
-		return writ_err_set(err, WRIT_ERR_NOT_FOUND, "no private key with that id in the token");
+		return writ_err_set(err, WRIT_ERR_NOT_FOUND,
+		                    "no private key with that id in the token");
 	/* Two keys under one id: signing with either could be wrong. */
 	if (n > 1)
 		return writ_err_set(err, WRIT_ERR_HSM, "several private keys share that id");
@@ -149,7 +149,7 @@ writ_rc p11_find_private(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char 
 
 /* One attribute into buf (cap bytes); *len set. */
 static CK_RV attr_get(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-		      CK_ATTRIBUTE_TYPE t, void *buf, size_t cap, size_t *len)
+                      CK_ATTRIBUTE_TYPE t, void *buf, size_t cap, size_t *len)
 {
 	CK_ATTRIBUTE a = {t, buf, cap};
 	CK_RV rv = f->C_GetAttributeValue(s, h, &a, 1);
@@ -161,8 +161,8 @@ static CK_RV attr_get(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE
 /* ---- public key export ---- */
 
 /* CKA_EC_POINT: DER OCTET STRING (short form) around 04||X||Y. */
-static int ec_point_parse(const unsigned char *p, size_t n, size_t field,
-			  const unsigned char **pt, size_t *ptlen)
+static int ec_point_parse(const unsigned char *p, size_t n, size_t field, const unsigned char **pt,
+                          size_t *ptlen)
 {
 	size_t want = 1 + 2 * field;
 
@@ -211,8 +211,7 @@ static EVP_PKEY *ec_pkey(writ_alg alg, const unsigned char *pt, size_t ptlen)
 	return pkey_from_params("EC", params);
 }
 
-static EVP_PKEY *rsa_pkey(const unsigned char *n, size_t nlen, const unsigned char *e,
-			  size_t elen)
+static EVP_PKEY *rsa_pkey(const unsigned char *n, size_t nlen, const unsigned char *e, size_t elen)
 {
 	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
 	BIGNUM *bn = BN_bin2bn(n, (int)nlen, NULL), *be = BN_bin2bn(e, (int)elen, NULL);
@@ -237,12 +236,9 @@ static CK_KEY_TYPE alg_key_type(writ_alg alg)
 {
 	switch (alg) {
 	case WRIT_ALG_ES256:
-	case WRIT_ALG_ES384:
-		return CKK_EC;
-	case WRIT_ALG_EDDSA:
-		return CKK_EC_EDWARDS;
-	default:
-		return CKK_RSA;
+	case WRIT_ALG_ES384: return CKK_EC;
+	case WRIT_ALG_EDDSA: return CKK_EC_EDWARDS;
+	default: return CKK_RSA;
 	}
 }
 
@@ -258,8 +254,8 @@ static int ec_params_match(writ_alg alg, const unsigned char *p, size_t n)
 	       memcmp(p, p11_ed25519_name, n) == 0;
 }
 
-static writ_rc ec_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-			 writ_alg alg, EVP_PKEY **out, p11_op *op, writ_err *err)
+static writ_rc ec_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, writ_alg alg,
+                         EVP_PKEY **out, p11_op *op, writ_err *err)
 {
 	unsigned char params[64], point[128];
 	const unsigned char *pt;
@@ -271,7 +267,7 @@ static writ_rc ec_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HAN
 		return p11_fail(op, "C_GetAttributeValue", rv);
 	if (!ec_params_match(alg, params, plen))
 		return writ_err_set(err, WRIT_ERR_ALG, "key's curve is not the one %s needs",
-				    writ_alg_name(alg));
+		                    writ_alg_name(alg));
 	if (alg == WRIT_ALG_EDDSA) {
 		if (ed_point_parse(point, len, &pt) == 0)
 			*out = EVP_PKEY_new_raw_public_key_ex(NULL, "ED25519", NULL, pt, 32);
@@ -282,12 +278,13 @@ static writ_rc ec_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HAN
 			*out = ec_pkey(alg, pt, ptlen);
 	}
 	if (*out == NULL)
-		return writ_err_ossl(err, WRIT_ERR_MALFORMED, "token gave a malformed CKA_EC_POINT");
+		return writ_err_ossl(err, WRIT_ERR_MALFORMED,
+		                     "token gave a malformed CKA_EC_POINT");
 	return WRIT_OK;
 }
 
 static writ_rc rsa_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-			  EVP_PKEY **out, p11_op *op, writ_err *err)
+                          EVP_PKEY **out, p11_op *op, writ_err *err)
 {
 	unsigned char n[1024], e[16];
 	size_t nlen, elen;
@@ -301,8 +298,8 @@ static writ_rc rsa_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HA
 	return WRIT_OK;
 }
 
-writ_rc p11_pub_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-		       writ_alg alg, EVP_PKEY **out, p11_op *op, writ_err *err)
+writ_rc p11_pub_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, writ_alg alg,
+                       EVP_PKEY **out, p11_op *op, writ_err *err)
 {
 	CK_KEY_TYPE type;
 	size_t len, sig_len;
@@ -315,7 +312,7 @@ writ_rc p11_pub_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDL
 		return p11_fail(op, "C_GetAttributeValue", rv);
 	if (len != sizeof(type) || type != alg_key_type(alg))
 		return writ_err_set(err, WRIT_ERR_ALG, "key type does not fit %s",
-				    writ_alg_name(alg));
+		                    writ_alg_name(alg));
 	if (type == CKK_RSA)
 		rc = rsa_export(f, s, h, out, op, err);
 	else
@@ -361,15 +358,15 @@ static int id_seen(const list_arg *a, const p11_key *k)
 /* Fill k from private key h when h is half of a writ key pair; k->pub
  * stays NULL when h is skipped. */
 static writ_rc key_load(p11_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, p11_key *k,
-			p11_op *op)
+                        p11_op *op)
 {
 	unsigned char label[P11_LABEL_MAX];
 	CK_KEY_TYPE type;
 	CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
 	CK_ATTRIBUTE a[] = {
-		{CKA_ID, k->id, sizeof(k->id)},
-		{CKA_LABEL, label, sizeof(label)},
-		{CKA_KEY_TYPE, &type, sizeof(type)},
+	    {CKA_ID, k->id, sizeof(k->id)},
+	    {CKA_LABEL, label, sizeof(label)},
+	    {CKA_KEY_TYPE, &type, sizeof(type)},
 	};
 	CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, k->id, 0}};
 	CK_OBJECT_HANDLE pub[2];

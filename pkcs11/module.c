@@ -12,8 +12,8 @@
 
 #include "p11_int.h"
 
-writ_rc p11_module_load(const char *path, const char *softhsm_conf, void **dl,
-			CK_FUNCTION_LIST **f, writ_err *err)
+writ_rc p11_module_load(const char *path, const char *softhsm_conf, void **dl, CK_FUNCTION_LIST **f,
+                        writ_err *err)
 {
 	CK_C_GetFunctionList get;
 	CK_RV rv;
@@ -26,8 +26,8 @@ writ_rc p11_module_load(const char *path, const char *softhsm_conf, void **dl,
 	/* RTLD_LOCAL: the module's symbols must not satisfy anyone else's. */
 	*dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (*dl == NULL)
-		return writ_err_set(err, WRIT_ERR_HSM, "cannot load PKCS#11 module %s: %s",
-				    path, dlerror());
+		return writ_err_set(err, WRIT_ERR_HSM, "cannot load PKCS#11 module %s: %s", path,
+		                    dlerror());
 	*(void **)&get = dlsym(*dl, "C_GetFunctionList");
 	if (get == NULL) {
 		dlclose(*dl);

@@ -18,9 +18,9 @@
 
 #include <p11-kit/pkcs11.h>
 
-#define P11_POOL_MAX 32	  /* sessions per context, the anchor not counted */
-#define P11_CACHE_MAX 64  /* private key handles remembered per context */
-#define P11_KEYS_MAX 1024 /* objects looked at when listing */
+#define P11_POOL_MAX  32   /* sessions per context, the anchor not counted */
+#define P11_CACHE_MAX 64   /* private key handles remembered per context */
+#define P11_KEYS_MAX  1024 /* objects looked at when listing */
 
 /* One remembered private key handle; valid while gen == ctx->gen. */
 typedef struct p11_cached {
@@ -52,8 +52,8 @@ struct p11_ctx {
 	 */
 	pthread_rwlock_t lock;
 	unsigned long gen; /* bumped by every re-initialisation; under lock */
-	int broken;	   /* last re-initialisation failed: next call retries */
-	pid_t pid;	   /* process that initialised the module */
+	int broken;        /* last re-initialisation failed: next call retries */
+	pid_t pid;         /* process that initialised the module */
 	CK_SLOT_ID slot;
 	/* Keeps the login alive: PKCS#11 logs the user out when the last
 	 * session of the application closes, and pool sessions come and go. */
@@ -84,8 +84,8 @@ writ_rc p11_err_rv(writ_err *err, writ_rc rc, const char *call, CK_RV rv);
 int p11_rv_recoverable(CK_RV rv);
 
 /* ---- module.c ---- */
-writ_rc p11_module_load(const char *path, const char *softhsm_conf, void **dl,
-			CK_FUNCTION_LIST **f, writ_err *err);
+writ_rc p11_module_load(const char *path, const char *softhsm_conf, void **dl, CK_FUNCTION_LIST **f,
+                        writ_err *err);
 CK_RV p11_module_initialize(CK_FUNCTION_LIST *f);
 /* Re-initialise after a fault seen under generation seen_gen (or after
  * fork). Takes the lock exclusive; a no-op if someone else already did. */
@@ -97,8 +97,7 @@ void p11_locks_destroy(p11_ctx *ctx);
 
 /* ---- token.c ---- */
 /* Slot of the initialised token labelled label, found fresh each time. */
-writ_rc p11_token_find(CK_FUNCTION_LIST *f, const char *label, CK_SLOT_ID *slot,
-		       writ_err *err);
+writ_rc p11_token_find(CK_FUNCTION_LIST *f, const char *label, CK_SLOT_ID *slot, writ_err *err);
 /* C_Initialize done: find the token, open the anchor session, log in. */
 writ_rc p11_connect(p11_ctx *ctx, writ_err *err);
 
@@ -110,7 +109,7 @@ void p11_pin_mem_wipe(p11_pin_mem *pin);
 
 /* ---- session.c ---- */
 typedef writ_rc (*p11_op_fn)(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op,
-			     writ_err *err);
+                             writ_err *err);
 /*
  * Run fn on a pooled session under the shared lock. If it fails with a
  * recoverable CK_RV, re-initialise and run it once more; a PKCS#11
@@ -126,18 +125,17 @@ void p11_pool_forget(p11_ctx *ctx);
 /* ---- keys.c ---- */
 /* Up to max objects matching tmpl; op names the failing call. */
 CK_RV p11_find(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
-	       CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *found, p11_op *op);
+               CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *found, p11_op *op);
 /* alg named by a "writ:<ALG>:" label of len bytes; WRIT_ALG_NONE if not ours. */
 writ_alg p11_label_alg(const unsigned char *label, size_t len);
 /* Find the private key with CKA_ID id (cached per generation); *alg is
  * the one its writ label pins, checked against its key type. */
-writ_rc p11_find_private(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char *id,
-			 size_t id_len, CK_OBJECT_HANDLE *h, writ_alg *alg, p11_op *op,
-			 writ_err *err);
+writ_rc p11_find_private(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char *id, size_t id_len,
+                         CK_OBJECT_HANDLE *h, writ_alg *alg, p11_op *op, writ_err *err);
 void p11_cache_drop(p11_ctx *ctx, const unsigned char *id, size_t id_len);
 /* Public key of the pair from the public object h, checked against alg. */
-writ_rc p11_pub_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-		       writ_alg alg, EVP_PKEY **out, p11_op *op, writ_err *err);
+writ_rc p11_pub_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, writ_alg alg,
+                       EVP_PKEY **out, p11_op *op, writ_err *err);
 
 /* ---- keygen.c ---- */
 /* DER CKA_EC_PARAMS naming alg's curve; n set; NULL if alg is not EC. */

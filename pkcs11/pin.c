@@ -47,13 +47,13 @@ static writ_rc pin_file_check(int fd, const char *path, writ_err *err)
 		return writ_err_set(err, WRIT_ERR_PIN, "PIN file %s is not a regular file", path);
 	if (st.st_uid != geteuid())
 		return writ_err_set(err, WRIT_ERR_PIN,
-				    "PIN file %s is owned by uid %lu, not by us (uid %lu)", path,
-				    (unsigned long)st.st_uid, (unsigned long)geteuid());
+		                    "PIN file %s is owned by uid %lu, not by us (uid %lu)", path,
+		                    (unsigned long)st.st_uid, (unsigned long)geteuid());
 	if ((st.st_mode & 077) != 0)
 		return writ_err_set(err, WRIT_ERR_PIN,
-				    "PIN file %s is accessible by group or others (mode 0%03o): "
-				    "chmod 600 it",
-				    path, (unsigned)(st.st_mode & 07777));
+		                    "PIN file %s is accessible by group or others (mode 0%03o): "
+		                    "chmod 600 it",
+		                    path, (unsigned)(st.st_mode & 07777));
 	return WRIT_OK;
 }
 
@@ -69,25 +69,25 @@ writ_rc p11_pin_read_file(const char *path, char *buf, size_t *len, writ_err *er
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return writ_err_set(err, WRIT_ERR_PIN, "cannot open PIN file %s: %s", path,
-				    strerror(errno));
+		                    strerror(errno));
 	rc = pin_file_check(fd, path, err);
 	if (rc != WRIT_OK)
 		goto out;
 	if (read_all(fd, buf, P11_PIN_MAX + 1, &n) != 0 || read_all(fd, &extra, 1, &more) != 0) {
 		rc = writ_err_set(err, WRIT_ERR_PIN, "cannot read PIN file %s: %s", path,
-				  strerror(errno));
+		                  strerror(errno));
 		goto out;
 	}
 	if (n > 0 && buf[n - 1] == '\n')
 		n--;
 	if (more != 0 || n > P11_PIN_MAX) {
 		rc = writ_err_set(err, WRIT_ERR_PIN, "PIN file %s is over %d bytes", path,
-				  P11_PIN_MAX);
+		                  P11_PIN_MAX);
 		goto out;
 	}
 	if (n == 0 || memchr(buf, '\n', n) != NULL || memchr(buf, '\0', n) != NULL) {
 		rc = writ_err_set(err, WRIT_ERR_PIN, "PIN file %s must hold one non-empty line",
-				  path);
+		                  path);
 		goto out;
 	}
 	buf[n] = '\0';
@@ -116,7 +116,7 @@ writ_rc p11_pin_env_take(const char *name, p11_pin_mem *pin, writ_err *err)
 	memset(pin, 0, sizeof(*pin));
 	if (v == NULL || *v == '\0')
 		return writ_err_set(err, WRIT_ERR_PIN,
-				    "environment variable %s (the token PIN) is not set", name);
+		                    "environment variable %s (the token PIN) is not set", name);
 	n = strlen(v);
 	if (n > P11_PIN_MAX) {
 		OPENSSL_cleanse(v, n);
@@ -162,13 +162,13 @@ static writ_rc token_pin_state(p11_ctx *ctx, writ_err *err)
 		return writ_err_set(err, WRIT_ERR_PIN, "the token's user PIN is locked");
 	if (ti.flags & CKF_USER_PIN_FINAL_TRY)
 		return writ_err_set(err, WRIT_ERR_PIN,
-				    "the token's user PIN is at its final try: not logging in "
-				    "(fix the PIN, then log in by hand)");
+		                    "the token's user PIN is at its final try: not logging in "
+		                    "(fix the PIN, then log in by hand)");
 	return WRIT_OK;
 }
 
 static writ_rc login_with(p11_ctx *ctx, CK_SESSION_HANDLE s, const char *pin, size_t len,
-			  writ_err *err)
+                          writ_err *err)
 {
 	CK_RV rv = ctx->f->C_Login(s, CKU_USER, (CK_UTF8CHAR *)pin, len);
 
@@ -178,7 +178,7 @@ static writ_rc login_with(p11_ctx *ctx, CK_SESSION_HANDLE s, const char *pin, si
 	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED ||
 	    rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
 		writ_err_set(err, WRIT_ERR_PIN, "token refused the PIN (%s, 0x%lx)",
-			     p11_rv_name(rv), (unsigned long)rv);
+		             p11_rv_name(rv), (unsigned long)rv);
 		if (err != NULL)
 			err->lib_code = rv;
 		return WRIT_ERR_PIN;

@@ -34,8 +34,7 @@ CK_RV p11_session_get(p11_ctx *ctx, CK_SESSION_HANDLE *s)
 	pthread_mutex_unlock(&ctx->pool_mu);
 	/* R/W: key generation and destruction need it (FACTS.md). The login
 	 * is the application's, held by the anchor session. */
-	rv = ctx->f->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-				   s);
+	rv = ctx->f->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s);
 	if (rv != CKR_OK) {
 		pthread_mutex_lock(&ctx->pool_mu);
 		ctx->pool_open--;
@@ -70,8 +69,8 @@ void p11_pool_forget(p11_ctx *ctx)
 }
 
 /* One attempt under the shared lock; *gen is the generation it ran in. */
-static writ_rc run_once(p11_ctx *ctx, p11_op_fn fn, void *arg, p11_op *op,
-			unsigned long *gen, writ_err *err)
+static writ_rc run_once(p11_ctx *ctx, p11_op_fn fn, void *arg, p11_op *op, unsigned long *gen,
+                        writ_err *err)
 {
 	CK_SESSION_HANDLE s;
 	CK_RV rv;
@@ -81,9 +80,9 @@ static writ_rc run_once(p11_ctx *ctx, p11_op_fn fn, void *arg, p11_op *op,
 	*gen = ctx->gen;
 	rv = p11_session_get(ctx, &s);
 	if (rv != CKR_OK) {
-		rc = p11_fail(op, ctx->broken ? "token (re-initialisation failed earlier)"
-					      : "C_OpenSession",
-			      rv);
+		rc = p11_fail(
+		    op, ctx->broken ? "token (re-initialisation failed earlier)" : "C_OpenSession",
+		    rv);
 	} else {
 		rc = fn(ctx, s, arg, op, err);
 		p11_session_put(ctx, s, op->rv == CKR_OK);
@@ -112,8 +111,8 @@ writ_rc p11_run(p11_ctx *ctx, p11_op_fn fn, void *arg, writ_err *err)
 		const char *name = p11_rv_name(op.rv);
 
 		writ_err_set(err, rc, "%s: %s (0x%lx); re-initialising the token failed: %s",
-			     op.call, name != NULL ? name : "CKR_?", (unsigned long)op.rv,
-			     rerr.msg);
+		             op.call, name != NULL ? name : "CKR_?", (unsigned long)op.rv,
+		             rerr.msg);
 		if (err != NULL)
 			err->lib_code = op.rv;
 		return rc;

@@ -21,12 +21,9 @@ static size_t sig_len_of(writ_alg alg)
 {
 	switch (alg) {
 	case WRIT_ALG_ES256:
-	case WRIT_ALG_EDDSA:
-		return 64;
-	case WRIT_ALG_ES384:
-		return 96;
-	default:
-		return 0;
+	case WRIT_ALG_EDDSA: return 64;
+	case WRIT_ALG_ES384: return 96;
+	default: return 0;
 	}
 }
 
@@ -51,7 +48,7 @@ static writ_rc sign_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op,
 		return writ_err_set(err, WRIT_ERR_ALG, "the key has no writ algorithm label");
 	if (kalg != a->alg)
 		return writ_err_set(err, WRIT_ERR_ALG, "the key is a %s key, not %s",
-				    writ_alg_name(kalg), writ_alg_name(a->alg));
+		                    writ_alg_name(kalg), writ_alg_name(a->alg));
 	if (a->alg == WRIT_ALG_RS256) {
 		m.mechanism = CKM_SHA256_RSA_PKCS;
 	} else if (a->alg == WRIT_ALG_PS256) {
@@ -69,14 +66,14 @@ static writ_rc sign_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op,
 		return p11_fail(op, "C_Sign", rv);
 	if (len > P11_SIG_MAX || (want != 0 && len != want) || (want == 0 && len < 256))
 		return writ_err_set(err, WRIT_ERR_HSM, "token returned a %lu-byte %s signature",
-				    (unsigned long)len, writ_alg_name(a->alg));
+		                    (unsigned long)len, writ_alg_name(a->alg));
 	a->siglen = len;
 	return WRIT_OK;
 }
 
 writ_rc p11_sign(p11_ctx *ctx, const unsigned char *id, size_t id_len, writ_alg alg,
-		 const unsigned char *msg, size_t msglen, unsigned char *sig, size_t *siglen,
-		 writ_err *err)
+                 const unsigned char *msg, size_t msglen, unsigned char *sig, size_t *siglen,
+                 writ_err *err)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -91,7 +88,7 @@ writ_rc p11_sign(p11_ctx *ctx, const unsigned char *id, size_t id_len, writ_alg 
 	/* SoftHSM has no CKM_ECDSA_SHA256/384 (FACTS.md): hash here. */
 	if (alg == WRIT_ALG_ES256 || alg == WRIT_ALG_ES384) {
 		if (EVP_Digest(msg, msglen, md, &mdlen,
-			       alg == WRIT_ALG_ES256 ? EVP_sha256() : EVP_sha384(), NULL) != 1)
+		               alg == WRIT_ALG_ES256 ? EVP_sha256() : EVP_sha384(), NULL) != 1)
 			return writ_err_ossl(err, WRIT_ERR_CRYPTO, "digest");
 		a.data = md;
 		a.data_len = mdlen;

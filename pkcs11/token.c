@@ -49,7 +49,7 @@ static CK_RV slot_list(CK_FUNCTION_LIST *f, CK_SLOT_ID **slots, CK_ULONG *n)
  * the first uninitialised token (*free_slot, free_found = 1) on the way.
  */
 static CK_RV token_scan(CK_FUNCTION_LIST *f, const unsigned char want[LABEL_LEN], int *found,
-			CK_SLOT_ID *slot, int *free_found, CK_SLOT_ID *free_slot)
+                        CK_SLOT_ID *slot, int *free_found, CK_SLOT_ID *free_slot)
 {
 	CK_SLOT_ID *slots = NULL;
 	CK_TOKEN_INFO ti;
@@ -77,8 +77,7 @@ static CK_RV token_scan(CK_FUNCTION_LIST *f, const unsigned char want[LABEL_LEN]
 	return rv;
 }
 
-writ_rc p11_token_find(CK_FUNCTION_LIST *f, const char *label, CK_SLOT_ID *slot,
-		       writ_err *err)
+writ_rc p11_token_find(CK_FUNCTION_LIST *f, const char *label, CK_SLOT_ID *slot, writ_err *err)
 {
 	unsigned char want[LABEL_LEN];
 	CK_SLOT_ID free_slot;
@@ -86,8 +85,8 @@ writ_rc p11_token_find(CK_FUNCTION_LIST *f, const char *label, CK_SLOT_ID *slot,
 	CK_RV rv;
 
 	if (label_pad(label, want) != 0)
-		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "token label \"%s\" must be 1..32 bytes", label);
+		return writ_err_set(err, WRIT_ERR_CONFIG, "token label \"%s\" must be 1..32 bytes",
+		                    label);
 	rv = token_scan(f, want, &found, slot, &free_found, &free_slot);
 	if (rv != CKR_OK)
 		return p11_err_rv(err, WRIT_ERR_HSM, "C_GetSlotList", rv);
@@ -105,8 +104,7 @@ writ_rc p11_connect(p11_ctx *ctx, writ_err *err)
 	rc = p11_token_find(ctx->f, ctx->label, &ctx->slot, err);
 	if (rc != WRIT_OK)
 		return rc;
-	rv = ctx->f->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-				   &s);
+	rv = ctx->f->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
 	if (rv != CKR_OK)
 		return p11_err_rv(err, WRIT_ERR_HSM, "C_OpenSession", rv);
 	rc = p11_login(ctx, s, err);
@@ -122,7 +120,7 @@ writ_rc p11_connect(p11_ctx *ctx, writ_err *err)
 
 /* Module loaded and initialised: make the token in the first free slot. */
 static writ_rc token_create(CK_FUNCTION_LIST *f, const char *label, const char *so_pin,
-			    const char *user_pin, writ_err *err)
+                            const char *user_pin, writ_err *err)
 {
 	unsigned char lab[LABEL_LEN];
 	CK_SLOT_ID slot = 0, free_slot = 0;
@@ -138,7 +136,7 @@ static writ_rc token_create(CK_FUNCTION_LIST *f, const char *label, const char *
 		return p11_err_rv(err, WRIT_ERR_HSM, "C_GetSlotList", rv);
 	if (found)
 		return writ_err_set(err, WRIT_ERR_ARG, "a token labelled \"%s\" already exists",
-				    label);
+		                    label);
 	if (!free_found)
 		return writ_err_set(err, WRIT_ERR_HSM, "no uninitialised token slot left");
 	call = "C_InitToken";
@@ -172,7 +170,7 @@ out:
 }
 
 writ_rc p11_token_init(const char *module, const char *softhsm_conf, const char *label,
-		       const char *so_pin, const char *user_pin, writ_err *err)
+                       const char *so_pin, const char *user_pin, writ_err *err)
 {
 	CK_FUNCTION_LIST *f = NULL;
 	void *dl = NULL;

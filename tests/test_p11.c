@@ -33,47 +33,54 @@ static p11_ctx *open_ctx(void)
 	return ctx;
 }
 
-/* JWS ECDSA r||s -> DER, for OpenSSL. */
+/* JWS ECDSA r||s -> DER, for OpenSSL. NULL on failure. */
 static unsigned char *ecdsa_der(const unsigned char *sig, size_t len, size_t *dlen)
 {
 	ECDSA_SIG *es = ECDSA_SIG_new();
-	BIGNUM *r = BN_bin2bn(sig, (int)len / 2, NULL), *s = BN_bin2bn(sig + len / 2, (int)len / 2, NULL);
+	BIGNUM *r = BN_bin2bn(sig, (int)len / 2, NULL),
+	       *s = BN_bin2bn(sig + len / 2, (int)len / 2, NULL);
 	unsigned char *der = NULL;
-	int n;
+	int n = 0;
 
-	REQUIRE(es != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(es, r, s) == 1);
-	n = i2d_ECDSA_SIG(es, &der);
-	REQUIRE(n > 0);
-	*dlen = (size_t)n;
+	if (es != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(es, r, s) == 1) {
+		r = s = NULL; /* owned by es now */
+		n = i2d_ECDSA_SIG(es, &der);
+	}
+	*dlen = n > 0 ? (size_t)n : 0;
+	BN_free(r);
+	BN_free(s);
 	ECDSA_SIG_free(es);
-	return der;
+	return n > 0 ? der : NULL;
 }
 
-/* Verify a JWS-form signature with OpenSSL alone: 1 good, 0 bad. */
+/* Verify a JWS-form signature with OpenSSL alone: 1 good, 0 bad. Called
+ * from worker threads too, so it touches no test counters. */
 static int verify(EVP_PKEY *pub, writ_alg alg, const unsigned char *m, size_t mlen,
-		  const unsigned char *sig, size_t siglen)
+                  const unsigned char *sig, size_t siglen)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	EVP_PKEY_CTX *pctx = NULL;
 	const EVP_MD *h = alg == WRIT_ALG_ES384 ? EVP_sha384() : EVP_sha256();
 	unsigned char *der = NULL;
 	size_t dlen = 0;
-	int ok;
+	int ok = 0;
 
 	if (alg == WRIT_ALG_EDDSA)
 		h = NULL;
-	REQUIRE(md != NULL && EVP_DigestVerifyInit(md, &pctx, h, NULL, pub) == 1);
-	if (alg == WRIT_ALG_PS256) {
-		REQUIRE(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1);
-		REQUIRE(EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1);
-		REQUIRE(EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1);
-	}
+	if (md == NULL || EVP_DigestVerifyInit(md, &pctx, h, NULL, pub) != 1)
+		goto out;
+	if (alg == WRIT_ALG_PS256 &&
+	    (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+	     EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) != 1 ||
+	     EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) != 1))
+		goto out;
 	if (alg == WRIT_ALG_ES256 || alg == WRIT_ALG_ES384) {
 		der = ecdsa_der(sig, siglen, &dlen);
-		ok = EVP_DigestVerify(md, der, dlen, m, mlen) == 1;
+		ok = der != NULL && EVP_DigestVerify(md, der, dlen, m, mlen) == 1;
 	} else {
 		ok = EVP_DigestVerify(md, sig, siglen, m, mlen) == 1;
 	}
+out:
 	OPENSSL_free(der);
 	EVP_MD_CTX_free(md);
 	return ok;
@@ -89,20 +96,16 @@ static const p11_key *find_key(const p11_key *keys, size_t n, const p11_key *k)
 	return NULL;
 }
 
-static const writ_alg all_algs[] = {WRIT_ALG_ES256, WRIT_ALG_ES384, WRIT_ALG_RS256,
-				    WRIT_ALG_PS256, WRIT_ALG_EDDSA};
+static const writ_alg all_algs[] = {WRIT_ALG_ES256, WRIT_ALG_ES384, WRIT_ALG_RS256, WRIT_ALG_PS256,
+                                    WRIT_ALG_EDDSA};
 
 static writ_alg other_alg(writ_alg alg)
 {
 	switch (alg) {
-	case WRIT_ALG_ES256:
-		return WRIT_ALG_ES384;
-	case WRIT_ALG_RS256:
-		return WRIT_ALG_PS256;
-	case WRIT_ALG_PS256:
-		return WRIT_ALG_RS256;
-	default:
-		return WRIT_ALG_ES256;
+	case WRIT_ALG_ES256: return WRIT_ALG_ES384;
+	case WRIT_ALG_RS256: return WRIT_ALG_PS256;
+	case WRIT_ALG_PS256: return WRIT_ALG_RS256;
+	default: return WRIT_ALG_ES256;
 	}
 }
 
@@ -119,7 +122,8 @@ static void one_alg_generates_lists_and_signs(p11_ctx *ctx, writ_alg alg)
 	REQUIRE(k.pub != NULL);
 	CHECK(k.id_len == 16 && k.alg == alg);
 	snprintf(prefix, sizeof(prefix), "writ:%s:", writ_alg_name(alg));
-	CHECK(strncmp(k.label, prefix, strlen(prefix)) == 0 && strlen(k.label) == strlen(prefix) + 16);
+	CHECK(strncmp(k.label, prefix, strlen(prefix)) == 0 &&
+	      strlen(k.label) == strlen(prefix) + 16);
 	CHECK_RC(p11_keys_list(ctx, &keys, &n, &err), WRIT_OK);
 	found = find_key(keys, n, &k);
 	CHECK(found != NULL && found->alg == alg && strcmp(found->label, k.label) == 0);
@@ -133,7 +137,7 @@ static void one_alg_generates_lists_and_signs(p11_ctx *ctx, writ_alg alg)
 	/* A key is bound to its algorithm, even where the mechanism would fit
 	 * (an RS256 key makes no PS256 signature, a P-384 key no ES256). */
 	CHECK_RC(p11_sign(ctx, k.id, k.id_len, other_alg(alg), msg, MSGLEN, sig, &siglen, &err),
-		 WRIT_ERR_ALG);
+	         WRIT_ERR_ALG);
 	CHECK(siglen == 0);
 	p11_keys_free(keys, n);
 	EVP_PKEY_free(k.pub);
@@ -156,7 +160,7 @@ static void every_alg_generates_lists_and_signs_verifiably(void)
 }
 
 static CK_BBOOL bool_attr(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-			  CK_ATTRIBUTE_TYPE t)
+                          CK_ATTRIBUTE_TYPE t)
 {
 	CK_BBOOL v = 2;
 	CK_ATTRIBUTE a = {t, &v, sizeof(v)};
@@ -179,9 +183,10 @@ static void private_key_cannot_leave_the_token(void)
 	s = p11_raw_session_get(ctx);
 	REQUIRE(s >= 0);
 	for (i = 0; i < sizeof(all_algs) / sizeof(all_algs[0]); i++) {
-		CK_ATTRIBUTE_TYPE secret = all_algs[i] == WRIT_ALG_RS256 || all_algs[i] == WRIT_ALG_PS256
-						   ? CKA_PRIVATE_EXPONENT
-						   : CKA_VALUE;
+		CK_ATTRIBUTE_TYPE secret =
+		    all_algs[i] == WRIT_ALG_RS256 || all_algs[i] == WRIT_ALG_PS256
+		        ? CKA_PRIVATE_EXPONENT
+		        : CKA_VALUE;
 		p11_key k;
 
 		if (!p11_alg_supported(ctx, all_algs[i]) || all_algs[i] == WRIT_ALG_PS256)
@@ -291,7 +296,7 @@ static void pin_from_environment_is_taken_and_removed(void)
 	REQUIRE(ctx != NULL);
 	CHECK_RC(p11_key_generate(ctx, WRIT_ALG_ES256, &k, &err), WRIT_OK);
 	CHECK_RC(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err),
-		 WRIT_OK);
+	         WRIT_OK);
 	CHECK(verify(k.pub, WRIT_ALG_ES256, msg, MSGLEN, sig, siglen));
 	EVP_PKEY_free(k.pub);
 	p11_close(ctx);
@@ -308,9 +313,9 @@ static void unknown_token_label_is_not_found(void)
 
 	CHECK_RC(p11_open(&cfg, &ctx, &err), WRIT_ERR_NOT_FOUND);
 	CHECK(ctx == NULL);
-	CHECK_RC(p11_token_init(tok.module, tok.conf, tok.label, "so-pin-1234", "user-pin-1234",
-				&err),
-		 WRIT_ERR_ARG);
+	CHECK_RC(
+	    p11_token_init(tok.module, tok.conf, tok.label, "so-pin-1234", "user-pin-1234", &err),
+	    WRIT_ERR_ARG);
 	CHECK(strstr(err.msg, "already exists") != NULL);
 }
 
@@ -325,29 +330,29 @@ static void lost_token_fails_cleanly_then_recovers(void)
 
 	CHECK_RC(p11_key_generate(ctx, WRIT_ALG_ES256, &k, &err), WRIT_OK);
 	CHECK_RC(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err),
-		 WRIT_OK);
+	         WRIT_OK);
 	snprintf(away, sizeof(away), "%s.away", tok.tokens);
 	REQUIRE(rename(tok.tokens, away) == 0);
 	memset(sig, 0xaa, sizeof(sig));
 	CHECK_RC(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err),
-		 WRIT_ERR_HSM);
+	         WRIT_ERR_HSM);
 	CHECK(siglen == 0 && sig[0] == 0 && sig[P11_SIG_MAX - 1] == 0);
 	CHECK(err.msg[0] != '\0' && err.lib_code != 0);
 	fprintf(stderr, "  token gone: %s\n", err.msg);
 	/* Still gone: fails again, no crash, no stale signature. */
 	CHECK_RC(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err),
-		 WRIT_ERR_HSM);
+	         WRIT_ERR_HSM);
 	fprintf(stderr, "  still gone: %s\n", err.msg);
 	REQUIRE(rename(away, tok.tokens) == 0);
 	CHECK_RC(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err),
-		 WRIT_OK);
+	         WRIT_OK);
 	CHECK(siglen == 64 && verify(k.pub, WRIT_ALG_ES256, msg, MSGLEN, sig, siglen));
 	EVP_PKEY_free(k.pub);
 	p11_close(ctx);
 }
 
 #define THREADS 4
-#define SIGNS 500
+#define SIGNS   500
 
 typedef struct worker {
 	p11_ctx *ctx;
@@ -366,7 +371,7 @@ static void *sign_many(void *arg)
 		int n = snprintf((char *)m, sizeof(m), "message %p %d", (void *)w, i);
 
 		if (p11_sign(w->ctx, w->k->id, w->k->id_len, WRIT_ALG_ES256, m, (size_t)n, sig,
-			     &siglen, NULL) == WRIT_OK &&
+		             &siglen, NULL) == WRIT_OK &&
 		    verify(w->k->pub, WRIT_ALG_ES256, m, (size_t)n, sig, siglen))
 			w->good++;
 	}
@@ -428,6 +433,65 @@ static void threads_and_forked_children_sign(void)
 	p11_close(ctx);
 }
 
+typedef struct storm {
+	p11_ctx *ctx;
+	const p11_key *k;
+	volatile int *stop;
+	int good, bad, failed;
+} storm;
+
+/* Sign until told to stop; a returned signature must always verify. */
+static void *sign_through_faults(void *arg)
+{
+	storm *w = arg;
+	unsigned char sig[P11_SIG_MAX];
+	size_t siglen;
+
+	while (!__atomic_load_n(w->stop, __ATOMIC_ACQUIRE)) {
+		if (p11_sign(w->ctx, w->k->id, w->k->id_len, WRIT_ALG_ES256, msg, MSGLEN, sig,
+		             &siglen, NULL) != WRIT_OK)
+			w->failed += siglen == 0 ? 1 : 1000;
+		else if (verify(w->k->pub, WRIT_ALG_ES256, msg, MSGLEN, sig, siglen))
+			w->good++;
+		else
+			w->bad++;
+	}
+	return NULL;
+}
+
+static void threads_ride_out_a_lost_token(void)
+{
+	p11_ctx *ctx = open_ctx();
+	pthread_t th[THREADS];
+	storm w[THREADS];
+	volatile int stop = 0;
+	char away[400];
+	writ_err err = {0};
+	p11_key k;
+	int i;
+
+	CHECK_RC(p11_key_generate(ctx, WRIT_ALG_ES256, &k, &err), WRIT_OK);
+	snprintf(away, sizeof(away), "%s.away", tok.tokens);
+	for (i = 0; i < THREADS; i++) {
+		w[i] = (storm){ctx, &k, &stop, 0, 0, 0};
+		REQUIRE(pthread_create(&th[i], NULL, sign_through_faults, &w[i]) == 0);
+	}
+	usleep(50000);
+	REQUIRE(rename(tok.tokens, away) == 0);
+	usleep(50000);
+	REQUIRE(rename(away, tok.tokens) == 0);
+	usleep(50000);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	for (i = 0; i < THREADS; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(w[i].bad == 0 && w[i].failed < 1000 && w[i].good > 0);
+		fprintf(stderr, "  thread %d: %d signed, %d failed\n", i, w[i].good, w[i].failed);
+	}
+	CHECK(sign_once(ctx, &k));
+	EVP_PKEY_free(k.pub);
+	p11_close(ctx);
+}
+
 static void destroyed_key_is_gone_and_cannot_sign(void)
 {
 	p11_ctx *ctx = open_ctx();
@@ -440,7 +504,7 @@ static void destroyed_key_is_gone_and_cannot_sign(void)
 
 	CHECK_RC(p11_key_generate(ctx, WRIT_ALG_ES256, &k, &err), WRIT_OK);
 	CHECK_RC(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err),
-		 WRIT_OK);
+	         WRIT_OK);
 	CHECK_RC(p11_key_destroy(ctx, k.id, k.id_len, &err), WRIT_OK);
 	CHECK_RC(p11_keys_list(ctx, &keys, &n, &err), WRIT_OK);
 	CHECK(find_key(keys, n, &k) == NULL);
@@ -451,7 +515,7 @@ static void destroyed_key_is_gone_and_cannot_sign(void)
 	p11_raw_session_put(ctx, s);
 	memset(sig, 0xaa, sizeof(sig));
 	CHECK_RC(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err),
-		 WRIT_ERR_NOT_FOUND);
+	         WRIT_ERR_NOT_FOUND);
 	for (i = 0; i < sizeof(sig); i++)
 		clean &= sig[i] == 0;
 	CHECK(siglen == 0 && clean);
@@ -474,6 +538,7 @@ int main(void)
 	RUN(unknown_token_label_is_not_found);
 	RUN(lost_token_fails_cleanly_then_recovers);
 	RUN(threads_and_forked_children_sign);
+	RUN(threads_ride_out_a_lost_token);
 	RUN(destroyed_key_is_gone_and_cannot_sign);
 	tu_token_destroy(&tok);
 	return tu_finish();

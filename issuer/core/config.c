@@ -240,7 +240,16 @@ writ_rc config_load(const char *path, writ_config *cfg, writ_err *err)
 		snprintf(dir, sizeof(dir), ".");
 	rc = config_parse(buf, (size_t)n, path, dir, cfg, err);
 	OPENSSL_cleanse(buf, sizeof(buf));
-	return rc;
+	if (rc != WRIT_OK)
+		return rc;
+	/* The daemon's files default to siblings of the configuration. */
+	if (cfg->state_db[0] == '\0')
+		snprintf(cfg->state_db, sizeof(cfg->state_db), "%.1000s/writ.db", dir);
+	if (cfg->policy[0] == '\0')
+		snprintf(cfg->policy, sizeof(cfg->policy), "%.1000s/policy.json", dir);
+	if (cfg->audit_log[0] == '\0')
+		snprintf(cfg->audit_log, sizeof(cfg->audit_log), "%.1000s/audit.log", dir);
+	return WRIT_OK;
 }
 
 void config_p11(const writ_config *cfg, p11_cfg *out)

@@ -1,0 +1,216 @@
+/*
+ * store.h - writ's state store: agents, their pinned public keys, their
+ * status, and the assertion replay cache (SPEC s.5, s.8). SQLite in WAL
+ * mode today; the interface names no SQLite type so a PostgreSQL backend
+ * can sit behind it later.
+ *
+ * Concurrency. A `store` is one database connection. Use it from one
+ * thread at a time (it is opened SQLITE_OPEN_NOMUTEX); the issuer opens one
+ * per worker thread or process. Any number of handles, in any number of
+ * threads and processes, may share one file: writes are serialised by
+ * SQLite's locks, a writer waits up to STORE_BUSY_TIMEOUT_MS for the lock
+ * and then fails with WRIT_ERR_UNAVAILABLE. Do not carry a handle across
+ * fork(): open a new one in the child.
+ *
+ * Visibility. Nothing is cached between calls: every store_agent_get reads
+ * the committed rows, so a change made by `writ agent ...` in another
+ * process is seen by the issuer's next request (SPEC s.4 "from the next
+ * call on — in every issuer instance").
+ *
+ * Durability. Commits that change agents or keys (add, status, key add /
+ * remove) are fsync'ed before the call returns (synchronous=FULL): a
+ * revocation survives a power cut. Replay-cache inserts are committed with
+ * synchronous=NORMAL: they survive a crash of the process but a power cut
+ * may lose the last few, which reopens replay of those assertions until
+ * their exp (at most 5 minutes, SPEC s.5) — the price of not fsyncing on
+ * every token request.
+ *
+ * Errors. Functions return WRIT_OK or a writ_rc and fill err (optional)
+ * with one line naming the problem. WRIT_ERR_UNAVAILABLE means the
+ * database could not be used (locked past the timeout, I/O error,
+ * corruption): the issuer must fail closed (503). No function stores or
+ * reports secrets: the store holds public keys only.
+ */
+#ifndef WRIT_STORE_H
+#define WRIT_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "writ/writ.h"
+
+typedef struct store store;
+
+/* Caps (refused with WRIT_ERR_ARG / WRIT_ERR_TOO_LARGE beyond them). */
+#define STORE_ID_MAX     128  /* agent id: [A-Za-z0-9._:@-]{1,128} */
+#define STORE_GROUP_MAX  64   /* group name: same characters, 1..64 */
+#define STORE_GROUPS_MAX 32   /* groups per agent */
+#define STORE_KEYS_MAX   8    /* keys per agent */
+#define STORE_REASON_MAX 256  /* status reason, bytes of UTF-8, no controls */
+#define STORE_JTI_MAX    256  /* assertion jti, bytes */
+#define STORE_JWK_MAX    8192 /* a public JWK as JSON */
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+/* Replay rows are kept until exp + this, so an assertion accepted with
+ * any allowed clock leeway is still remembered while it could verify. */
+#define STORE_REPLAY_LEEWAY WRIT_LEEWAY_MAX
+/* Expired replay rows deleted by each store_replay_check_and_insert. */
+#define STORE_REPLAY_PURGE_BATCH 16
+
+/* store_open flags */
+#define STORE_CREATE 0x1u /* create the file (mode 0600) if it does not exist */
+
+/*
+ * Open (and if needed create or migrate) the database at path. The file
+ * must be a regular file (symlinks refused) not writable by group or
+ * others; a file that is not a writ store, or whose schema is newer than
+ * this build knows, is refused with WRIT_ERR_CONFIG. Without STORE_CREATE
+ * a missing file is WRIT_ERR_NOT_FOUND. On success *out is the caller's
+ * (store_close); on failure *out is NULL. Thread-safe (for different
+ * handles).
+ */
+WRIT_MUST_CHECK writ_rc store_open(const char *path, unsigned flags, store **out, writ_err *err);
+/* Close the connection; NULL is accepted. */
+void store_close(store *s);
+
+/* ---- agents ---- */
+
+typedef enum store_status {
+	STORE_STATUS_NONE = 0, /* sentinel: never stored */
+	STORE_ACTIVE,          /* may obtain tokens */
+	STORE_DISABLED,        /* refused until enabled again */
+	STORE_REVOKED,         /* refused for ever: terminal */
+} store_status;
+
+/* "active" / "disabled" / "revoked"; NULL for anything else. */
+const char *store_status_name(store_status st);
+/* Exact match; STORE_STATUS_NONE if unknown. */
+store_status store_status_from_name(const char *name);
+
+/* Syntax checks used by the store and the CLI: 1 if valid, else 0. */
+int store_id_valid(const char *id);
+int store_group_valid(const char *grp);
+
+typedef struct store_key {
+	char kid[WRIT_KID_MAX + 1]; /* RFC 7638 thumbprint */
+	writ_alg alg;               /* pinned at registration */
+	int64_t added_at;           /* seconds since the epoch */
+	writ_jwk *jwk;              /* owned by the store_agent */
+} store_key;
+
+/* One agent as read from the store. Filled by store_agent_get, released
+ * with store_agent_clear (which frees the JWKs). */
+typedef struct store_agent {
+	char id[STORE_ID_MAX + 1];
+	store_status status;
+	char reason[STORE_REASON_MAX + 1]; /* "" if none */
+	int64_t created_at, updated_at;
+	size_t ngroups; /* sorted */
+	char groups[STORE_GROUPS_MAX][STORE_GROUP_MAX + 1];
+	size_t nkeys; /* in order of registration */
+	store_key keys[STORE_KEYS_MAX];
+} store_agent;
+
+/*
+ * Register agent `id`, status active, with groups (may be NULL when
+ * ngroups is 0; duplicates refused) and one public key: jwk_json is a
+ * public JWK carrying "alg" (writ_jwk_parse rules); if it carries "kid" it
+ * must be the RFC 7638 thumbprint. The key's alg is pinned from now on. A
+ * key already registered to any agent (revoked ones included) is refused,
+ * so one key never speaks for two identities. An id used before (even by
+ * a revoked agent) is refused: ids are never reused. If kid is not NULL
+ * it receives the key's kid (WRIT_KID_MAX + 1 bytes). Durable on return.
+ * Returns WRIT_ERR_ARG (bad id, group, duplicate, existing id or key),
+ * WRIT_ERR_JWK, WRIT_ERR_UNAVAILABLE.
+ */
+WRIT_MUST_CHECK writ_rc store_agent_add(store *s, const char *id, const char *const *groups,
+                                        size_t ngroups, const char *jwk_json, char *kid,
+                                        writ_err *err);
+
+/*
+ * Read agent `id` into *out (cleared first; the caller owns the result and
+ * releases it with store_agent_clear). Every key is re-parsed and checked
+ * against its stored kid and alg, so a tampered row is refused
+ * (WRIT_ERR_UNAVAILABLE) rather than trusted. Returns WRIT_ERR_NOT_FOUND
+ * for an unknown (or syntactically invalid) id.
+ */
+WRIT_MUST_CHECK writ_rc store_agent_get(store *s, const char *id, store_agent *out, writ_err *err);
+/* Free the JWKs of a; a is left zeroed. NULL accepted. */
+void store_agent_clear(store_agent *a);
+/* The key with this kid, or when kid is NULL the only key (NULL if the agent
+ * has several). Borrowed from a. */
+const store_key *store_agent_key(const store_agent *a, const char *kid);
+
+/*
+ * Every agent id, sorted. *ids is a malloc'd array of *n malloc'd strings,
+ * the caller's: free with store_ids_free. The list is read in one
+ * snapshot.
+ */
+WRIT_MUST_CHECK writ_rc store_agent_list(store *s, char ***ids, size_t *n, writ_err *err);
+void store_ids_free(char **ids, size_t n);
+
+/*
+ * Change the status of agent `id` and record reason (NULL or "" for none;
+ * UTF-8, no control characters, at most STORE_REASON_MAX bytes). Allowed:
+ * active <-> disabled, and any -> revoked. Revoked is terminal: asking a
+ * revoked agent for active or disabled is WRIT_ERR_ARG; revoking it again
+ * is WRIT_OK and changes nothing (the first reason and time stay). If
+ * changed is not NULL it is set to 1 when the row changed, else 0.
+ * Durable on return. WRIT_ERR_NOT_FOUND for an unknown agent.
+ */
+WRIT_MUST_CHECK writ_rc store_agent_set_status(store *s, const char *id, store_status status,
+                                               const char *reason, int *changed, writ_err *err);
+
+/*
+ * Add a public key to agent `id` (key rotation: add the new key, move the
+ * agent to it, remove the old one). Same key rules as store_agent_add; at
+ * most STORE_KEYS_MAX keys; a revoked agent's keys are frozen (WRIT_ERR_ARG).
+ * kid (optional) receives the new kid. Durable on return.
+ */
+WRIT_MUST_CHECK writ_rc store_agent_key_add(store *s, const char *id, const char *jwk_json,
+                                            char *kid, writ_err *err);
+/*
+ * Remove key `kid` from agent `id`. The last key of an agent cannot be
+ * removed (WRIT_ERR_ARG: add the replacement first, or disable / revoke the
+ * agent), and a revoked agent's keys are frozen, so its record keeps the
+ * key it was revoked with. WRIT_ERR_NOT_FOUND for an unknown agent or kid.
+ * Durable on return.
+ */
+WRIT_MUST_CHECK writ_rc store_agent_key_remove(store *s, const char *id, const char *kid,
+                                               writ_err *err);
+
+/* ---- replay cache (SPEC s.5: refuse a jti seen before while it could still
+ * be valid) ---- */
+
+/*
+ * Remember (agent, jti) until exp + STORE_REPLAY_LEEWAY. Returns WRIT_OK if
+ * the pair was not already remembered (or only by a row already past that
+ * time), and WRIT_ERR_CLAIM with "assertion jti already used" if it was:
+ * the insert and the conflict check are one statement, so of several
+ * issuers racing with the same assertion exactly one gets WRIT_OK. Also
+ * deletes up to STORE_REPLAY_PURGE_BATCH expired rows, so the cache holds
+ * only rows that can still matter and its cost does not grow with history.
+ * jti: 1..STORE_JTI_MAX bytes. now: seconds since the epoch (the caller's
+ * clock, for tests). Not fsync'ed (see Durability above).
+ */
+WRIT_MUST_CHECK writ_rc store_replay_check_and_insert(store *s, const char *agent_id,
+                                                      const char *jti, int64_t exp, int64_t now,
+                                                      writ_err *err);
+/*
+ * Delete every replay row past exp + STORE_REPLAY_LEEWAY at `now`, in
+ * batches of short transactions so other writers are not starved. If
+ * deleted is not NULL it receives the count. For a periodic sweep; the
+ * per-insert purge already keeps the table bounded under steady load.
+ */
+WRIT_MUST_CHECK writ_rc store_replay_purge(store *s, int64_t now, uint64_t *deleted, writ_err *err);
+/* Number of rows in the replay cache (tests, metrics). */
+WRIT_MUST_CHECK writ_rc store_replay_count(store *s, uint64_t *n, writ_err *err);
+
+/*
+ * A counter bumped (by trigger, in the same transaction) by every change to
+ * agents, their groups or their keys. Equal values mean no agent data
+ * changed in between: a caller may cache parsed agents keyed on it.
+ */
+WRIT_MUST_CHECK writ_rc store_agents_generation(store *s, uint64_t *gen, writ_err *err);
+
+#endif

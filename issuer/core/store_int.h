@@ -1,0 +1,66 @@
+/*
+ * store_int.h - what store.c, store_agent.c and store_replay.c share: the
+ * connection struct and its cache of prepared statements. Every SQL
+ * statement writ runs against the store is one of the constant strings in
+ * store.c's table, with values bound, never spliced in.
+ */
+#ifndef WRIT_STORE_INT_H
+#define WRIT_STORE_INT_H
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+typedef enum store_stmt_id {
+	ST_BEGIN,
+	ST_BEGIN_READ,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_SYNC_FULL,
+	ST_SYNC_NORMAL,
+	ST_GEN,
+	ST_AGENT_GET,
+	ST_AGENT_GROUPS,
+	ST_AGENT_KEYS,
+	ST_AGENT_IDS,
+	ST_AGENT_INSERT,
+	ST_GROUP_INSERT,
+	ST_KEY_INSERT,
+	ST_KEY_OWNER,
+	ST_KEY_COUNT,
+	ST_KEY_DELETE,
+	ST_STATUS_GET,
+	ST_STATUS_SET,
+	ST_REPLAY_UPSERT,
+	ST_REPLAY_PURGE,
+	ST_REPLAY_COUNT,
+	ST__COUNT
+} store_stmt_id;
+
+struct store {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST__COUNT];
+};
+
+/* The prepared statement id, reset and unbound, ready for binding; NULL on
+ * failure (err filled). Borrowed: call store_done after use, which ends
+ * its read snapshot. */
+sqlite3_stmt *store_stmt(store *s, store_stmt_id id, writ_err *err);
+void store_done(sqlite3_stmt *st);
+
+/* Map the connection's last SQLite error to a writ_rc and err message. */
+writ_rc store_sqlerr(store *s, writ_err *err, const char *what);
+
+/* Run a statement that returns no rows (BEGIN, PRAGMA ...). */
+writ_rc store_exec(store *s, store_stmt_id id, writ_err *err);
+
+/*
+ * A write transaction: BEGIN IMMEDIATE takes the write lock at once, so
+ * the reads inside it see the state the writes apply to. durable: fsync on
+ * commit (synchronous=FULL for this transaction only). store_tx_end
+ * commits when rc is WRIT_OK, else rolls back, and returns the final rc.
+ */
+writ_rc store_tx_begin(store *s, int durable, writ_err *err);
+writ_rc store_tx_end(store *s, int durable, writ_rc rc, writ_err *err);
+
+#endif

@@ -1,0 +1,287 @@
+/*
+ * exchange.c - POST /token: RFC 8693 token exchange of an agent assertion
+ * for a scoped access token. Every path ends in exactly one audit record;
+ * a token leaves only after its record is durable (SPEC s.4: fail closed).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "form.h"
+#include "issuer.h"
+#include "metrics.h"
+#include "mint.h"
+#include "writ_int.h"
+
+#define GT_EXCHANGE "urn:ietf:params:oauth:grant-type:token-exchange"
+#define TT_JWT "urn:ietf:params:oauth:token-type:jwt"
+#define TT_ACCESS "urn:ietf:params:oauth:token-type:access_token"
+
+/* What the request asked for, for audit records. Borrowed strings. */
+typedef struct ask {
+	const char *client, *audience, *scope;
+	const attest_result *who; /* NULL before attestation succeeded */
+	const policy *pol;
+	const policy_decision *dec;
+} ask;
+
+static metric_deny deny_metric(const char *error, int status)
+{
+	if (status == 429)
+		return DENY_RATE_LIMITED;
+	if (status == 503)
+		return DENY_UNAVAILABLE;
+	if (strcmp(error, "invalid_grant") == 0)
+		return DENY_INVALID_GRANT;
+	if (strcmp(error, "invalid_scope") == 0)
+		return DENY_INVALID_SCOPE;
+	if (strcmp(error, "invalid_target") == 0)
+		return DENY_INVALID_TARGET;
+	if (strcmp(error, "unsupported_grant_type") == 0)
+		return DENY_UNSUPPORTED_GRANT;
+	return DENY_INVALID_REQUEST;
+}
+
+static json_t *groups_json(const store_agent *a)
+{
+	json_t *g = json_array();
+	size_t i;
+
+	for (i = 0; g != NULL && i < a->ngroups; i++)
+		json_array_append_new(g, json_string(a->groups[i]));
+	return g;
+}
+
+/* The common part of every token record (SPEC s.7). */
+static json_t *audit_base(const char *event, const ask *a)
+{
+	json_t *r = json_pack("{s:s, s:s?, s:s?, s:s?}", "event", event, "client", a->client,
+			      "audience", a->audience, "scope_requested", a->scope);
+
+	if (r == NULL)
+		return NULL;
+	if (a->who != NULL) {
+		json_object_set_new(r, "agent", json_string(a->who->agent.id));
+		json_object_set_new(r, "groups", groups_json(&a->who->agent));
+		json_object_set_new(r, "attestation",
+				    json_pack("{s:s, s:s, s:s}", "kind", "agent_key", "jkt",
+					      a->who->key_kid, "jti", a->who->jti));
+	}
+	if (a->pol != NULL)
+		json_object_set_new(r, "policy_hash", json_string(policy_hash(a->pol)));
+	if (a->dec != NULL && a->dec->rule_id != NULL)
+		json_object_set_new(r, "rule", json_string(a->dec->rule_id));
+	return r;
+}
+
+/* Refuse, audited. If the refusal cannot be audited the answer is 503. */
+static void deny(issuer *is, http_resp *resp, const ask *a, int status, const char *error,
+		 const char *desc, const char *event, const char *detail)
+{
+	json_t *r = audit_base(event != NULL ? event : "token_denied", a);
+	writ_err e = {0};
+
+	if (r != NULL) {
+		json_object_set_new(r, "reason", json_string(error));
+		json_object_set_new(r, "detail", json_string(detail != NULL ? detail : desc));
+	}
+	if (r == NULL || audit_append(is->audit, r, &e) != WRIT_OK) {
+		status = 503;
+		error = "temporarily_unavailable";
+		desc = "the audit log is unavailable";
+	}
+	json_decref(r);
+	metrics_denied(deny_metric(error, status));
+	resp_error(resp, status, error, desc);
+}
+
+/* RFC 8693 s.2.1 parameters. Returns 0 or fills the refusal. */
+static int check_request(const form *f, const char **why, const char **error)
+{
+	const char *gt = form_get(f, "grant_type"), *rtt = form_get(f, "requested_token_type");
+
+	*error = "invalid_request";
+	if (gt == NULL)
+		return *why = "grant_type is required", -1;
+	if (strcmp(gt, GT_EXCHANGE) != 0) {
+		*error = "unsupported_grant_type";
+		return *why = "only token exchange (RFC 8693) is supported", -1;
+	}
+	if (form_get(f, "subject_token") == NULL)
+		return *why = "subject_token is required", -1;
+	if (form_get(f, "subject_token_type") == NULL ||
+	    strcmp(form_get(f, "subject_token_type"), TT_JWT) != 0)
+		return *why = "subject_token_type must be " TT_JWT, -1;
+	if (rtt != NULL && strcmp(rtt, TT_ACCESS) != 0)
+		return *why = "requested_token_type must be " TT_ACCESS, -1;
+	if (form_get(f, "actor_token") != NULL || form_get(f, "actor_token_type") != NULL)
+		return *why = "delegation (actor_token) is not supported by this issuer", -1;
+	if (form_get(f, "audience") == NULL)
+		return *why = "audience is required (one target service)", -1;
+	if (form_get(f, "resource") != NULL)
+		return *why = "use audience, not resource, to name the target", -1;
+	if (form_get(f, "scope") == NULL) {
+		*error = "invalid_scope";
+		return *why = "scope is required", -1;
+	}
+	return 0;
+}
+
+/* Take a token from every rate-limited rule that granted; 0 or seconds to wait. */
+static unsigned take_rate(issuer *is, const char *agent, const policy_decision *d)
+{
+	struct timespec ts;
+	double now, wait = 0, w;
+	size_t i;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	for (i = 0; i < d->nrate; i++) {
+		w = 0;
+		if (ratelimit_take(is->rl, agent, d->rate[i].rule_id, d->rate[i].n,
+				   d->rate[i].period_s, now, &w) != RATELIMIT_OK)
+			wait = w > wait ? w : wait;
+	}
+	return wait > 0 ? (unsigned)ceil(wait) : 0;
+}
+
+static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decision *d)
+{
+	unsigned ttl = d->ttl != 0 && d->ttl < is->cfg.token_ttl ? d->ttl : is->cfg.token_ttl;
+	mint_req mr = {.iss = is->cfg.issuer, .sub = a->who->agent.id, .aud = a->audience,
+		       .scope = d->scope};
+	json_t *extra = json_object(), *rec = NULL;
+	char *lim = policy_decision_lim_json(d);
+	writ_err e = {0};
+	mint_out mo;
+
+	mr.ttl = ttl < is->cfg.token_ttl_max ? ttl : is->cfg.token_ttl_max;
+	if (a->who->agent.ngroups > 0)
+		json_object_set_new(extra, "grp", groups_json(&a->who->agent));
+	if (lim != NULL)
+		json_object_set_new(extra, "lim", json_loads(lim, 0, NULL));
+	free(lim);
+	mr.extra = extra;
+	if (mint_token(is->p11, is->signing, &mr, &mo, &e) != WRIT_OK) {
+		atomic_store(&is->hsm_ok, 0);
+		metrics_hsm_error();
+		json_decref(extra);
+		deny(is, resp, a, 503, "temporarily_unavailable", "signing is unavailable", NULL,
+		     e.msg);
+		return;
+	}
+	atomic_store(&is->hsm_ok, 1);
+	rec = audit_base("token_issued", a);
+	if (rec != NULL) {
+		json_object_set_new(rec, "scope_granted", json_string(d->scope));
+		json_object_set_new(rec, "jti", json_string(mo.jti));
+		json_object_set_new(rec, "kid", json_string(writ_jwk_kid(is->signing->jwk)));
+		json_object_set_new(rec, "exp", json_integer(mo.exp));
+	}
+	/* Durable before the token leaves: a token nobody can account for is
+	 * worse than no token. */
+	if (rec == NULL || audit_append(is->audit, rec, &e) != WRIT_OK) {
+		OPENSSL_cleanse(mo.token, strlen(mo.token));
+		free(mo.token);
+		json_decref(rec);
+		json_decref(extra);
+		metrics_denied(DENY_UNAVAILABLE);
+		resp_error(resp, 503, "temporarily_unavailable", "the audit log is unavailable");
+		return;
+	}
+	json_decref(rec);
+	json_decref(extra);
+	rec = json_pack("{s:s, s:s, s:s, s:I, s:s}", "access_token", mo.token, "issued_token_type",
+			TT_ACCESS, "token_type", "Bearer", "expires_in", (json_int_t)mr.ttl,
+			"scope", d->scope);
+	OPENSSL_cleanse(mo.token, strlen(mo.token));
+	free(mo.token);
+	resp->status = 200;
+	resp->body = rec != NULL ? wjson_dump(rec) : NULL;
+	json_decref(rec);
+	if (resp->body == NULL)
+		resp_error(resp, 500, "server_error", "out of memory");
+	metrics_issued();
+}
+
+static void decide(issuer *is, http_resp *resp, ask *a, store *st, const form *f)
+{
+	attest_result who;
+	policy_decision d;
+	const char *groups[STORE_GROUPS_MAX];
+	policy_subject subj;
+	refusal why = {0};
+	writ_err e = {0};
+	policy *pol = policy_slot_get(&is->policy);
+	unsigned wait;
+	size_t i;
+
+	a->pol = pol;
+	if (attest_check(is, st, form_get(f, "subject_token"), &who, &why) != 0) {
+		if (who.agent.id[0] != '\0' && strcmp(why.event, "renewal_refused") == 0)
+			a->who = &who; /* a known, verified agent that is refused */
+		deny(is, resp, a, why.status, why.error, why.desc, why.event, why.detail);
+		goto out;
+	}
+	a->who = &who;
+	for (i = 0; i < who.agent.ngroups; i++)
+		groups[i] = who.agent.groups[i];
+	subj.agent = who.agent.id;
+	subj.groups = groups;
+	subj.ngroups = who.agent.ngroups;
+	if (pol == NULL || policy_decide(pol, &subj, a->audience, a->scope, &d, &e) != WRIT_OK) {
+		deny(is, resp, a, 400, "invalid_scope", "scope is malformed", NULL, e.msg);
+		goto out;
+	}
+	a->dec = &d;
+	if (d.outcome == POLICY_AUDIENCE_UNKNOWN) {
+		deny(is, resp, a, 400, "invalid_target", "audience unknown or not allowed", NULL,
+		     NULL);
+		goto out;
+	}
+	if (d.outcome != POLICY_GRANTED) {
+		deny(is, resp, a, 400, "invalid_scope", "policy grants none of the requested scope",
+		     NULL, NULL);
+		goto out;
+	}
+	wait = take_rate(is, who.agent.id, &d);
+	if (wait != 0) {
+		deny(is, resp, a, 429, "rate_limited", "too many token requests", NULL, NULL);
+		resp->retry_after = wait;
+		goto out;
+	}
+	issue(is, resp, a, &d);
+out:
+	store_agent_clear(&who.agent);
+	policy_unref(pol);
+}
+
+void exchange_handle(issuer *is, const http_req *req, http_resp *resp)
+{
+	ask a = {.client = req->client};
+	const char *why, *error;
+	writ_err e = {0};
+	store *st;
+	form f;
+
+	if (form_parse(req->body != NULL ? req->body : "", req->body_len, &f, &e) != WRIT_OK) {
+		deny(is, resp, &a, 400, "invalid_request", e.msg, NULL, NULL);
+		goto out;
+	}
+	a.audience = form_get(&f, "audience");
+	a.scope = form_get(&f, "scope");
+	if (check_request(&f, &why, &error) != 0) {
+		deny(is, resp, &a, 400, error, why, NULL, NULL);
+		goto out;
+	}
+	st = issuer_store(is, &e);
+	if (st == NULL) {
+		deny(is, resp, &a, 503, "temporarily_unavailable", "the agent registry is unavailable",
+		     NULL, e.msg);
+		goto out;
+	}
+	decide(is, resp, &a, st, &f);
+out:
+	form_clear(&f);
+}

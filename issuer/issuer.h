@@ -1,0 +1,77 @@
+/*
+ * issuer.h - the issuer daemon's shared state and the pieces of the
+ * request path (DESIGN.md): form -> attest -> policy -> rate limit ->
+ * mint -> audit -> respond. Each step is a plain call with a small struct.
+ */
+#ifndef WRIT_ISSUER_H
+#define WRIT_ISSUER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "audit.h"
+#include "config.h"
+#include "http.h"
+#include "keyring.h"
+#include "policy.h"
+#include "ratelimit.h"
+#include "store.h"
+
+typedef struct issuer {
+	writ_config cfg;
+	p11_ctx *p11;
+	keyring *kr;		       /* the token's keys, loaded at start */
+	const keyring_entry *signing;  /* the key that signs, from kr */
+	char *jwks_json;	       /* served as is */
+	char jwks_etag[72];
+	char *discovery_json;
+	policy_slot policy;
+	ratelimit *rl;
+	audit_log *audit;
+	pthread_key_t store_key; /* one SQLite connection per worker thread */
+	atomic_int hsm_ok;
+	int64_t started;
+} issuer;
+
+/* The calling thread's store connection (opened on first use), or NULL
+ * with err set when the database cannot be opened. */
+store *issuer_store(issuer *is, writ_err *err);
+
+/* The outcome of checking an agent's assertion (SPEC s.5). */
+typedef struct attest_result {
+	store_agent agent;
+	char key_kid[WRIT_KID_MAX + 1]; /* thumbprint of the agent key used */
+	char jti[STORE_JTI_MAX + 1];
+	int64_t exp;
+} attest_result;
+
+/* Why an assertion was refused: an OAuth error, a public description that
+ * names no key material, and an audit reason. */
+typedef struct refusal {
+	int status;
+	const char *error;	 /* "invalid_grant", "temporarily_unavailable" */
+	const char *desc;	 /* for the client */
+	const char *event;	 /* audit event */
+	char detail[256];	 /* for the audit log only */
+} refusal;
+
+/* Verify the assertion; on failure fill *why and return non-zero. out's
+ * agent is the caller's to clear (store_agent_clear) in both cases. */
+int attest_check(issuer *is, store *st, const char *assertion, attest_result *out,
+		 refusal *why);
+
+/* POST /token. */
+void exchange_handle(issuer *is, const http_req *req, http_resp *resp);
+
+/* Everything else: discovery, JWKS, health, metrics, 404/405. */
+void routes_handle(void *arg, const http_req *req, http_resp *resp);
+
+/* Sign an audit checkpoint with the issuer's signing key (audit_sign_fn). */
+writ_rc issuer_audit_sign(void *arg, const unsigned char *msg, size_t len,
+			  char kid[WRIT_KID_MAX + 1], writ_alg *alg, unsigned char *sig,
+			  size_t *siglen, writ_err *err);
+
+/* Set resp to an RFC 6749 s.5.2 error document. */
+void resp_error(http_resp *resp, int status, const char *error, const char *desc);
+
+#endif

@@ -1,0 +1,123 @@
+/*
+ * routes.c - the issuer's HTTP routes other than POST /token (SPEC s.4):
+ * discovery (RFC 8414), the JWK Set (RFC 7517), health and metrics.
+ */
+#define _XOPEN_SOURCE 700 /* strptime */
+#include <string.h>
+#include <time.h>
+
+#include "issuer.h"
+#include "metrics.h"
+#include "writ_int.h"
+
+void resp_error(http_resp *resp, int status, const char *error, const char *desc)
+{
+	json_t *o = json_pack("{s:s, s:s}", "error", error, "error_description", desc);
+
+	free(resp->body);
+	resp->status = status;
+	resp->body = o != NULL ? wjson_dump(o) : NULL;
+	json_decref(o);
+}
+
+static void static_json(http_resp *resp, const char *body, unsigned max_age, char *ccbuf,
+			size_t cclen)
+{
+	snprintf(ccbuf, cclen, "public, max-age=%u", max_age);
+	resp->status = 200;
+	resp->body = strdup(body);
+	resp->cache_control = ccbuf;
+}
+
+static void jwks(issuer *is, const http_req *req, http_resp *resp)
+{
+	static __thread char cc[64];
+
+	static_json(resp, is->jwks_json, is->cfg.jwks_max_age, cc, sizeof(cc));
+	memcpy(resp->etag, is->jwks_etag, sizeof(resp->etag));
+	/* RFC 9110 s.13.1.2: a matching If-None-Match gets 304, no body. */
+	if (req->if_none_match != NULL && (strcmp(req->if_none_match, is->jwks_etag) == 0 ||
+					   strcmp(req->if_none_match, "*") == 0)) {
+		resp->status = 304;
+		free(resp->body);
+		resp->body = strdup("");
+	}
+}
+
+static void healthz(issuer *is, http_resp *resp)
+{
+	int audit_ok = audit_healthy(is->audit), hsm_ok = atomic_load(&is->hsm_ok);
+	writ_err e = {0};
+	uint64_t gen;
+	store *st = issuer_store(is, &e);
+	int store_ok = st != NULL && store_agents_generation(st, &gen, &e) == WRIT_OK;
+	json_t *o = json_pack("{s:s, s:b, s:b, s:b}", "status",
+			      audit_ok && hsm_ok && store_ok ? "ok" : "unavailable", "hsm", hsm_ok,
+			      "store", store_ok, "audit", audit_ok);
+
+	resp->status = audit_ok && hsm_ok && store_ok ? 200 : 503;
+	resp->body = o != NULL ? wjson_dump(o) : NULL;
+	json_decref(o);
+}
+
+static void metrics(issuer *is, http_resp *resp)
+{
+	metrics_key keys[16];
+	size_t i, n = 0;
+	int64_t now = (int64_t)time(NULL);
+
+	for (i = 0; i < keyring_count(is->kr) && n < 16; i++) {
+		const keyring_entry *k = keyring_get(is->kr, i);
+		struct tm tm = {0};
+		/* Labels end in the creation time: writ:ALG:YYYYmmddTHHMMSSZ. */
+		const char *t = strrchr(k->label, ':');
+		keys[n].kid = writ_jwk_kid(k->jwk);
+		keys[n].alg = writ_alg_name(writ_jwk_alg(k->jwk));
+		keys[n].age_seconds = 0;
+		if (t != NULL && strptime(t + 1, "%Y%m%dT%H%M%SZ", &tm) != NULL)
+			keys[n].age_seconds = (double)(now - (int64_t)timegm(&tm));
+		n++;
+	}
+	resp->status = 200;
+	resp->content_type = "text/plain; version=0.0.4";
+	resp->body = metrics_render(keys, n, audit_healthy(is->audit), atomic_load(&is->hsm_ok));
+}
+
+void routes_handle(void *arg, const http_req *req, http_resp *resp)
+{
+	static __thread char cc[64];
+	issuer *is = arg;
+	int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+	struct timespec t0, t1;
+
+	if (strcmp(req->path, "/token") == 0) {
+		if (strcmp(req->method, "POST") != 0) {
+			resp_error(resp, 405, "invalid_request", "use POST");
+			resp->allow = "POST";
+			return;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		exchange_handle(is, req, resp);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		metrics_latency((double)(t1.tv_sec - t0.tv_sec) +
+				(double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		return;
+	}
+	if (!get) {
+		resp_error(resp, strcmp(req->path, "/") == 0 ? 404 : 405, "invalid_request",
+			   "use GET");
+		resp->allow = "GET";
+		return;
+	}
+	if (strcmp(req->path, "/.well-known/jwks.json") == 0)
+		jwks(is, req, resp);
+	else if (strcmp(req->path, "/.well-known/oauth-authorization-server") == 0 ||
+		 strcmp(req->path, "/.well-known/openid-configuration") == 0)
+		static_json(resp, is->discovery_json, is->cfg.jwks_max_age, cc, sizeof(cc));
+	else if (strcmp(req->path, "/healthz") == 0)
+		healthz(is, resp);
+	else if (strcmp(req->path, "/metrics") == 0)
+		metrics(is, resp);
+	else
+		resp_error(resp, 404, "invalid_request", "no such endpoint");
+}

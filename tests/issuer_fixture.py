@@ -1,0 +1,137 @@
+"""A real writ-issuer for tests: a fresh SoftHSM2 token, an ES256 key, a
+SQLite store, a policy file and an audit log in a temporary directory, and
+the daemon listening on 127.0.0.1. Agents get real EC keys; assertions are
+signed with PyJWT (an independent JOSE implementation)."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+WRIT = os.environ.get("WRIT_BIN", "build/writ")
+ISSUER_BIN = os.path.join(os.path.dirname(WRIT), "writ-issuer")
+GT = "urn:ietf:params:oauth:grant-type:token-exchange"
+TT = "urn:ietf:params:oauth:token-type:jwt"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Agent:
+    def __init__(self, fx, agent_id, groups=()):
+        self.id = agent_id
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.pub_path = os.path.join(fx.dir, f"{agent_id}.pub.pem")
+        with open(self.pub_path, "wb") as f:
+            f.write(self.key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        args = ["agent", "add", agent_id, "--key", self.pub_path]
+        for g in groups:
+            args += ["--group", g]
+        fx.writ(*args)
+        self.fx = fx
+
+    def assertion(self, **over):
+        now = int(time.time())
+        claims = {"iss": self.id, "sub": self.id, "aud": self.fx.issuer, "iat": now,
+                  "exp": now + 60, "jti": uuid.uuid4().hex}
+        claims.update(over)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return jwt.encode(claims, self.key, algorithm="ES256")
+
+
+class Issuer:
+    def __init__(self, policy, extra_conf="", token_dir=None):
+        self.dir = tempfile.mkdtemp(prefix="writ-issuer-")
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        subprocess.run([WRIT, "token", "init", "--dir", self.dir, "--issuer", self.issuer],
+                       check=True, capture_output=True)
+        self.conf = os.path.join(self.dir, "writ.conf")
+        with open(self.conf, "a") as f:
+            f.write(f"listen = 127.0.0.1:{self.port}\nleeway = 5\n{extra_conf}")
+        self.writ("key", "generate", "--alg", "ES256")
+        self.write_policy(policy)
+        self.proc = None
+        self.audit = os.path.join(self.dir, "audit.log")
+
+    def write_policy(self, policy):
+        with open(os.path.join(self.dir, "policy.json"), "w") as f:
+            json.dump(policy, f)
+
+    def writ(self, *args, ok=True, stdin=None):
+        p = subprocess.run([WRIT, "-c", self.conf, *args], capture_output=True, text=True,
+                           input=stdin)
+        if ok and p.returncode != 0:
+            raise RuntimeError(f"writ {' '.join(args)}: {p.stderr}")
+        return p
+
+    def start(self):
+        self.proc = subprocess.Popen([ISSUER_BIN, "-c", self.conf], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "listening" not in line:
+            raise RuntimeError("issuer did not start: " + line + self.proc.stderr.read())
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            rc = self.proc.wait(timeout=30)
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+            self.proc = None
+            return rc
+        return None
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def request(self, path, body=None, ctype="application/x-www-form-urlencoded",
+                headers=None, method=None):
+        url = self.issuer + path
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request(url, data=data, method=method)
+        if data is not None and ctype is not None:
+            req.add_header("Content-Type", ctype)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
+
+    def token(self, assertion, audience="orders-db", scope="db:read", extra=None, raw=None):
+        params = [("grant_type", GT), ("subject_token", assertion),
+                  ("subject_token_type", TT), ("audience", audience), ("scope", scope)]
+        params += list(extra or [])
+        body = raw if raw is not None else urllib.parse.urlencode(
+            [(k, v) for k, v in params if v is not None])
+        status, headers, text = self.request("/token", body)
+        try:
+            doc = json.loads(text) if text else {}
+        except ValueError:
+            doc = {"raw": text}
+        return status, headers, doc
+
+    def audit_records(self):
+        with open(self.audit) as f:
+            return [json.loads(l) for l in f if l.endswith("\n")]

@@ -1,0 +1,350 @@
+#!/usr/bin/python3
+"""The issuer as agents, target services and operators use it (SPEC s.4-7):
+a real writ-issuer on 127.0.0.1 with a real SoftHSM2 token, SQLite store,
+policy file and audit log. Each check is named for the behaviour it pins."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jwt  # noqa: E402
+from issuer_fixture import Agent, Issuer, WRIT  # noqa: E402
+
+POLICY = {"version": 1, "rules": [
+    {"id": "analysts-read", "effect": "allow", "subjects": ["group:analysts"],
+     "audiences": ["orders-db"], "actions": ["db:read", "db:list"], "ttl": 120},
+    {"id": "ops-all", "effect": "allow", "subjects": ["ops-*"], "audiences": ["orders-db"],
+     "actions": ["db:*"], "ttl": 60},
+    {"id": "no-writes", "effect": "deny", "subjects": ["*"], "audiences": ["orders-*"],
+     "actions": ["db:write", "db:drop"]},
+    {"id": "limited", "effect": "allow", "subjects": ["rl-*"], "audiences": ["search"],
+     "actions": ["q"], "rate": "2/sec", "lim": {"rps": 5}},
+]}
+
+failures = 0
+
+
+def check(cond, what, detail=""):
+    global failures
+    print(("ok   " if cond else "FAIL ") + what + ("" if cond else f"  [{detail}]"))
+    if not cond:
+        failures += 1
+
+
+def err_of(r):
+    return r[0], r[2].get("error")
+
+
+def test_success_and_pyjwkclient(fx, analyst):
+    st, hdr, doc = fx.token(analyst.assertion(), scope="db:read db:write")
+    check(st == 200, "exchange succeeds for an allowed agent", doc)
+    check(doc.get("issued_token_type") == "urn:ietf:params:oauth:token-type:access_token"
+          and doc.get("token_type") == "Bearer", "RFC 8693 response fields")
+    check(doc.get("scope") == "db:read", "granted scope is the allowed subset (write denied)")
+    check(hdr.get("Cache-Control") == "no-store", "token response is Cache-Control: no-store")
+    st, _, disc = fx.request("/.well-known/oauth-authorization-server")
+    disc = json.loads(disc)
+    st2, _, oidc = fx.request("/.well-known/openid-configuration")
+    check(disc["issuer"] == fx.issuer and json.loads(oidc) == disc,
+          "discovery documents name the issuer and agree")
+    client = jwt.PyJWKClient(disc["jwks_uri"])
+    key = client.get_signing_key_from_jwt(doc["access_token"])
+    claims = jwt.decode(doc["access_token"], key.key, algorithms=["ES256"], audience="orders-db",
+                        issuer=fx.issuer)
+    check(claims["sub"] == analyst.id and claims["grp"] == ["analysts"],
+          "PyJWKClient verifies the token against the live JWKS; sub and grp")
+    check(claims["exp"] - claims["iat"] == 120 and doc["expires_in"] == 120,
+          "TTL is the rule's (120 s) under the default (300 s)")
+    check(jwt.get_unverified_header(doc["access_token"])["typ"] == "at+jwt", "typ at+jwt")
+    st, hdr, _ = fx.request("/.well-known/jwks.json")
+    check("max-age=" in hdr.get("Cache-Control", "") and hdr.get("ETag"),
+          "JWKS has Cache-Control max-age and an ETag")
+    st, _, _ = fx.request("/.well-known/jwks.json", headers={"If-None-Match": hdr["ETag"]})
+    check(st == 304, "If-None-Match with the ETag gets 304")
+    recs = [r for r in fx.audit_records() if r.get("jti") == claims["jti"]]
+    check(len(recs) == 1 and recs[0]["event"] == "token_issued" and recs[0]["rule"] ==
+          "analysts-read" and recs[0]["attestation"]["kind"] == "agent_key",
+          "the issued token's audit record names agent, rule and attestation")
+
+
+def test_error_rows(fx, analyst):
+    a = analyst
+    check(err_of(fx.token(a.assertion(), extra=[], raw="scope=x")) == (400, "invalid_request"),
+          "missing grant_type: invalid_request")
+    check(err_of(fx.token(a.assertion(), raw="grant_type=password&username=a&password=b")) ==
+          (400, "unsupported_grant_type"), "password grant: unsupported_grant_type")
+    body = ("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
+            "&scope=db:read&scope=db:write")
+    check(err_of(fx.token(None, raw=body)) == (400, "invalid_request"),
+          "repeated parameter: invalid_request")
+    asr = a.assertion()
+    check(fx.token(asr)[0] == 200, "fresh assertion accepted")
+    check(err_of(fx.token(asr)) == (400, "invalid_grant"), "replayed assertion: invalid_grant")
+    now = int(time.time())
+    check(err_of(fx.token(a.assertion(iat=now - 400, exp=now - 200))) == (400, "invalid_grant"),
+          "expired assertion: invalid_grant")
+    check(err_of(fx.token(a.assertion(iat=now + 600, exp=now + 660))) == (400, "invalid_grant"),
+          "future-dated assertion: invalid_grant")
+    check(err_of(fx.token(a.assertion(aud="https://other-issuer"))) == (400, "invalid_grant"),
+          "assertion for another audience: invalid_grant")
+    check(err_of(fx.token(a.assertion(exp=now + 3600))) == (400, "invalid_grant"),
+          "assertion living longer than 5 minutes: invalid_grant")
+    check(err_of(fx.token(a.assertion(jti=None))) == (400, "invalid_grant"),
+          "assertion without jti: invalid_grant")
+    ghost = Agent.__new__(Agent)
+    ghost.id, ghost.fx, ghost.key = "ghost", fx, a.key
+    r = fx.token(ghost.assertion())
+    check(err_of(r) == (400, "invalid_grant"), "unknown agent: invalid_grant")
+    forger = Agent.__new__(Agent)
+    forger.id, forger.fx = a.id, fx
+    forger.key = __import__("cryptography.hazmat.primitives.asymmetric.ec",
+                            fromlist=["ec"]).generate_private_key(
+        __import__("cryptography.hazmat.primitives.asymmetric.ec", fromlist=["ec"]).SECP256R1())
+    f = fx.token(forger.assertion())
+    check(err_of(f) == (400, "invalid_grant"), "assertion signed by an unregistered key: invalid_grant")
+    check(r[2].get("error_description") == f[2].get("error_description"),
+          "unknown agent and bad signature read the same (no agent enumeration)")
+    jwks = fx.request("/.well-known/jwks.json")[2]
+    kids = [k["kid"] for k in json.loads(jwks)["keys"]]
+    check(not any(k in json.dumps(x[2]) for x in (r, f) for k in kids + [a.id]),
+          "error descriptions name no key material and no agent")
+    st, _, doc = fx.token(a.assertion())
+    r = fx.token(doc["access_token"])
+    check(err_of(r) == (400, "invalid_grant"), "an access token presented as assertion: invalid_grant")
+    check(err_of(fx.token(a.assertion(), audience="billing")) == (400, "invalid_target"),
+          "unknown audience: invalid_target")
+    check(err_of(fx.token(a.assertion(), scope="db:write")) == (400, "invalid_scope"),
+          "no allowed scope: invalid_scope")
+    d = Agent(fx, "disabled-1", ["analysts"])
+    fx.writ("agent", "disable", d.id)
+    check(err_of(fx.token(d.assertion())) == (400, "invalid_grant"), "disabled agent: invalid_grant")
+    st, _, _ = fx.request("/token", "grant_type=x", ctype="application/json")
+    check(st == 415, "wrong content type: 415")
+    st, _, _ = fx.request("/token", "a=" + "x" * 100000)
+    check(st == 413, "oversized body: 413")
+    st, _, doc = fx.request("/token", "grant_type=%zz")
+    check(st == 400 and json.loads(doc)["error"] == "invalid_request", "bad %-escape: 400")
+
+
+def test_policy(fx):
+    ops = Agent(fx, "ops-1")
+    st, _, doc = fx.token(ops.assertion(), scope="db:read db:write db:vacuum")
+    check(st == 200 and doc["scope"] == "db:read db:vacuum",
+          "deny beats allow (db:* allow, db:write deny); granted is a subset of requested")
+    check(doc["expires_in"] == 60, "TTL capped by the rule (60 s)")
+    new = json.loads(json.dumps(POLICY))
+    new["rules"][0]["actions"] = ["db:list"]
+    fx.write_policy(new)
+    fx.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    a = Agent(fx, "analyst-reload", ["analysts"])
+    check(err_of(fx.token(a.assertion(), scope="db:read")) == (400, "invalid_scope"),
+          "SIGHUP reloads a good policy")
+    with open(os.path.join(fx.dir, "policy.json"), "w") as f:
+        f.write('{"version": 1, "rules": [{"id": "x", "effect": "allow", "subjectz": []}]}')
+    fx.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    check(fx.token(a.assertion(), scope="db:list")[0] == 200,
+          "a bad policy on SIGHUP leaves the running one in force")
+    check(any(r["event"] == "policy_rejected" for r in fx.audit_records()),
+          "the rejected policy is audited")
+    fx.write_policy(POLICY)
+    fx.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+
+
+def test_rate_limit(fx):
+    rl = Agent(fx, "rl-1")
+    res = [fx.token(rl.assertion(), audience="search", scope="q") for _ in range(4)]
+    codes = [r[0] for r in res]
+    check(codes[:2] == [200, 200] and 429 in codes[2:], "rate 2/sec: third request is 429", codes)
+    limited = [r for r in res if r[0] == 429][0]
+    check(int(limited[1].get("Retry-After", "0")) >= 1, "429 carries Retry-After")
+    time.sleep(1.2)
+    st, _, doc = fx.token(rl.assertion(), audience="search", scope="q")
+    check(st == 200, "the bucket refills")
+    claims = jwt.decode(doc["access_token"], options={"verify_signature": False})
+    check(claims.get("lim") == {"rps": 5}, "the rule's lim travels in the token")
+
+
+def test_revocation(fx):
+    ag = Agent(fx, "loop-1", ["analysts"])
+    stop = threading.Event()
+    results = []
+
+    def loop():
+        while not stop.is_set():
+            results.append((time.time(), fx.token(ag.assertion())[0]))
+
+    t = threading.Thread(target=loop)
+    t.start()
+    time.sleep(0.5)
+    fx.writ("agent", "revoke", ag.id, "--reason", "test")
+    t_revoked = time.time()
+    time.sleep(1.0)
+    stop.set()
+    t.join()
+    after = [c for (ts, c) in results if ts > t_revoked]
+    check(after and all(c == 400 for c in after),
+          "every renewal started after revoke returned is refused", after[:5])
+    ok_before = [c for (ts, c) in results if ts < t_revoked - 0.2]
+    check(ok_before and all(c == 200 for c in ok_before), "renewals before revoke succeed")
+    check(any(r.get("event") == "renewal_refused" and r.get("agent") == ag.id
+              for r in fx.audit_records()), "the refused renewal is audited")
+    fx.stop()
+    fx.start()
+    check(err_of(fx.token(ag.assertion())) == (400, "invalid_grant"),
+          "revocation survives an issuer restart")
+
+
+def test_http_abuse(fx, analyst):
+    slow = socket.create_connection(("127.0.0.1", fx.port))
+    slow.sendall(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nab")
+    t0 = time.time()
+    st = fx.token(analyst.assertion())[0]
+    check(st == 200 and time.time() - t0 < 2, "a slow client does not block others")
+    slow.close()
+    st, _, _ = fx.request("/nope")
+    check(st == 404, "unknown path: 404")
+    st, hdr, body = fx.request("/metrics")
+    check(st == 200 and "writ_tokens_issued_total" in body and
+          'writ_tokens_denied_total{reason="invalid_grant"}' in body,
+          "/metrics exposes issued and denied counters")
+    st, _, body = fx.request("/healthz")
+    check(st == 200 and json.loads(body)["status"] == "ok", "/healthz is 200 when all is up")
+
+
+def test_audit_verify(fx):
+    p = subprocess.run([WRIT, "-c", fx.conf, "jwks"], capture_output=True, text=True)
+    jw = os.path.join(fx.dir, "jwks.json")
+    open(jw, "w").write(p.stdout)
+    v = subprocess.run([WRIT, "audit", "verify", fx.audit, "--jwks", jw], capture_output=True,
+                       text=True)
+    check(v.returncode == 0, "writ audit verify passes on the issuer's log", v.stdout + v.stderr)
+    lines = open(fx.audit).read().splitlines(True)
+    edited = os.path.join(fx.dir, "edited.log")
+    mid = len(lines) // 2
+    lines2 = list(lines)
+    lines2[mid] = lines2[mid].replace('"event":"', '"event":"x', 1)
+    open(edited, "w").writelines(lines2)
+    v = subprocess.run([WRIT, "audit", "verify", edited], capture_output=True, text=True)
+    check(v.returncode != 0, "an edited record is detected", v.stdout)
+    q = subprocess.run([WRIT, "audit", "query", fx.audit, "--agent", "analyst-1"],
+                       capture_output=True, text=True)
+    check(q.returncode == 0 and "analyst-1" in q.stdout, "audit query finds the agent's records")
+
+
+def test_disk_full(analyst_groups=("analysts",)):
+    if os.geteuid() != 0:
+        print("SKIP disk-full (needs root to mount tmpfs)")
+        return
+    fx = Issuer(POLICY)
+    mnt = os.path.join(fx.dir, "small")
+    os.mkdir(mnt)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt]).returncode != 0:
+        print("SKIP disk-full (mount failed)")
+        fx.close()
+        return
+    try:
+        with open(fx.conf, "a") as f:
+            f.write(f"audit_log = {mnt}/audit.log\n")
+        fx.audit = f"{mnt}/audit.log"
+        fx.start()
+        a = Agent(fx, "df-1", ["analysts"])
+        codes = []
+        for _ in range(400):
+            st, _, doc = fx.token(a.assertion())
+            codes.append(st)
+            if st == 503:
+                check(doc.get("error") == "temporarily_unavailable" and "access_token" not in doc,
+                      "full audit disk: 503 temporarily_unavailable and no token")
+                break
+        check(503 in codes, "the audit log filled up within 400 requests", codes[-3:])
+        st, _, body = fx.request("/healthz")
+        check(st == 503 and json.loads(body)["audit"] is False, "/healthz reports the audit log down")
+        issued = sum(1 for c in codes if c == 200)
+        recs = [r for r in fx.audit_records() if r.get("event") == "token_issued"]
+        check(len(recs) == issued, "every token a client received is in the log",
+              f"{len(recs)} vs {issued}")
+    finally:
+        fx.stop()
+        subprocess.run(["umount", mnt])
+        fx.close()
+
+
+def test_kill9_under_load():
+    fx = Issuer(POLICY)
+    fx.start()
+    a = Agent(fx, "k9-1", ["analysts"])
+    got = []
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                st, _, doc = fx.token(a.assertion())
+            except Exception:
+                return
+            if st == 200:
+                got.append(jwt.decode(doc["access_token"], options={"verify_signature": False})["jti"])
+
+    ts = [threading.Thread(target=loop) for _ in range(4)]
+    for t in ts:
+        t.start()
+    time.sleep(1.5)
+    fx.proc.kill()
+    fx.proc.wait()
+    stop.set()
+    for t in ts:
+        t.join()
+    fx.proc = None
+    # Simulate the torn write a crash can leave, then restart: recovered.
+    with open(fx.audit, "a") as f:
+        f.write('{"seq":999999,"event":"tok')
+    fx.start()
+    jtis = {r.get("jti") for r in fx.audit_records()}
+    check(got and all(j in jtis for j in got),
+          f"after kill -9, all {len(got)} tokens clients received are in the log")
+    check(any(r["event"] == "log_recovered" for r in fx.audit_records()),
+          "the torn last line is reported and recovered on restart")
+    fx.stop()
+    v = subprocess.run([WRIT, "audit", "verify", fx.audit], capture_output=True, text=True)
+    check(v.returncode == 0, "the recovered log verifies", v.stdout + v.stderr)
+    fx.close()
+
+
+def main():
+    if not os.access("/usr/lib/softhsm/libsofthsm2.so", os.R_OK):
+        print("SKIP: SoftHSM2 not installed")
+        return 77
+    fx = Issuer(POLICY)
+    try:
+        fx.start()
+        analyst = Agent(fx, "analyst-1", ["analysts"])
+        test_success_and_pyjwkclient(fx, analyst)
+        test_error_rows(fx, analyst)
+        test_policy(fx)
+        test_rate_limit(fx)
+        test_http_abuse(fx, analyst)
+        test_revocation(fx)
+        rc = fx.stop()
+        check(rc == 0, "SIGTERM: the issuer exits 0")
+        check(fx.audit_records()[-1]["event"] in ("issuer_stopped", "checkpoint"),
+              "SIGTERM flushes the audit log")
+        test_audit_verify(fx)
+    finally:
+        fx.close()
+    test_disk_full()
+    test_kill9_under_load()
+    print(f"{failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

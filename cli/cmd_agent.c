@@ -42,17 +42,6 @@ static void usage(FILE *f)
 	           "--db defaults to $WRIT_HOME/writ.db.\n");
 }
 
-/*
- * Hook for the audit log (SPEC s.7: "agent added/revoked"). Called after
- * each change is committed; detail is the reason or the kid. The audit
- * module is wired here once it lands.
- */
-static void agent_audit(const char *event, const char *id, const char *detail)
-{
-	(void)event;
-	(void)id;
-	(void)detail;
-}
 
 static const char *db_path(void)
 {
@@ -280,7 +269,6 @@ static int agent_add(int argc, char **argv)
 	store_close(s);
 	if (rc != WRIT_OK)
 		cli_die_err("agent add", rc, &err);
-	agent_audit("agent.added", id, kid);
 	printf("%s %s\n", id, kid);
 	return 0;
 }
@@ -456,11 +444,6 @@ static int agent_status(int argc, char **argv, store_status st)
 	                                     {"help", no_argument, 0, 'h'},
 	                                     {0, 0, 0, 0}};
 	const char *what = argv[0], *reason = NULL, *id;
-	static const char *const events[] = {
-	    [STORE_ACTIVE] = "agent.enabled",
-	    [STORE_DISABLED] = "agent.disabled",
-	    [STORE_REVOKED] = "agent.revoked",
-	};
 	writ_err err = {0};
 	int c, changed = 0;
 	store *s;
@@ -491,8 +474,6 @@ static int agent_status(int argc, char **argv, store_status st)
 		            : st == STORE_DISABLED ? "agent disable"
 		                                   : "agent revoke",
 		            rc, &err);
-	if (changed)
-		agent_audit(events[st], id, reason);
 	printf("%s %s%s\n", id, store_status_name(st), changed ? "" : " (unchanged)");
 	return 0;
 }
@@ -544,7 +525,6 @@ static int agent_key(int argc, char **argv)
 		store_close(s);
 		if (rc != WRIT_OK)
 			cli_die_err("agent key add", rc, &err);
-		agent_audit("agent.key_added", argv[optind], kid);
 		printf("%s %s\n", argv[optind], kid);
 		return 0;
 	}
@@ -556,7 +536,6 @@ static int agent_key(int argc, char **argv)
 	store_close(s);
 	if (rc != WRIT_OK)
 		cli_die_err("agent key remove", rc, &err);
-	agent_audit("agent.key_removed", argv[optind], argv[optind + 1]);
 	printf("%s removed %s\n", argv[optind], argv[optind + 1]);
 	return 0;
 }

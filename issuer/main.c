@@ -59,6 +59,35 @@ static void audit_event(issuer *is, json_t *rec)
 	json_decref(rec);
 }
 
+/* Move the store's pending audit records (agent and key changes made with
+ * the CLI) into the audit log, oldest first. A record is deleted from the
+ * outbox only after its append is durable: at least once, never lost. */
+static void drain_outbox(issuer *is)
+{
+	writ_err e = {0};
+	store *st = issuer_store(is, &e);
+	char *rec = NULL;
+	int64_t id;
+	int i;
+
+	for (i = 0; st != NULL && i < 1000; i++) {
+		json_t *j;
+		if (store_outbox_next(st, &id, &rec, &e) != WRIT_OK)
+			break;
+		j = json_loads(rec, JSON_REJECT_DUPLICATES, NULL);
+		free(rec);
+		if (j == NULL || audit_append(is->audit, j, &e) != WRIT_OK) {
+			json_decref(j);
+			break;
+		}
+		json_decref(j);
+		if (store_outbox_delete(st, id, &e) != WRIT_OK)
+			break;
+	}
+	if (e.rc != WRIT_OK && e.rc != WRIT_ERR_NOT_FOUND)
+		fprintf(stderr, "writ-issuer: audit outbox: %s\n", e.msg);
+}
+
 static void publish(issuer *is)
 {
 	unsigned char md[SHA256_DIGEST_LENGTH];
@@ -215,6 +244,7 @@ static void serve(issuer *is)
 	sigaddset(&set, SIGHUP);
 	for (;;) {
 		sig = sigtimedwait(&set, NULL, &tick);
+		drain_outbox(is);
 		if (sig == SIGHUP) {
 			reload_policy(is);
 		} else if (sig == SIGTERM || sig == SIGINT) {
@@ -229,6 +259,7 @@ static void serve(issuer *is)
 	fprintf(stderr, "writ-issuer: stopping: finishing requests in flight\n");
 	http_quiesce(srv);
 	http_stop(srv);
+	drain_outbox(is);
 	audit_event(is, json_pack("{s:s}", "event", "issuer_stopped"));
 }
 

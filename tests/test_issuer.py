@@ -196,6 +196,11 @@ def test_revocation(fx):
     check(ok_before and all(c == 200 for c in ok_before), "renewals before revoke succeed")
     check(any(r.get("event") == "renewal_refused" and r.get("agent") == ag.id
               for r in fx.audit_records()), "the refused renewal is audited")
+    time.sleep(1.2)
+    recs = [r for r in fx.audit_records() if r.get("event") == "agent_revoked"
+            and r.get("agent") == ag.id]
+    check(len(recs) == 1 and recs[0].get("reason") == "test" and recs[0].get("actor"),
+          "the CLI's revocation reaches the audit log with who and why")
     fx.stop()
     fx.start()
     check(err_of(fx.token(ag.assertion())) == (400, "invalid_grant"),

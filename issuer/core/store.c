@@ -56,6 +56,9 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_REPLAY_PURGE] = "DELETE FROM replay WHERE (agent_id, jti) IN (SELECT agent_id, jti "
                         "FROM replay WHERE exp < ?1 ORDER BY exp LIMIT ?2)",
     [ST_REPLAY_COUNT] = "SELECT count(*) FROM replay",
+    [ST_OUTBOX_NEXT] = "SELECT id, rec FROM audit_outbox ORDER BY id LIMIT 1",
+    [ST_OUTBOX_DELETE] = "DELETE FROM audit_outbox WHERE id = ?1",
+    [ST_OUTBOX_COUNT] = "SELECT count(*) FROM audit_outbox",
 };
 
 /*
@@ -113,6 +116,36 @@ static const char *const migrations[] = {
     "  BEGIN UPDATE meta SET v = v + 1 WHERE k = 'agents_gen'; END;"
     "PRAGMA application_id = 2003986804;" /* STORE_APP_ID */
     "PRAGMA user_version = 1;",
+    /* 1 -> 2: the audit outbox. Every change to agents and their keys
+     * writes its audit record in the same transaction as the change (a
+     * trigger cannot be skipped by a code path), and the issuer, which
+     * owns the audit log, moves the records into it. writ_actor() is the
+     * OS user of the connection that made the change; writ_event() builds
+     * the JSON (SQLite 3.40's json_object() may not run in triggers with
+     * trusted_schema off). */
+    "CREATE TABLE audit_outbox("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  rec TEXT NOT NULL);"
+    "CREATE TRIGGER outbox_agent_added AFTER INSERT ON agents BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'agent_added',"
+    "    'agent', NEW.id, 'actor', writ_actor())); END;"
+    "CREATE TRIGGER outbox_agent_status AFTER UPDATE OF status ON agents"
+    "  WHEN OLD.status <> NEW.status BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', CASE NEW.status"
+    "    WHEN 'active' THEN 'agent_enabled' WHEN 'disabled' THEN 'agent_disabled'"
+    "    ELSE 'agent_revoked' END, 'agent', NEW.id, 'previous', OLD.status,"
+    "    'reason', NEW.status_reason, 'actor', writ_actor())); END;"
+    "CREATE TRIGGER outbox_group_added AFTER INSERT ON agent_groups BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'agent_group_added',"
+    "    'agent', NEW.agent_id, 'group', NEW.grp, 'actor', writ_actor())); END;"
+    "CREATE TRIGGER outbox_key_added AFTER INSERT ON agent_keys BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'agent_key_added',"
+    "    'agent', NEW.agent_id, 'kid', NEW.kid, 'alg', NEW.alg, 'actor', writ_actor()));"
+    "  END;"
+    "CREATE TRIGGER outbox_key_removed AFTER DELETE ON agent_keys BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'agent_key_removed',"
+    "    'agent', OLD.agent_id, 'kid', OLD.kid, 'actor', writ_actor())); END;"
+    "PRAGMA user_version = 2;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -265,6 +298,8 @@ static writ_rc store_configure(store *s, writ_err *err)
 	writ_rc rc = WRIT_OK;
 
 	sqlite3_extended_result_codes(s->db, 1);
+	if (store_actor_register(s) != SQLITE_OK)
+		return store_sqlerr(s, err, "writ_actor()");
 	/* SQLite's handler sleeps 1, 2, 5 ... 100 ms between tries. Measured
 	 * with two processes inserting replay rows flat out on tmpfs, it gave
 	 * more total throughput (~21k/s) than a spin-then-10us-backoff handler

@@ -213,4 +213,21 @@ WRIT_MUST_CHECK writ_rc store_replay_count(store *s, uint64_t *n, writ_err *err)
  */
 WRIT_MUST_CHECK writ_rc store_agents_generation(store *s, uint64_t *gen, writ_err *err);
 
+/* ---- audit outbox (store_outbox.c) ----
+ * Changes to agents and their keys write their audit record into the
+ * store in the same transaction (by trigger); the issuer, which holds the
+ * audit log, moves them into the log. Delivery is at least once: a crash
+ * between the append and the delete repeats a record, never loses one. */
+
+/* Who makes the changes through this connection, for the records'
+ * "actor" (default: "uid:<n>(<name>)" of the process). Copied. */
+void store_set_actor(store *s, const char *actor);
+/* The oldest pending record: *rec is malloc'd JSON (caller frees), *id its
+ * id. WRIT_ERR_NOT_FOUND when there is none. */
+WRIT_MUST_CHECK writ_rc store_outbox_next(store *s, int64_t *id, char **rec, writ_err *err);
+/* Forget record id once it is in the audit log. */
+WRIT_MUST_CHECK writ_rc store_outbox_delete(store *s, int64_t id, writ_err *err);
+/* Pending records (tests, metrics). */
+WRIT_MUST_CHECK writ_rc store_outbox_count(store *s, uint64_t *n, writ_err *err);
+
 #endif

@@ -34,13 +34,20 @@ typedef enum store_stmt_id {
 	ST_REPLAY_UPSERT,
 	ST_REPLAY_PURGE,
 	ST_REPLAY_COUNT,
+	ST_OUTBOX_NEXT,
+	ST_OUTBOX_DELETE,
+	ST_OUTBOX_COUNT,
 	ST__COUNT
 } store_stmt_id;
 
 struct store {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST__COUNT];
+	char actor[128]; /* who changes things through this connection */
 };
+
+/* Register writ_actor() (the audit outbox triggers call it). SQLite rc. */
+int store_actor_register(store *s);
 
 /* The prepared statement id, reset and unbound, ready for binding; NULL on
  * failure (err filled). Borrowed: call store_done after use, which ends

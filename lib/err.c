@@ -30,6 +30,8 @@ static const char *const rc_names[WRIT_ERR__COUNT] = {
 	[WRIT_ERR_NOT_FOUND] = "not found",
 	[WRIT_ERR_CRYPTO] = "crypto library error",
 	[WRIT_ERR_UNAVAILABLE] = "temporarily unavailable",
+	[WRIT_ERR_SCOPE] = "action not granted",
+	[WRIT_ERR_RATE_LIMITED] = "rate limited",
 };
 
 const char *writ_strerror(writ_rc rc)

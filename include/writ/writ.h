@@ -51,6 +51,8 @@ typedef enum writ_rc {
 	WRIT_ERR_NOT_FOUND,	  /* a named object does not exist */
 	WRIT_ERR_CRYPTO,	  /* the crypto library failed */
 	WRIT_ERR_UNAVAILABLE,	  /* a dependency is down: fail closed */
+	WRIT_ERR_SCOPE,		  /* valid token, action not granted */
+	WRIT_ERR_RATE_LIMITED,	  /* over a rate limit: retry later */
 	WRIT_ERR__COUNT
 } writ_rc;
 

@@ -15,7 +15,7 @@ artifacts="$build/fuzz-artifacts"
 mkdir -p "$artifacts"
 status=0
 
-for name in jws jwks policy audit form config; do
+for name in jws jwks policy audit form config verify; do
 	bin="$build/fuzz/fuzz_$name"
 	corpus="$root/fuzz/corpus/$name"
 	if [ ! -x "$bin" ]; then

@@ -1,7 +1,8 @@
 /*
  * cmd_verify.c - writ verify: check a token offline against a JWK Set, as
  * a target service would. Prints the claims on success; on failure exits 1
- * with one line naming the reason.
+ * with one line naming the reason. With --jwks-url it goes through
+ * libwrit's verifier (verifier.h), exactly as a service linking it does.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -9,16 +10,22 @@
 #include <string.h>
 
 #include "cli.h"
+#include "writ/verifier.h"
 #include "writ_int.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: writ verify --jwks FILE|- [--iss ISSUER] [--aud AUDIENCE] [--typ TYP]\n"
-		"                   [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n\n"
-		"Verify a writ access token offline. TOKEN defaults to - (stdin): prefer it,\n"
-		"since a bearer token on a command line is visible to other local users.\n"
-		"--typ defaults to at+jwt; --leeway to 30 (max 60); --max-ttl to 3600.\n");
+	        "usage: writ verify --jwks FILE|- [--iss ISSUER] [--aud AUDIENCE] [--typ TYP]\n"
+	        "                   [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n"
+	        "       writ verify --jwks-url URL --iss ISSUER --aud AUDIENCE [--ca-file FILE]\n"
+	        "                   [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n\n"
+	        "Verify a writ access token offline. TOKEN defaults to - (stdin): prefer it,\n"
+	        "since a bearer token on a command line is visible to other local users.\n"
+	        "--typ defaults to at+jwt; --leeway to 30 (max 60); --max-ttl to 3600.\n"
+	        "--jwks-url fetches the issuer's JWK Set (http or https) through libwrit's\n"
+	        "verifier, as a target service does; it needs --iss and --aud, and the\n"
+	        "token type is always at+jwt.\n");
 }
 
 static unsigned parse_uint(const char *s, const char *what, unsigned max)
@@ -31,15 +38,61 @@ static unsigned parse_uint(const char *s, const char *what, unsigned max)
 	return (unsigned)v;
 }
 
+static char *read_token(const char *tok_path, size_t *tlen)
+{
+	char *tok;
+
+	if (strcmp(tok_path, "-") == 0) {
+		tok = cli_read_input("-", WRIT_TOKEN_MAX_BYTES + 2, tlen);
+		while (*tlen > 0 && (tok[*tlen - 1] == '\n' || tok[*tlen - 1] == '\r'))
+			tok[--*tlen] = '\0';
+	} else {
+		tok = strdup(tok_path);
+		*tlen = tok != NULL ? strlen(tok) : 0;
+	}
+	if (tok == NULL)
+		cli_die("out of memory");
+	return tok;
+}
+
+/* The library path: fetch the JWK Set from url, then verify. */
+static writ_rc verify_url(const char *url, const char *ca_file, const writ_verify_opts *vo,
+                          const char *tok, size_t tlen, writ_claims **claims, writ_err *err)
+{
+	writ_verifier_cfg cfg = {.issuer = vo->iss,
+	                         .audience = vo->aud,
+	                         .jwks_url = url,
+	                         .ca_file = ca_file,
+	                         .leeway = vo->leeway,
+	                         .max_ttl = vo->max_ttl};
+	writ_verifier *v = NULL;
+	writ_rc rc;
+
+	if (vo->iss == NULL || vo->aud == NULL)
+		cli_die("verify: --jwks-url needs --iss and --aud");
+	if (strcmp(vo->typ, "at+jwt") != 0)
+		cli_die("verify: --jwks-url verifies access tokens only (typ at+jwt)");
+	/* The library maps leeway 0 to its default; --leeway 0 is kept as
+	 * the smallest it allows rather than silently widened. */
+	if (cfg.leeway == 0)
+		cfg.leeway = 1;
+	if ((rc = writ_verifier_new(&cfg, &v, err)) != WRIT_OK)
+		cli_die_err("verify: JWK Set", rc, err);
+	rc = writ_verifier_verify(v, tok, tlen, claims, err);
+	writ_verifier_free(v);
+	return rc;
+}
+
 int verify_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"jwks", required_argument, 0, 'j'}, {"iss", required_argument, 0, 'i'},
-		{"aud", required_argument, 0, 'a'},  {"typ", required_argument, 0, 't'},
-		{"leeway", required_argument, 0, 'l'}, {"max-ttl", required_argument, 0, 'm'},
-		{"help", no_argument, 0, 'h'},	     {0, 0, 0, 0}};
+	    {"jwks", required_argument, 0, 'j'},     {"iss", required_argument, 0, 'i'},
+	    {"aud", required_argument, 0, 'a'},      {"typ", required_argument, 0, 't'},
+	    {"leeway", required_argument, 0, 'l'},   {"max-ttl", required_argument, 0, 'm'},
+	    {"jwks-url", required_argument, 0, 'u'}, {"ca-file", required_argument, 0, 'C'},
+	    {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
 	writ_verify_opts vo = {.typ = "at+jwt", .leeway = 30, .max_ttl = WRIT_TTL_HARD_CAP};
-	const char *jwks_path = NULL, *tok_path = "-";
+	const char *jwks_path = NULL, *jwks_url = NULL, *ca_file = NULL, *tok_path = "-";
 	char *jwks_buf, *tok, *claims_json;
 	size_t jlen, tlen;
 	writ_jwks *set = NULL;
@@ -51,6 +104,8 @@ int verify_main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': jwks_path = optarg; break;
+		case 'u': jwks_url = optarg; break;
+		case 'C': ca_file = optarg; break;
 		case 'i': vo.iss = optarg; break;
 		case 'a': vo.aud = optarg; break;
 		case 't': vo.typ = optarg; break;
@@ -60,12 +115,19 @@ int verify_main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (jwks_path == NULL || argc - optind > 1) {
+	if ((jwks_path == NULL) == (jwks_url == NULL) || argc - optind > 1) {
 		usage(stderr);
 		return 2;
 	}
 	if (optind < argc)
 		tok_path = argv[optind];
+	if (jwks_url != NULL) {
+		tok = read_token(tok_path, &tlen);
+		rc = verify_url(jwks_url, ca_file, &vo, tok, tlen, &claims, &err);
+		OPENSSL_cleanse(tok, tlen);
+		free(tok);
+		goto done;
+	}
 	if (strcmp(jwks_path, "-") == 0 && strcmp(tok_path, "-") == 0)
 		cli_die("verify: --jwks - and a token on stdin cannot both be read from stdin");
 	jwks_buf = cli_read_input(jwks_path, WRIT_JWKS_MAX_BYTES, &jlen);
@@ -73,20 +135,12 @@ int verify_main(int argc, char **argv)
 	free(jwks_buf);
 	if (rc != WRIT_OK)
 		cli_die_err("verify: JWK Set", rc, &err);
-	if (strcmp(tok_path, "-") == 0) {
-		tok = cli_read_input("-", WRIT_TOKEN_MAX_BYTES + 2, &tlen);
-		while (tlen > 0 && (tok[tlen - 1] == '\n' || tok[tlen - 1] == '\r'))
-			tok[--tlen] = '\0';
-	} else {
-		tok = strdup(tok_path);
-		tlen = tok != NULL ? strlen(tok) : 0;
-	}
-	if (tok == NULL)
-		cli_die("out of memory");
+	tok = read_token(tok_path, &tlen);
 	rc = writ_verify(set, tok, tlen, &vo, &claims, &err);
 	OPENSSL_cleanse(tok, tlen);
 	free(tok);
 	writ_jwks_free(set);
+done:
 	if (rc != WRIT_OK)
 		cli_die("verify: %s: %s", writ_strerror(rc), err.msg);
 	claims_json = writ_claims_json(claims);

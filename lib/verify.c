@@ -3,6 +3,7 @@
  * algorithm pinned to the key, then the registered claims (RFC 7519 s.4.1,
  * RFC 9068 s.4, RFC 8725).
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -10,11 +11,40 @@
 
 #include "writ_int.h"
 
+/* Immutable once built, and reference-counted so the verifier's token
+ * cache can hand the same claims to many threads without copying them. */
 struct writ_claims {
+	atomic_int refs;
 	json_t *payload;
 	writ_alg alg;
 	char kid[WRIT_KID_MAX + 1];
 };
+
+writ_claims *writ_claims_new(json_t *payload, const writ_jwk *key)
+{
+	writ_claims *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	atomic_init(&c->refs, 1);
+	c->payload = json_incref(payload);
+	c->alg = key->alg;
+	memcpy(c->kid, key->kid, sizeof(c->kid));
+	return c;
+}
+
+writ_claims *writ_claims_ref(const writ_claims *c)
+{
+	writ_claims *m = (writ_claims *)(uintptr_t)c;
+
+	atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+	return m;
+}
+
+const json_t *writ_claims_payload(const writ_claims *c)
+{
+	return c->payload;
+}
 
 /* RFC 7515 s.4.1.9: typ is a media type, compared case-insensitively, and
  * "application/" may be omitted. */
@@ -39,23 +69,23 @@ static writ_rc check_typ(const char *typ, const writ_verify_opts *o, writ_err *e
 	return WRIT_OK;
 }
 
-static writ_rc get_date(const json_t *p, const char *name, int required, int64_t *v,
-			int *present, writ_err *err)
+static writ_rc get_date(const json_t *p, const char *name, int required, int64_t *v, int *present,
+                        writ_err *err)
 {
 	const json_t *j = json_object_get(p, name);
 
 	*present = j != NULL;
 	if (j == NULL)
 		return required ? writ_err_set(err, WRIT_ERR_CLAIM, "claim \"%s\" is missing", name)
-				: WRIT_OK;
+		                : WRIT_OK;
 	if (wjson_numeric_date(j, v) != 0)
 		return writ_err_set(err, WRIT_ERR_CLAIM,
-				    "claim \"%s\" must be an integer between 0 and 2^53", name);
+		                    "claim \"%s\" must be an integer between 0 and 2^53", name);
 	return WRIT_OK;
 }
 
 static writ_rc check_string(const json_t *p, const char *name, const char *want, writ_rc rc,
-			    writ_err *err)
+                            writ_err *err)
 {
 	const json_t *j = json_object_get(p, name);
 
@@ -64,8 +94,8 @@ static writ_rc check_string(const json_t *p, const char *name, const char *want,
 	/* RFC 9068 s.3: aud is one target here; an array is refused rather
 	 * than searched, so "aud":["a","victim"] cannot ride along. */
 	if (!json_is_string(j))
-		return writ_err_set(err, j == NULL ? rc : WRIT_ERR_CLAIM,
-				    "claim \"%s\" is %s", name, j == NULL ? "missing" : "not a string");
+		return writ_err_set(err, j == NULL ? rc : WRIT_ERR_CLAIM, "claim \"%s\" is %s",
+		                    name, j == NULL ? "missing" : "not a string");
 	if (want != NULL && strcmp(json_string_value(j), want) != 0)
 		return writ_err_set(err, rc, "claim \"%s\" does not match", name);
 	return WRIT_OK;
@@ -76,8 +106,8 @@ writ_rc writ_claims_check(const json_t *p, const writ_verify_opts *o, writ_err *
 	int64_t now = o->now != 0 ? o->now : (int64_t)time(NULL);
 	int64_t exp = 0, iat = 0, nbf = 0, lw = o->leeway;
 	/* SPEC s.3: the hard cap holds whatever the policy asks for. */
-	int64_t cap = o->max_ttl != 0 && o->max_ttl < WRIT_TTL_HARD_CAP ? o->max_ttl
-									 : WRIT_TTL_HARD_CAP;
+	int64_t cap =
+	    o->max_ttl != 0 && o->max_ttl < WRIT_TTL_HARD_CAP ? o->max_ttl : WRIT_TTL_HARD_CAP;
 	int have;
 	writ_rc rc;
 
@@ -91,18 +121,18 @@ writ_rc writ_claims_check(const json_t *p, const writ_verify_opts *o, writ_err *
 		return writ_err_set(err, WRIT_ERR_CLAIM, "\"exp\" is not after \"iat\"");
 	if (exp - iat > cap)
 		return writ_err_set(err, WRIT_ERR_TTL, "lifetime %lld s is above the cap of %lld s",
-				    (long long)(exp - iat), (long long)cap);
+		                    (long long)(exp - iat), (long long)cap);
 	if (now >= exp + lw)
 		return writ_err_set(err, WRIT_ERR_EXPIRED, "expired %lld s ago",
-				    (long long)(now - exp));
+		                    (long long)(now - exp));
 	/* Written as nbf - lw, not now + lw: a caller's "now" near INT64_MAX
 	 * must not overflow. nbf and iat are in [0, 2^53]. */
 	if (have && nbf - lw > now)
 		return writ_err_set(err, WRIT_ERR_NOT_YET_VALID, "not valid for another %lld s",
-				    (long long)(nbf - now));
+		                    (long long)(nbf - now));
 	if (iat - lw > now)
 		return writ_err_set(err, WRIT_ERR_NOT_YET_VALID, "issued %lld s in the future",
-				    (long long)(iat - now));
+		                    (long long)(iat - now));
 	if ((rc = check_string(p, "iss", o->iss, WRIT_ERR_ISS, err)) != WRIT_OK ||
 	    (rc = check_string(p, "aud", o->aud, WRIT_ERR_AUD, err)) != WRIT_OK ||
 	    (rc = check_string(p, "sub", NULL, WRIT_ERR_CLAIM, err)) != WRIT_OK ||
@@ -117,7 +147,7 @@ writ_rc writ_claims_check(const json_t *p, const writ_verify_opts *o, writ_err *
 }
 
 writ_rc writ_verify_jws(const writ_jwk *key, const writ_jws *j, const char *token,
-			const writ_verify_opts *opts, writ_err *err)
+                        const writ_verify_opts *opts, writ_err *err)
 {
 	static const writ_verify_opts defaults;
 	const writ_verify_opts *o = opts != NULL ? opts : &defaults;
@@ -126,18 +156,18 @@ writ_rc writ_verify_jws(const writ_jwk *key, const writ_jws *j, const char *toke
 	/* The key decides the algorithm; the header may only agree with it. */
 	if (writ_alg_from_name(j->alg_name) != key->alg)
 		return writ_err_set(err, WRIT_ERR_ALG, "header \"alg\" is not the key's %s",
-				    writ_alg_name(key->alg));
+		                    writ_alg_name(key->alg));
 	if ((rc = check_typ(j->typ, o, err)) != WRIT_OK)
 		return rc;
 	rc = writ_sig_verify(key, (const unsigned char *)token, j->signing_input_len, j->sig,
-			     j->sig_len, err);
+	                     j->sig_len, err);
 	if (rc != WRIT_OK)
 		return rc;
 	return writ_claims_check(j->payload, o, err);
 }
 
 writ_rc writ_verify(const writ_jwks *set, const char *token, size_t len,
-		    const writ_verify_opts *opts, writ_claims **out, writ_err *err)
+                    const writ_verify_opts *opts, writ_claims **out, writ_err *err)
 {
 	const writ_jwk *key;
 	writ_claims *c;
@@ -157,21 +187,19 @@ writ_rc writ_verify(const writ_jwks *set, const char *token, size_t len,
 	}
 	key = writ_jwks_find(set, j.kid);
 	if (key == NULL) {
-		rc = writ_err_set(err, WRIT_ERR_UNKNOWN_KID, "no key with that \"kid\" in the key set");
+		rc = writ_err_set(err, WRIT_ERR_UNKNOWN_KID,
+		                  "no key with that \"kid\" in the key set");
 		goto out;
 	}
 	rc = writ_verify_jws(key, &j, token, opts, err);
 	if (rc != WRIT_OK)
 		goto out;
 	if (out != NULL) {
-		c = calloc(1, sizeof(*c));
+		c = writ_claims_new(j.payload, key);
 		if (c == NULL) {
 			rc = writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		c->payload = json_incref(j.payload);
-		c->alg = key->alg;
-		memcpy(c->kid, key->kid, sizeof(c->kid));
 		*out = c;
 	}
 out:
@@ -182,6 +210,9 @@ out:
 void writ_claims_free(writ_claims *c)
 {
 	if (c == NULL)
+		return;
+	/* acq_rel: the last owner must see every other owner's reads done. */
+	if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	json_decref(c->payload);
 	free(c);

@@ -1,0 +1,90 @@
+/*
+ * fuzz_verify.c - libFuzzer target for libwrit's service entry point,
+ * writ_verifier_verify / writ_verifier_check (verifier.h): token bytes
+ * and JWK Set bytes, both from the input.
+ *
+ * Input: "token" or "token NUL jwks". Without a usable JWK Set the fixed
+ * one below is used (one ES256 and one RS256 public key, the same as
+ * fuzz_jws, whose seeds were signed with their thrown-away private
+ * halves), so mutations of a signed token still reach the claim checks
+ * and the verified-token cache. Each token is verified twice (the second
+ * is a cache hit when the first succeeded) and the verdicts must agree.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "verifier_int.h"
+
+static const char jwks_json[] =
+    "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"UgP8zdZmeWhnvnoDF_j"
+    "la5I6EG9ip5u5gi_vOSJUMSY\",\"y\":\"1NfZp9N9ppcQjZacY6fJ-DPnvWSUccQ3H73PJ"
+    "MAt1hA\",\"kid\":\"-UZJPbmwric--mLoVg2YlxlAPK0Dq0CFx3VVwIulwbo\",\"alg\""
+    ":\"ES256\",\"use\":\"sig\"},{\"kty\":\"RSA\",\"n\":\"qKC7M16Vc5-iKM9RQNa"
+    "KAq-gT58To05SrBOC-BYcdc0gh6cnlruRcNt0xs50MPg_eOIbxjo-kVVkvnWN0CDkdGPM1CE"
+    "6P0X0XKKHethSNoTLRrK0K6yYl6O_H8scWjADWQPm7XEpEYLnGyQYmJtT8wqrreI8pDy4nhK"
+    "hbVxwlcxiAWbTqP7hcpDidhoqgOBZ2mBKgD31RoKEvaiHForw7ZjUtSIuySRsYOCzq6-CL-s"
+    "G9dQdY3HxmWrsdHqbEwvE5_EdG63vd-NyaQ--zIvs4w38p3NTh7N-zOgbC9vkzJ9vuLs_jlx"
+    "gTH-npgTMI1tnHkHLF_8nBJIYLOj3L7_-lQ\",\"e\":\"AQAB\",\"kid\":\"MTHLmkUM0"
+    "dh-v48-reZnRc8glpAJzCFe4VH1bXniuZk\",\"alg\":\"RS256\",\"use\":\"sig\"}]"
+    "}";
+
+#define ENSURE(c)                                                                                  \
+	do {                                                                                       \
+		if (!(c))                                                                          \
+			abort();                                                                   \
+	} while (0)
+
+static writ_verifier *make(const char *js, size_t len)
+{
+	writ_verifier_cfg cfg = {.issuer = "https://issuer.example",
+	                         .audience = "svc",
+	                         .jwks_bytes = js,
+	                         .jwks_len = len,
+	                         .leeway = 5,
+	                         .max_ttl = 600,
+	                         .cache_entries = 16};
+	writ_verifier *v = NULL;
+
+	if (writ_verifier_new(&cfg, &v, NULL) != WRIT_OK)
+		return NULL;
+	verifier_test_clock(v, 1700000100, 5);
+	return v;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const uint8_t *nul = memchr(data, 0, size);
+	size_t tlen = nul != NULL ? (size_t)(nul - data) : size;
+	char *tok = malloc(tlen + 1); /* exact size: over-reads show */
+	writ_verifier *v = NULL;
+	writ_claims *c = NULL, *c2 = NULL;
+	writ_rc rc, rc2;
+	double ra = -1;
+
+	if (tok == NULL)
+		return 0;
+	memcpy(tok, data, tlen);
+	if (nul != NULL)
+		v = make((const char *)nul + 1, size - tlen - 1);
+	if (v == NULL)
+		v = make(jwks_json, sizeof(jwks_json) - 1);
+	ENSURE(v != NULL);
+	rc = writ_verifier_verify(v, tok, tlen, &c, NULL);
+	ENSURE((rc == WRIT_OK) == (c != NULL));
+	rc2 = writ_verifier_verify(v, tok, tlen, &c2, NULL);
+	ENSURE(rc2 == rc && (rc2 == WRIT_OK) == (c2 != NULL));
+	if (c != NULL) {
+		(void)writ_claims_has_scope(c, "read");
+		rc = writ_verifier_admit(v, c, &ra);
+		ENSURE(ra >= 0);
+		ENSURE(rc == WRIT_OK || rc == WRIT_ERR_RATE_LIMITED || rc == WRIT_ERR_CLAIM);
+	}
+	rc = writ_verifier_check(v, tok, tlen, "read", NULL, &ra, NULL);
+	(void)rc;
+	writ_claims_free(c);
+	writ_claims_free(c2);
+	writ_verifier_free(v);
+	free(tok);
+	return 0;
+}

@@ -1,0 +1,577 @@
+/*
+ * test_verifier.c - libwrit's service API (verifier.h) against a JWKS
+ * server on 127.0.0.1 (libmicrohttpd in this process, so the test can
+ * change the key set, its max-age and whether it answers): refresh under
+ * load from 8 threads, a rotated-out key taking its cached tokens with it,
+ * scope, the token's limits, the decision callback and the static-file
+ * source. tests/test_verifier_issuer.py runs the fetch rules against the real
+ * issuer; ci/tsan.sh runs this file under ThreadSanitizer.
+ */
+#include <microhttpd.h>
+#include <openssl/ecdsa.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "verifier_int.h"
+
+#define ISS "https://issuer.example"
+#define AUD "orders-db"
+
+/* ---- a JWKS server we control ---- */
+
+static struct {
+	pthread_mutex_t mu;
+	char *jwks;
+	unsigned max_age;
+	int down;         /* answer 503 */
+	unsigned version; /* the ETag */
+	atomic_int gets, not_modified;
+	struct MHD_Daemon *d;
+	unsigned short port;
+	char url[64];
+} srv = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static enum MHD_Result on_req(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *ver, const char *data, size_t *sz,
+                              void **state)
+{
+	char etag[32], cc[64];
+	const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+	struct MHD_Response *r;
+	unsigned status = 200;
+	enum MHD_Result ret;
+	char *body;
+
+	(void)cls, (void)url, (void)method, (void)ver, (void)data, (void)sz, (void)state;
+	atomic_fetch_add(&srv.gets, 1);
+	pthread_mutex_lock(&srv.mu);
+	snprintf(etag, sizeof(etag), "\"v%u\"", srv.version);
+	snprintf(cc, sizeof(cc), "public, max-age=%u", srv.max_age);
+	body = strdup(srv.down ? "" : srv.jwks);
+	if (srv.down)
+		status = 503;
+	else if (inm != NULL && strcmp(inm, etag) == 0)
+		status = 304;
+	pthread_mutex_unlock(&srv.mu);
+	if (status == 304) {
+		atomic_fetch_add(&srv.not_modified, 1);
+		body[0] = '\0';
+	}
+	r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(r, "Cache-Control", cc);
+	MHD_add_response_header(r, "ETag", etag);
+	ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static void srv_start(void)
+{
+	const union MHD_DaemonInfo *di;
+
+	srv.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+	                         on_req, NULL, MHD_OPTION_CONNECTION_TIMEOUT, 5u, MHD_OPTION_END);
+	REQUIRE(srv.d != NULL);
+	di = MHD_get_daemon_info(srv.d, MHD_DAEMON_INFO_BIND_PORT);
+	srv.port = di->port;
+	snprintf(srv.url, sizeof(srv.url), "http://127.0.0.1:%u/jwks.json", srv.port);
+}
+
+static void srv_set(const char *jwks, unsigned max_age)
+{
+	pthread_mutex_lock(&srv.mu);
+	free(srv.jwks);
+	srv.jwks = strdup(jwks);
+	srv.max_age = max_age;
+	srv.version++;
+	pthread_mutex_unlock(&srv.mu);
+}
+
+static void srv_down(int down)
+{
+	pthread_mutex_lock(&srv.mu);
+	srv.down = down;
+	pthread_mutex_unlock(&srv.mu);
+}
+
+/* ---- keys and tokens ---- */
+
+typedef struct tkey {
+	EVP_PKEY *pk;
+	char kid[WRIT_KID_MAX + 1];
+	char *jwk;
+} tkey;
+
+static void tkey_init(tkey *k)
+{
+	writ_jwk *jwk = NULL;
+
+	k->pk = EVP_EC_gen("P-256");
+	REQUIRE(k->pk != NULL && writ_jwk_from_pkey(k->pk, WRIT_ALG_ES256, &jwk, NULL) == WRIT_OK);
+	snprintf(k->kid, sizeof(k->kid), "%s", writ_jwk_kid(jwk));
+	k->jwk = writ_jwk_to_json(jwk);
+	writ_jwk_free(jwk);
+}
+
+static char *set_of(const tkey *a, const tkey *b)
+{
+	char buf[4096];
+
+	if (b != NULL)
+		snprintf(buf, sizeof(buf), "{\"keys\":[%s,%s]}", a->jwk, b->jwk);
+	else
+		snprintf(buf, sizeof(buf), "{\"keys\":[%s]}", a->jwk);
+	return strdup(buf);
+}
+
+/* REQUIRE without the shared counter: mint runs in worker threads. */
+#define MUST(c)                                                                                    \
+	do {                                                                                       \
+		if (!(c))                                                                          \
+			abort();                                                                   \
+	} while (0)
+
+/* A writ access token signed by k; extra is more JSON members or "". */
+static char *mint(const tkey *k, const char *kid, const char *sub, const char *scope,
+                  const char *extra, long ttl)
+{
+	long now = (long)time(NULL);
+	char pl[1024];
+	json_t *h = json_pack("{s:s,s:s,s:s}", "alg", "ES256", "typ", "at+jwt", "kid", kid), *p;
+	unsigned char der[128], raw[64];
+	size_t dl = sizeof(der), n;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	const unsigned char *dp = der;
+	ECDSA_SIG *es;
+	char *in, *tok;
+
+	snprintf(pl, sizeof(pl),
+	         "{\"iss\":\"" ISS "\",\"sub\":\"%s\",\"aud\":\"" AUD "\",\"scope\":\"%s\","
+	         "\"iat\":%ld,\"exp\":%ld,\"jti\":\"j-%s-%ld\"%s}",
+	         sub, scope, now - 1, now + ttl, sub, random(), extra);
+	p = json_loads(pl, 0, NULL);
+	MUST(h != NULL && p != NULL);
+	in = writ_jws_signing_input(h, p, &n);
+	MUST(in != NULL && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k->pk) == 1 &&
+	     EVP_DigestSign(ctx, der, &dl, (unsigned char *)in, n) == 1);
+	es = d2i_ECDSA_SIG(NULL, &dp, (long)dl);
+	BN_bn2binpad(ECDSA_SIG_get0_r(es), raw, 32);
+	BN_bn2binpad(ECDSA_SIG_get0_s(es), raw + 32, 32);
+	tok = malloc(n + 2 + B64URL_LEN(64));
+	memcpy(tok, in, n);
+	tok[n] = '.';
+	b64url_encode(raw, 64, tok + n + 1);
+	ECDSA_SIG_free(es);
+	EVP_MD_CTX_free(ctx);
+	free(in);
+	json_decref(h);
+	json_decref(p);
+	return tok;
+}
+
+static tkey k1, k2;
+
+static writ_verifier *url_verifier(unsigned min_refresh, unsigned max_stale)
+{
+	writ_verifier_cfg cfg = {.issuer = ISS,
+	                         .audience = AUD,
+	                         .jwks_url = srv.url,
+	                         .min_refresh = min_refresh,
+	                         .max_stale = max_stale};
+	writ_verifier *v = NULL;
+	writ_err err = {0};
+
+	if (writ_verifier_new(&cfg, &v, &err) != WRIT_OK)
+		fprintf(stderr, "verifier: %s\n", err.msg);
+	REQUIRE(v != NULL);
+	return v;
+}
+
+static writ_rc vrf(writ_verifier *v, const char *t)
+{
+	return writ_verifier_verify(v, t, strlen(t), NULL, NULL);
+}
+
+static void pause_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+/* ======================================================================= */
+
+static void test_fetch_then_cache_hits(void)
+{
+	char *js = set_of(&k1, NULL), *t = mint(&k1, k1.kid, "a", "db:read", "", 300);
+	writ_verifier *v;
+	writ_verifier_stats st;
+	writ_claims *c = NULL;
+
+	srv_set(js, 60);
+	v = url_verifier(1, 2);
+	CHECK_RC(writ_verifier_verify(v, t, strlen(t), &c, NULL), WRIT_OK);
+	CHECK(c != NULL && strcmp(writ_claims_string(c, "sub"), "a") == 0);
+	writ_claims_free(c);
+	for (int i = 0; i < 100; i++)
+		CHECK_RC(vrf(v, t), WRIT_OK);
+	writ_verifier_get_stats(v, &st);
+	CHECK(st.fetches == 1 && st.keys == 1);
+	CHECK(st.verifications == 1 && st.cache_hits == 100);
+	/* max-age 60 has not passed: a known kid never causes a fetch. */
+	CHECK(st.fetch_failures == 0);
+	writ_verifier_free(v);
+	free(js);
+	free(t);
+}
+
+static void test_unknown_kid_flood_one_fetch(void)
+{
+	char *js = set_of(&k1, NULL), kid[48], *t;
+	writ_verifier *v;
+	writ_verifier_stats st;
+	size_t bad = 0;
+
+	srv_set(js, 60);
+	v = url_verifier(30, 0);
+	pause_ms(10);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(kid, sizeof(kid), "garbage%ld", random());
+		t = mint(&k1, kid, "a", "db:read", "", 300);
+		bad += vrf(v, t) == WRIT_ERR_UNKNOWN_KID;
+		free(t);
+	}
+	writ_verifier_get_stats(v, &st);
+	CHECK(bad == 1000);
+	/* The start-up fetch and nothing else: min_refresh (30 s) holds. */
+	CHECK(st.fetches == 1);
+	writ_verifier_free(v);
+	free(js);
+}
+
+/* A key rotated in is picked up on first sight of its kid; a key rotated
+ * out takes its cached tokens with it at the refresh that removes it. */
+static void test_rotation(void)
+{
+	char *one = set_of(&k1, NULL), *both = set_of(&k1, &k2), *two = set_of(&k2, NULL);
+	char *t1 = mint(&k1, k1.kid, "a", "db:read", "", 300);
+	char *t2 = mint(&k2, k2.kid, "b", "db:read", "", 300);
+	writ_verifier_stats st;
+	writ_verifier *v;
+
+	srv_set(one, 60);
+	v = url_verifier(1, 0);
+	CHECK_RC(vrf(v, t1), WRIT_OK);
+	srv_set(both, 60);
+	CHECK_RC(vrf(v, t2), WRIT_ERR_UNKNOWN_KID); /* within min_refresh */
+	pause_ms(1100);
+	CHECK_RC(vrf(v, t2), WRIT_OK); /* the unknown kid triggers one fetch */
+	srv_set(two, 1);
+	pause_ms(1100);
+	CHECK_RC(vrf(v, t1), WRIT_OK); /* still cached: max-age 60 holds */
+	writ_verifier_get_stats(v, &st);
+	CHECK(st.fetches == 2 && st.keys == 2);
+	/* Force the refresh with an unknown kid: k1 leaves the set. */
+	{
+		char *tx = mint(&k1, "nosuchkid", "a", "db:read", "", 300);
+		CHECK_RC(vrf(v, tx), WRIT_ERR_UNKNOWN_KID);
+		free(tx);
+	}
+	CHECK_RC(vrf(v, t1), WRIT_ERR_UNKNOWN_KID);
+	CHECK_RC(vrf(v, t2), WRIT_OK);
+	writ_verifier_get_stats(v, &st);
+	CHECK(st.keys == 1);
+	writ_verifier_free(v);
+	free(one), free(both), free(two), free(t1), free(t2);
+}
+
+static void test_issuer_down_then_fail_closed(void)
+{
+	char *js = set_of(&k1, NULL), *t = mint(&k1, k1.kid, "a", "db:read", "", 300);
+	writ_verifier_stats st;
+	writ_verifier *v;
+	writ_err err = {0};
+
+	srv_set(js, 1);
+	v = url_verifier(1, 2);
+	CHECK_RC(vrf(v, t), WRIT_OK);
+	srv_down(1);
+	pause_ms(1500); /* expired, within max_stale: the last good set serves */
+	CHECK_RC(vrf(v, t), WRIT_OK);
+	pause_ms(2000); /* past expiry + max_stale */
+	CHECK_RC(writ_verifier_verify(v, t, strlen(t), NULL, &err), WRIT_ERR_UNAVAILABLE);
+	CHECK(err.rc == WRIT_ERR_UNAVAILABLE);
+	writ_verifier_get_stats(v, &st);
+	CHECK(st.fetch_failures >= 1 && st.fetch_failures <= 3);
+	srv_down(0);
+	pause_ms(1100);
+	CHECK_RC(vrf(v, t), WRIT_OK); /* the issuer is back */
+	writ_verifier_free(v);
+	free(js);
+	free(t);
+}
+
+/* ---- many threads verifying while the key set is replaced ---- */
+
+#define THREADS 8
+
+typedef struct worker {
+	writ_verifier *v;
+	char *cached[4];
+	atomic_int *stop;
+	size_t ok, errors, full;
+} worker;
+
+static void *work(void *arg)
+{
+	worker *w = arg;
+	writ_claims *c;
+	size_t i = 0;
+
+	while (!atomic_load(w->stop)) {
+		/* Mostly cache hits, and a freshly minted token now and then
+		 * so full verifications race the swaps too. */
+		char *fresh = i % 16 == 0 ? mint(i % 32 ? &k1 : &k2, i % 32 ? k1.kid : k2.kid, "w",
+		                                 "db:read", "", 300)
+		                          : NULL;
+		const char *t = fresh != NULL ? fresh : w->cached[i % 4];
+
+		c = NULL;
+		if (writ_verifier_verify(w->v, t, strlen(t), &c, NULL) == WRIT_OK &&
+		    writ_claims_has_scope(c, "db:read"))
+			w->ok++;
+		else
+			w->errors++;
+		writ_claims_free(c);
+		w->full += fresh != NULL;
+		free(fresh);
+		i++;
+	}
+	return NULL;
+}
+
+static void test_threads_verify_while_refreshing(void)
+{
+	char *ab = set_of(&k1, &k2), *ba = set_of(&k2, &k1);
+	atomic_int stop = 0;
+	worker w[THREADS];
+	pthread_t th[THREADS];
+	writ_verifier_stats st;
+	writ_verifier *v;
+	size_t ok = 0, errors = 0, i, j;
+
+	srv_set(ab, 1);
+	v = url_verifier(1, 5);
+	for (i = 0; i < THREADS; i++) {
+		w[i] = (worker){.v = v, .stop = &stop};
+		for (j = 0; j < 4; j++)
+			w[i].cached[j] = mint(j % 2 ? &k1 : &k2, j % 2 ? k1.kid : k2.kid, "w",
+			                      "db:read", "", 300);
+		REQUIRE(pthread_create(&th[i], NULL, work, &w[i]) == 0);
+	}
+	/* New set contents (a new ETag, so a 200 and a swap) every 300 ms;
+	 * max-age 1 and min_refresh 1 make the verifier fetch each second. */
+	for (i = 0; i < 12; i++) {
+		srv_set(i % 2 ? ab : ba, 1);
+		pause_ms(300);
+	}
+	atomic_store(&stop, 1);
+	for (i = 0; i < THREADS; i++) {
+		pthread_join(th[i], NULL);
+		ok += w[i].ok;
+		errors += w[i].errors;
+		for (j = 0; j < 4; j++)
+			free(w[i].cached[j]);
+	}
+	writ_verifier_get_stats(v, &st);
+	fprintf(stderr, "  %zu verifications (%llu full, %llu cached), %zu errors, %llu fetches\n",
+	        ok + errors, (unsigned long long)st.verifications,
+	        (unsigned long long)st.cache_hits, errors, (unsigned long long)st.fetches);
+	CHECK(errors == 0);
+	CHECK(ok > 1000);
+	CHECK(st.fetches >= 3);
+	writ_verifier_free(v);
+	free(ab);
+	free(ba);
+}
+
+/* ---- scope, limits, decisions ---- */
+
+static struct {
+	int n, allowed;
+	writ_rc last;
+	char jti[64];
+} seen;
+
+static void on_decision(void *arg, const writ_decision *d)
+{
+	(void)arg;
+	seen.n++;
+	seen.allowed += d->allowed;
+	seen.last = d->why;
+	snprintf(seen.jti, sizeof(seen.jti), "%s", d->jti != NULL ? d->jti : "");
+}
+
+static writ_verifier *bytes_verifier(void)
+{
+	char *js = set_of(&k1, NULL);
+	writ_verifier_cfg cfg = {
+	    .issuer = ISS, .audience = AUD, .jwks_bytes = js, .jwks_len = strlen(js)};
+	writ_verifier *v = NULL;
+
+	REQUIRE(writ_verifier_new(&cfg, &v, NULL) == WRIT_OK);
+	free(js);
+	return v;
+}
+
+static void test_scope_exact_member(void)
+{
+	writ_verifier *v = bytes_verifier();
+	char *t = mint(&k1, k1.kid, "a", "db:read db:write:all", "", 300);
+	writ_claims *c = NULL;
+
+	REQUIRE(writ_verifier_verify(v, t, strlen(t), &c, NULL) == WRIT_OK);
+	CHECK(writ_claims_has_scope(c, "db:read"));
+	CHECK(writ_claims_has_scope(c, "db:write:all"));
+	CHECK(!writ_claims_has_scope(c, "db:write"));
+	CHECK(!writ_claims_has_scope(c, "db:re"));
+	CHECK(!writ_claims_has_scope(c, "read"));
+	CHECK(!writ_claims_has_scope(c, ""));
+	CHECK(!writ_claims_has_scope(c, NULL));
+	writ_claims_free(c);
+	writ_verifier_free(v);
+	free(t);
+}
+
+static void test_check_scope_limits_and_decisions(void)
+{
+	writ_verifier *v = bytes_verifier();
+	char *t = mint(&k1, k1.kid, "lim-agent", "db:read", ",\"lim\":{\"rps\":5}", 300);
+	char *bad = mint(&k1, k1.kid, "x", "db:read", ",\"lim\":{\"rps\":\"lots\"}", 300);
+	double ra = -1;
+	writ_err err = {0};
+	int i;
+
+	writ_verifier_on_decision(v, on_decision, NULL);
+	for (i = 0; i < 5; i++)
+		CHECK_RC(writ_verifier_check(v, t, strlen(t), "db:read", NULL, &ra, NULL), WRIT_OK);
+	CHECK_RC(writ_verifier_check(v, t, strlen(t), "db:read", NULL, &ra, &err),
+	         WRIT_ERR_RATE_LIMITED);
+	CHECK(ra > 0 && ra <= 0.25);
+	CHECK(seen.n == 6 && seen.allowed == 5 && seen.last == WRIT_ERR_RATE_LIMITED);
+	CHECK(strncmp(seen.jti, "j-lim-agent-", 12) == 0);
+	CHECK_RC(writ_verifier_check(v, t, strlen(t), "db:write", NULL, &ra, NULL), WRIT_ERR_SCOPE);
+	CHECK(seen.last == WRIT_ERR_SCOPE);
+	pause_ms(250); /* 5/s refills one in 200 ms */
+	CHECK_RC(writ_verifier_check(v, t, strlen(t), "db:read", NULL, &ra, NULL), WRIT_OK);
+	/* A limit that cannot be enforced is refused, not ignored. */
+	CHECK_RC(writ_verifier_check(v, bad, strlen(bad), "db:read", NULL, &ra, NULL),
+	         WRIT_ERR_CLAIM);
+	CHECK_RC(writ_verifier_check(v, "x.y.z", 5, "db:read", NULL, &ra, NULL),
+	         WRIT_ERR_MALFORMED);
+	CHECK(seen.last == WRIT_ERR_MALFORMED && seen.jti[0] == '\0');
+	writ_verifier_free(v);
+	free(t);
+	free(bad);
+}
+
+static void test_rpm_and_bounded_table(void)
+{
+	writ_verifier *v = bytes_verifier();
+	char *t = mint(&k1, k1.kid, "slow", "db:read", ",\"lim\":{\"rpm\":60,\"rps\":100}", 300);
+	writ_claims *c = NULL;
+	double ra = 0;
+
+	REQUIRE(writ_verifier_verify(v, t, strlen(t), &c, NULL) == WRIT_OK);
+	CHECK_RC(writ_verifier_admit(v, c, &ra), WRIT_OK);
+	CHECK_RC(writ_verifier_admit(v, c, &ra), WRIT_ERR_RATE_LIMITED); /* rpm is stricter */
+	CHECK(ra > 0.5 && ra <= 1.0);
+	writ_claims_free(c);
+	writ_verifier_free(v);
+	free(t);
+}
+
+static void test_config_errors(void)
+{
+	writ_verifier_cfg cfg = {.issuer = ISS, .audience = AUD};
+	writ_verifier *v = (writ_verifier *)&cfg;
+	writ_err err = {0};
+
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG); /* no source */
+	CHECK(v == NULL);
+	cfg.jwks_url = "file:///etc/passwd";
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_CONFIG);
+	cfg.jwks_url = "http://127.0.0.1:1/jwks.json"; /* nothing listens */
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_UNAVAILABLE);
+	cfg.jwks_file = "/nonexistent";
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG); /* two sources */
+	cfg.jwks_url = NULL;
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_IO);
+	cfg.jwks_file = srv.url;
+	cfg.jwks_file = NULL;
+	cfg.jwks_bytes = "{\"keys\":[]}";
+	cfg.jwks_len = 11;
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_JWK);
+	cfg.leeway = 61;
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG);
+	cfg = (writ_verifier_cfg){.audience = AUD, .jwks_bytes = "{}", .jwks_len = 2};
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG);
+	CHECK(v == NULL);
+	writ_verifier_free(NULL);
+}
+
+static void test_body_cap(void)
+{
+	size_t n = WRIT_JWKS_MAX_BYTES + 100;
+	char *big = malloc(n + 1);
+	writ_verifier_cfg cfg = {.issuer = ISS, .audience = AUD, .jwks_url = srv.url};
+	writ_verifier *v = NULL;
+	writ_err err = {0};
+
+	memset(big, ' ', n);
+	big[n] = '\0';
+	srv_set(big, 60);
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_UNAVAILABLE);
+	CHECK(strstr(err.msg, "over") != NULL);
+	free(big);
+}
+
+static void test_cache_control_parse(void)
+{
+	CHECK(jwks_parse_max_age("public, max-age=300") == 300);
+	CHECK(jwks_parse_max_age("max-age=7, public") == 7);
+	CHECK(jwks_parse_max_age("Public, Max-Age=12") == 12);
+	CHECK(jwks_parse_max_age("s-maxage=50") == -1);
+	CHECK(jwks_parse_max_age("public, s-max-age=50") == -1);
+	CHECK(jwks_parse_max_age("max-age=99999999999") == JWKS_MAX_AGE_CAP);
+	CHECK(jwks_parse_max_age("max-age=x") == -1);
+	CHECK(jwks_parse_max_age("no-cache, max-age=60") == 0);
+	CHECK(jwks_parse_max_age("no-store") == 0);
+	CHECK(jwks_parse_max_age("") == -1);
+}
+
+int main(void)
+{
+	srandom((unsigned)time(NULL));
+	tkey_init(&k1);
+	tkey_init(&k2);
+	srv_start();
+	RUN(test_cache_control_parse);
+	RUN(test_config_errors);
+	RUN(test_fetch_then_cache_hits);
+	RUN(test_unknown_kid_flood_one_fetch);
+	RUN(test_rotation);
+	RUN(test_issuer_down_then_fail_closed);
+	RUN(test_threads_verify_while_refreshing);
+	RUN(test_scope_exact_member);
+	RUN(test_check_scope_limits_and_decisions);
+	RUN(test_rpm_and_bounded_table);
+	RUN(test_body_cap);
+	MHD_stop_daemon(srv.d);
+	free(srv.jwks);
+	EVP_PKEY_free(k1.pk), EVP_PKEY_free(k2.pk);
+	free(k1.jwk), free(k2.jwk);
+	return tu_finish();
+}

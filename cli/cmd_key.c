@@ -1,63 +1,305 @@
 /*
- * cmd_key.c - writ key generate | list: signing keys inside the HSM.
+ * cmd_key.c - writ key generate | rotate | retire | revoke | purge | list:
+ * signing keys inside the HSM and their lifecycle in the store (SPEC s.2).
  */
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
+#include "lifecycle.h"
 #include "writ_int.h"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: writ key generate [--alg ALG] [--json]\n"
-		   "       writ key list [--json]\n\n"
-		   "generate: make a key pair inside the token (non-extractable, sensitive).\n"
-		   "          ALG: ES256 (default from config), ES384, RS256, PS256, EdDSA.\n"
-		   "list:     the token's writ keys: kid (RFC 7638 thumbprint), alg, label.\n");
+	fprintf(f,
+	        "usage: writ key generate [--alg ALG] [--json]\n"
+	        "       writ key rotate [--alg ALG] [--now] [--reason TEXT] [--json]\n"
+	        "       writ key retire KID [--reason TEXT]\n"
+	        "       writ key revoke KID --reason TEXT\n"
+	        "       writ key purge\n"
+	        "       writ key list [--json]\n\n"
+	        "generate: make a key pair inside the token (non-extractable, sensitive) and\n"
+	        "          record it: active if it is the first of its alg, else pending.\n"
+	        "rotate:   a new pending key; it is published for key_pending_secs, then signs\n"
+	        "          and the previous key retires. --now: sign at once (emergency;\n"
+	        "          verifiers with a cached JWKS miss it until their cache expires).\n"
+	        "retire:   stop a pending key, or hand an active key's place to the pending one.\n"
+	        "revoke:   compromise: withdraw from the JWKS at once; an active key is\n"
+	        "          replaced by a new one immediately.\n"
+	        "purge:    destroy the HSM objects of removed and revoked keys (only those).\n"
+	        "list:     kid (RFC 7638 thumbprint), alg, state, created, activated, retired,\n"
+	        "          removal time.\n"
+	        "ALG: ES256 (default from config), ES384, RS256, PS256, EdDSA.\n");
 }
 
-static int key_generate(int argc, char **argv, const writ_config *cfg)
+/* The HSM and the store, with due transitions applied (and, for commands
+ * that change keys, a reconcile first), so what follows acts on the
+ * current state even when no issuer is running. */
+typedef struct keyctx {
+	p11_ctx *p11;
+	store *st;
+	store_sk_windows w;
+} keyctx;
+
+static void keyctx_open(keyctx *k, const writ_config *cfg, int reconcile)
+{
+	writ_err err = {0};
+	writ_rc rc;
+	int n = 0;
+
+	k->p11 = cli_open_hsm(cfg);
+	rc = store_open(cfg->state_db, STORE_CREATE, &k->st, &err);
+	if (rc != WRIT_OK)
+		cli_die_err("store", rc, &err);
+	lifecycle_windows(cfg, &k->w);
+	if (reconcile)
+		rc = lifecycle_reconcile(k->p11, k->st, cfg, (int64_t)time(NULL), &n, &err);
+	if (rc == WRIT_OK)
+		rc = store_sk_advance(k->st, &k->w, (int64_t)time(NULL), NULL, &err);
+	if (rc != WRIT_OK)
+		cli_die_err("key", rc, &err);
+	if (n > 0)
+		fprintf(stderr,
+		        "writ: reconciled %d key(s) between the HSM and the store (see the "
+		        "audit log)\n",
+		        n);
+}
+
+static void keyctx_close(keyctx *k)
+{
+	store_close(k->st);
+	p11_close(k->p11);
+}
+
+static writ_alg parse_alg(const char *s)
+{
+	writ_alg alg = writ_alg_from_name(s);
+
+	if (alg == WRIT_ALG_NONE)
+		cli_die("key: unknown algorithm \"%s\" (ES256, ES384, RS256, PS256, EdDSA)", s);
+	return alg;
+}
+
+static void print_made(const store_sk *k, int json)
+{
+	if (json)
+		printf("{\"kid\":\"%s\",\"alg\":\"%s\",\"state\":\"%s\",\"activate_after\":%lld}\n",
+		       k->kid, writ_alg_name(k->alg), store_sk_state_name(k->state),
+		       (long long)k->activate_after);
+	else
+		printf("%s %s %s\n", k->kid, writ_alg_name(k->alg), store_sk_state_name(k->state));
+}
+
+/* generate and rotate: one HSM key, recorded in the given mode. */
+static int key_make(int argc, char **argv, const writ_config *cfg, int rotate)
 {
 	static const struct option opts[] = {{"alg", required_argument, 0, 'a'},
-					     {"json", no_argument, 0, 'j'},
-					     {0, 0, 0, 0}};
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"now", no_argument, 0, 'n'},
+	                                     {"reason", required_argument, 0, 'r'},
+	                                     {0, 0, 0, 0}};
+	store_sk_mode mode = STORE_SK_ROTATE;
+	const char *reason = rotate ? "writ key rotate" : "writ key generate";
 	writ_alg alg = cfg->signing_alg;
-	writ_jwk *jwk = NULL;
 	writ_err err = {0};
-	p11_key key;
-	p11_ctx *p11;
+	store_sk made;
+	keyctx k;
 	writ_rc rc;
 	int c, json = 0;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'a' && (alg = writ_alg_from_name(optarg)) == WRIT_ALG_NONE)
-			cli_die("key generate: unknown algorithm \"%s\" (ES256, ES384, RS256, "
-				"PS256, EdDSA)",
-				optarg);
+		if (c == 'a')
+			alg = parse_alg(optarg);
 		else if (c == 'j')
 			json = 1;
-		else if (c != 'a')
+		else if (c == 'n' && rotate)
+			mode = STORE_SK_NOW;
+		else if (c == 'r' && rotate)
+			reason = optarg;
+		else
 			return 2;
 	}
-	p11 = cli_open_hsm(cfg);
-	rc = p11_key_generate(p11, alg, &key, &err);
+	if (optind < argc)
+		cli_die("key: unexpected argument \"%s\"", argv[optind]);
+	keyctx_open(&k, cfg, 1);
+	rc = lifecycle_generate(k.p11, k.st, cfg, alg, mode, reason, &made, &err);
 	if (rc != WRIT_OK)
-		cli_die_err("key generate", rc, &err);
-	rc = writ_jwk_from_pkey(key.pub, alg, &jwk, &err);
-	if (rc != WRIT_OK)
-		cli_die_err("key generate", rc, &err);
-	if (json)
-		printf("{\"kid\":\"%s\",\"alg\":\"%s\",\"label\":\"%s\"}\n", writ_jwk_kid(jwk),
-		       writ_alg_name(alg), key.label);
-	else
-		printf("%s %s %s\n", writ_jwk_kid(jwk), writ_alg_name(alg), key.label);
-	writ_jwk_free(jwk);
-	EVP_PKEY_free(key.pub);
-	p11_close(p11);
+		cli_die_err(rotate ? "key rotate" : "key generate", rc, &err);
+	print_made(&made, json);
+	keyctx_close(&k);
 	return 0;
+}
+
+static const char *opt_reason(int argc, char **argv)
+{
+	static const struct option opts[] = {{"reason", required_argument, 0, 'r'}, {0, 0, 0, 0}};
+	const char *reason = NULL;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c != 'r')
+			exit(2);
+		reason = optarg;
+	}
+	if (optind != argc - 1)
+		cli_die("key: give exactly one KID");
+	return reason;
+}
+
+static int key_retire(int argc, char **argv, const writ_config *cfg)
+{
+	const char *reason = opt_reason(argc, argv), *kid = argv[argc - 1];
+	char next[WRIT_KID_MAX + 1];
+	writ_err err = {0};
+	keyctx k;
+	writ_rc rc;
+
+	keyctx_open(&k, cfg, 1);
+	rc = store_sk_retire(k.st, kid, &k.w, (int64_t)time(NULL),
+	                     reason != NULL ? reason : "writ key retire", next, &err);
+	if (rc != WRIT_OK)
+		cli_die_err("key retire", rc, &err);
+	printf("%s retired%s%s\n", kid, next[0] ? "; now active: " : "", next);
+	keyctx_close(&k);
+	return 0;
+}
+
+/* A replacement for a revoked active key: generated before the revocation
+ * is recorded, so the alg is never without a signing key. */
+static void make_replacement(p11_ctx *p11, writ_alg alg, store_sk *repl, p11_key *key)
+{
+	writ_jwk *jwk = NULL;
+	writ_err err = {0};
+	writ_rc rc;
+
+	rc = p11_key_generate(p11, alg, key, &err);
+	if (rc == WRIT_OK)
+		rc = writ_jwk_from_pkey(key->pub, alg, &jwk, &err);
+	if (rc != WRIT_OK)
+		cli_die_err("key revoke: replacement", rc, &err);
+	memset(repl, 0, sizeof(*repl));
+	snprintf(repl->kid, sizeof(repl->kid), "%s", writ_jwk_kid(jwk));
+	repl->alg = alg;
+	lifecycle_id_hex(key->id, key->id_len, repl->p11_id);
+	writ_jwk_free(jwk);
+}
+
+static int key_revoke(int argc, char **argv, const writ_config *cfg)
+{
+	const char *reason = opt_reason(argc, argv), *kid = argv[argc - 1];
+	p11_key key = {0};
+	writ_err err = {0};
+	store_sk cur, repl;
+	keyctx k;
+	writ_rc rc;
+	int replace;
+
+	if (reason == NULL || reason[0] == '\0')
+		cli_die("key revoke: --reason is required (it goes to the audit log)");
+	keyctx_open(&k, cfg, 1);
+	rc = store_sk_get(k.st, kid, &cur, &err);
+	if (rc != WRIT_OK)
+		cli_die_err("key revoke", rc, &err);
+	replace = cur.state == STORE_SK_ACTIVE;
+	if (replace)
+		make_replacement(k.p11, cur.alg, &repl, &key);
+	rc = store_sk_revoke(k.st, kid, reason, replace ? &repl : NULL, (int64_t)time(NULL), &err);
+	if (rc != WRIT_OK) {
+		if (replace && p11_key_destroy(k.p11, key.id, key.id_len, NULL) != WRIT_OK)
+			fprintf(stderr, "writ: the unrecorded replacement stays for reconcile\n");
+		cli_die_err("key revoke", rc, &err);
+	}
+	printf("%s revoked%s%s\n", kid, replace ? "; now active: " : "", replace ? repl.kid : "");
+	EVP_PKEY_free(key.pub);
+	keyctx_close(&k);
+	return 0;
+}
+
+static int key_purge(int argc, char **argv, const writ_config *cfg)
+{
+	writ_err err = {0};
+	keyring *kr = NULL;
+	store_sk *rows = NULL;
+	size_t n = 0, i, done = 0;
+	keyctx k;
+	writ_rc rc;
+
+	(void)argv;
+	if (argc > 1)
+		cli_die("key purge: no arguments expected");
+	keyctx_open(&k, cfg, 1);
+	rc = store_sk_list(k.st, &rows, &n, &err);
+	if (rc == WRIT_OK)
+		rc = keyring_load(k.p11, &kr, &err);
+	for (i = 0; rc == WRIT_OK && i < n; i++) {
+		const keyring_entry *e = keyring_find(kr, rows[i].kid);
+		/* Only keys no verifier can need any more (SPEC s.2). */
+		if ((rows[i].state != STORE_SK_REMOVED && rows[i].state != STORE_SK_REVOKED) ||
+		    rows[i].purged_at != 0)
+			continue;
+		if (e != NULL)
+			rc = p11_key_destroy(k.p11, e->id, e->id_len, &err);
+		if (rc == WRIT_OK)
+			rc = store_sk_purged(k.st, rows[i].kid, (int64_t)time(NULL), &err);
+		if (rc == WRIT_OK)
+			printf("%s purged\n", rows[i].kid), done++;
+	}
+	if (rc != WRIT_OK)
+		cli_die_err("key purge", rc, &err);
+	if (done == 0)
+		printf("nothing to purge\n");
+	keyring_free(kr);
+	free(rows);
+	keyctx_close(&k);
+	return 0;
+}
+
+static const char *fmt_time(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (t == 0 || gmtime_r(&tt, &tm) == NULL)
+		return "-";
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf;
+}
+
+static json_t *row_json(const store_sk *r, int in_hsm)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:b}", "kid", r->kid, "alg",
+	                      writ_alg_name(r->alg), "state", store_sk_state_name(r->state),
+	                      "created", (json_int_t)r->created_at, "in_hsm", in_hsm);
+	const char *names[] = {"activate_after", "activated", "retired", "remove_after",
+	                       "removed",        "revoked",   "purged"};
+	int64_t v[] = {r->activate_after, r->activated_at, r->retired_at, r->remove_after,
+	               r->removed_at,     r->revoked_at,   r->purged_at};
+	size_t i;
+
+	for (i = 0; o != NULL && i < sizeof(v) / sizeof(v[0]); i++)
+		if (v[i] != 0)
+			json_object_set_new(o, names[i], json_integer(v[i]));
+	if (o != NULL && r->reason[0] != '\0')
+		json_object_set_new(o, "reason", json_string(r->reason));
+	if (o != NULL)
+		json_object_set_new(o, "actor", json_string(r->actor));
+	return o;
+}
+
+static void row_print(const store_sk *r, int in_hsm)
+{
+	char b[5][32];
+
+	printf("%-43s %-5s %-8s %-20s %-20s %-20s %-20s%s%s\n", r->kid, writ_alg_name(r->alg),
+	       store_sk_state_name(r->state), fmt_time(r->created_at, b[0], 32),
+	       fmt_time(r->activated_at, b[1], 32), fmt_time(r->retired_at, b[2], 32),
+	       fmt_time(r->state == STORE_SK_RETIRED ? r->remove_after : r->removed_at, b[3], 32),
+	       r->revoked_at ? " revoked " : "",
+	       r->revoked_at ? fmt_time(r->revoked_at, b[4], 32) : (in_hsm ? "" : " (not in HSM)"));
 }
 
 static int key_list(int argc, char **argv, const writ_config *cfg)
@@ -65,28 +307,29 @@ static int key_list(int argc, char **argv, const writ_config *cfg)
 	int json = argc > 1 && strcmp(argv[1], "--json") == 0;
 	writ_err err = {0};
 	keyring *kr = NULL;
-	json_t *arr;
-	p11_ctx *p11;
+	store_sk *rows = NULL;
+	json_t *arr = json_array();
+	size_t n = 0, i;
+	keyctx k;
 	writ_rc rc;
-	size_t i;
 
 	if (argc > 1 + json)
 		cli_die("key list: unexpected argument \"%s\"", argv[1 + json]);
-	p11 = cli_open_hsm(cfg);
-	rc = keyring_load(p11, &kr, &err);
+	keyctx_open(&k, cfg, 0);
+	rc = keyring_load(k.p11, &kr, &err);
+	if (rc == WRIT_OK)
+		rc = store_sk_list(k.st, &rows, &n, &err);
 	if (rc != WRIT_OK)
 		cli_die_err("key list", rc, &err);
-	arr = json_array();
-	for (i = 0; i < keyring_count(kr); i++) {
-		const keyring_entry *e = keyring_get(kr, i);
+	if (!json)
+		printf("%-43s %-5s %-8s %-20s %-20s %-20s %s\n", "KID", "ALG", "STATE", "CREATED",
+		       "ACTIVATED", "RETIRED", "REMOVE-AT/REMOVED");
+	for (i = 0; i < n; i++) {
+		int in_hsm = keyring_find(kr, rows[i].kid) != NULL;
 		if (json)
-			json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "kid",
-							     writ_jwk_kid(e->jwk), "alg",
-							     writ_alg_name(writ_jwk_alg(e->jwk)),
-							     "label", e->label));
+			json_array_append_new(arr, row_json(&rows[i], in_hsm));
 		else
-			printf("%s %-5s %s\n", writ_jwk_kid(e->jwk),
-			       writ_alg_name(writ_jwk_alg(e->jwk)), e->label);
+			row_print(&rows[i], in_hsm);
 	}
 	if (json) {
 		char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -94,8 +337,9 @@ static int key_list(int argc, char **argv, const writ_config *cfg)
 		free(s);
 	}
 	json_decref(arr);
+	free(rows);
 	keyring_free(kr);
-	p11_close(p11);
+	keyctx_close(&k);
 	return 0;
 }
 
@@ -109,8 +353,17 @@ int key_main(int argc, char **argv)
 	}
 	cli_load_config(&cfg);
 	if (strcmp(argv[1], "generate") == 0)
-		return key_generate(argc - 1, argv + 1, &cfg);
+		return key_make(argc - 1, argv + 1, &cfg, 0);
+	if (strcmp(argv[1], "rotate") == 0)
+		return key_make(argc - 1, argv + 1, &cfg, 1);
+	if (strcmp(argv[1], "retire") == 0)
+		return key_retire(argc - 1, argv + 1, &cfg);
+	if (strcmp(argv[1], "revoke") == 0)
+		return key_revoke(argc - 1, argv + 1, &cfg);
+	if (strcmp(argv[1], "purge") == 0)
+		return key_purge(argc - 1, argv + 1, &cfg);
 	if (strcmp(argv[1], "list") == 0)
 		return key_list(argc - 1, argv + 1, &cfg);
-	cli_die("key: unknown subcommand \"%s\" (generate, list)", argv[1]);
+	cli_die("key: unknown subcommand \"%s\" (generate, rotate, retire, revoke, purge, list)",
+	        argv[1]);
 }

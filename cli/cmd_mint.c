@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store.h"
 #include "mint.h"
 
 static void usage(FILE *f)
@@ -17,6 +18,26 @@ static void usage(FILE *f)
 		   "Sign a writ access token (typ at+jwt) with the newest key of ALG (default:\n"
 		   "the config's signing_alg) and print it. TTL defaults to token_ttl and may\n"
 		   "not exceed token_ttl_max.\n");
+}
+
+/* The store's active key for alg (SPEC s.2: pending and retired keys never
+ * sign); the newest HSM key only when there is no state database yet. */
+static const keyring_entry *active_key(const writ_config *cfg, const keyring *kr, writ_alg alg)
+{
+	const keyring_entry *key = NULL;
+	store_sk *rows = NULL;
+	store *st = NULL;
+	size_t n = 0, i;
+
+	if (store_open(cfg->state_db, 0, &st, NULL) != WRIT_OK)
+		return keyring_newest(kr, alg);
+	if (store_sk_list(st, &rows, &n, NULL) == WRIT_OK)
+		for (i = 0; i < n; i++)
+			if (rows[i].alg == alg && rows[i].state == STORE_SK_ACTIVE)
+				key = keyring_find(kr, rows[i].kid);
+	free(rows);
+	store_close(st);
+	return key;
 }
 
 int mint_main(int argc, char **argv)
@@ -76,7 +97,7 @@ int mint_main(int argc, char **argv)
 		writ_alg alg = alg_s != NULL ? writ_alg_from_name(alg_s) : cfg.signing_alg;
 		if (alg == WRIT_ALG_NONE)
 			cli_die("mint: unknown algorithm \"%s\"", alg_s);
-		key = keyring_newest(kr, alg);
+		key = active_key(&cfg, kr, alg);
 	}
 	if (key == NULL)
 		cli_die("mint: no such signing key in the token (writ key list)");

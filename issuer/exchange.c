@@ -146,7 +146,11 @@ static unsigned take_rate(issuer *is, const char *agent, const policy_decision *
 	return wait > 0 ? (unsigned)ceil(wait) : 0;
 }
 
-static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decision *d)
+/* Sign and answer with the key set ks, held for the whole call: the token
+ * and its audit record name the same kid even if a rotation swaps the set
+ * meanwhile. */
+static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask *a,
+		       const policy_decision *d)
 {
 	unsigned ttl = d->ttl != 0 && d->ttl < is->cfg.token_ttl ? d->ttl : is->cfg.token_ttl;
 	mint_req mr = {.iss = is->cfg.issuer, .sub = a->who->agent.id, .aud = a->audience,
@@ -163,7 +167,7 @@ static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decisi
 		json_object_set_new(extra, "lim", json_loads(lim, 0, NULL));
 	free(lim);
 	mr.extra = extra;
-	if (mint_token(is->p11, is->signing, &mr, &mo, &e) != WRIT_OK) {
+	if (mint_token(is->p11, ks->signing, &mr, &mo, &e) != WRIT_OK) {
 		atomic_store(&is->hsm_ok, 0);
 		metrics_hsm_error();
 		json_decref(extra);
@@ -176,7 +180,7 @@ static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decisi
 	if (rec != NULL) {
 		json_object_set_new(rec, "scope_granted", json_string(d->scope));
 		json_object_set_new(rec, "jti", json_string(mo.jti));
-		json_object_set_new(rec, "kid", json_string(writ_jwk_kid(is->signing->jwk)));
+		json_object_set_new(rec, "kid", json_string(writ_jwk_kid(ks->signing->jwk)));
 		json_object_set_new(rec, "exp", json_integer(mo.exp));
 	}
 	/* Durable before the token leaves: a token nobody can account for is
@@ -203,6 +207,18 @@ static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decisi
 	if (resp->body == NULL)
 		resp_error(resp, 500, "server_error", "out of memory");
 	metrics_issued();
+}
+
+static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decision *d)
+{
+	keyset *ks = keyset_get(&is->keys);
+
+	if (ks == NULL) {
+		resp_error(resp, 503, "temporarily_unavailable", "signing is unavailable");
+		return;
+	}
+	issue_with(is, ks, resp, a, d);
+	keyset_put(&is->keys, ks);
 }
 
 static void decide(issuer *is, http_resp *resp, ask *a, store *st, const form *f)

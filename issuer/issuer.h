@@ -13,6 +13,7 @@
 #include "config.h"
 #include "http.h"
 #include "keyring.h"
+#include "keyset.h"
 #include "policy.h"
 #include "ratelimit.h"
 #include "store.h"
@@ -20,11 +21,8 @@
 typedef struct issuer {
 	writ_config cfg;
 	p11_ctx *p11;
-	keyring *kr;		       /* the token's keys, loaded at start */
-	const keyring_entry *signing;  /* the key that signs, from kr */
-	char *jwks_json;	       /* served as is */
-	char jwks_etag[72];
-	char *discovery_json;
+	keyset_slot keys; /* signing key, JWKS, discovery: take a reference */
+	uint64_t keys_gen; /* store_keys_generation of keys (main thread only) */
 	policy_slot policy;
 	ratelimit *rl;
 	audit_log *audit;
@@ -54,6 +52,11 @@ typedef struct refusal {
 	const char *event;	 /* audit event */
 	char detail[256];	 /* for the audit log only */
 } refusal;
+
+/* Start attestation's shared parts (the replay cache writer) before the
+ * first request; stop them after the last. */
+WRIT_MUST_CHECK writ_rc attest_init(issuer *is, writ_err *err);
+void attest_shutdown(void);
 
 /* Verify the assertion; on failure fill *why and return non-zero. out's
  * agent is the caller's to clear (store_agent_clear) in both cases. */

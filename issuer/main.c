@@ -5,7 +5,6 @@
  * accepting, finish requests in flight, flush the audit log and exit 0.
  */
 #include <errno.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,9 +13,8 @@
 #include <unistd.h>
 
 #include "issuer.h"
+#include "lifecycle.h"
 #include "writ_int.h"
-
-#define GT_EXCHANGE "urn:ietf:params:oauth:grant-type:token-exchange"
 
 static void die(const char *what, const writ_err *e)
 {
@@ -43,11 +41,18 @@ writ_rc issuer_audit_sign(void *arg, const unsigned char *msg, size_t len,
 			  size_t *siglen, writ_err *err)
 {
 	issuer *is = arg;
-	const keyring_entry *k = is->signing;
+	keyset *ks = keyset_get(&is->keys);
+	const keyring_entry *k;
+	writ_rc rc;
 
+	if (ks == NULL)
+		return writ_err_set(err, WRIT_ERR_UNAVAILABLE, "no signing key");
+	k = ks->signing;
 	snprintf(kid, WRIT_KID_MAX + 1, "%s", writ_jwk_kid(k->jwk));
 	*alg = writ_jwk_alg(k->jwk);
-	return p11_sign(is->p11, k->id, k->id_len, *alg, msg, len, sig, siglen, err);
+	rc = p11_sign(is->p11, k->id, k->id_len, *alg, msg, len, sig, siglen, err);
+	keyset_put(&is->keys, ks);
+	return rc;
 }
 
 static void audit_event(issuer *is, json_t *rec)
@@ -88,43 +93,56 @@ static void drain_outbox(issuer *is)
 		fprintf(stderr, "writ-issuer: audit outbox: %s\n", e.msg);
 }
 
-static void publish(issuer *is)
+/*
+ * Apply the key lifecycle transitions that are due (and scheduled
+ * rotation), then republish when the store's keys changed: a rotation by
+ * the CLI or by another instance shows up here within one tick. On
+ * failure the keys in force stay (fail closed only when there are none).
+ */
+static void keys_tick(issuer *is, int at_start)
 {
-	unsigned char md[SHA256_DIGEST_LENGTH];
-	char tag[44];
-	json_t *d;
-	size_t i, nalg = 0;
-	json_t *algs = json_array();
+	writ_err e = {0};
+	store *st = issuer_store(is, &e);
+	uint64_t gen = 0;
+	keyset *ks = NULL;
+	int changed = 0;
 
-	is->jwks_json = keyring_jwks_json(is->kr);
-	if (is->jwks_json == NULL) {
-		fprintf(stderr, "writ-issuer: out of memory\n");
-		exit(1);
-	}
-	SHA256((const unsigned char *)is->jwks_json, strlen(is->jwks_json), md);
-	b64url_encode(md, 16, tag);
-	snprintf(is->jwks_etag, sizeof(is->jwks_etag), "\"%s\"", tag);
-	for (i = 0; i < keyring_count(is->kr); i++) {
-		const char *a = writ_alg_name(writ_jwk_alg(keyring_get(is->kr, i)->jwk));
-		size_t j;
-		for (j = 0; j < json_array_size(algs); j++)
-			if (strcmp(json_string_value(json_array_get(algs, j)), a) == 0)
-				break;
-		if (j == json_array_size(algs) && ++nalg)
-			json_array_append_new(algs, json_string(a));
-	}
-	d = json_pack("{s:s, s:s+, s:s+, s:[s], s:[s], s:O, s:O, s:[s]}", "issuer",
-		      is->cfg.issuer, "token_endpoint", is->cfg.issuer, "/token", "jwks_uri",
-		      is->cfg.issuer, "/.well-known/jwks.json", "grant_types_supported",
-		      GT_EXCHANGE, "token_endpoint_auth_methods_supported", "none",
-		      "token_endpoint_auth_signing_alg_values_supported", algs,
-		      "id_token_signing_alg_values_supported", algs, "response_types_supported",
-		      "token");
-	is->discovery_json = d != NULL ? json_dumps(d, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(d);
-	json_decref(algs);
-	if (is->discovery_json == NULL)
-		exit(1);
+	if (st == NULL ||
+	    lifecycle_tick(is->p11, st, &is->cfg, (int64_t)time(NULL), &changed, &e) != WRIT_OK ||
+	    store_keys_generation(st, &gen, &e) != WRIT_OK)
+		goto fail;
+	if (!at_start && gen == is->keys_gen)
+		return;
+	if (keyset_build(is->p11, st, &is->cfg, gen, &ks, &e) != WRIT_OK)
+		goto fail;
+	is->keys_gen = gen;
+	keyset_slot_set(&is->keys, ks);
+	return;
+fail:
+	if (at_start)
+		die("keys", &e);
+	fprintf(stderr, "writ-issuer: keys: %s (the published keys stay)\n", e.msg);
+}
+
+/* At start: make the HSM and the store agree before anything is
+ * published (lifecycle.h says what is destroyed, adopted or removed). */
+static void keys_open(issuer *is)
+{
+	writ_err e = {0};
+	store *st = issuer_store(is, &e);
+	int changed = 0;
+
+	if (st == NULL)
+		die("store", &e);
+	store_set_actor(st, "writ-issuer");
+	if (lifecycle_reconcile(is->p11, st, &is->cfg, (int64_t)time(NULL), &changed, &e) !=
+	    WRIT_OK)
+		die("reconcile keys", &e);
+	if (changed != 0)
+		fprintf(stderr, "writ-issuer: reconciled %d key(s) between the HSM and the store "
+				"(see the audit log)\n",
+			changed);
+	keys_tick(is, 1);
 }
 
 static void reload_policy(issuer *is)
@@ -153,37 +171,41 @@ static void open_all(issuer *is)
 			 .checkpoint_every = is->cfg.checkpoint_every};
 	store *st = NULL;
 	policy *p = NULL;
+	keyset *ks;
 
 	config_p11(&is->cfg, &pc);
 	if (p11_open(&pc, &is->p11, &e) != WRIT_OK)
 		die("hsm", &e);
-	if (keyring_load(is->p11, &is->kr, &e) != WRIT_OK)
-		die("keys", &e);
-	is->signing = keyring_newest(is->kr, is->cfg.signing_alg);
-	if (is->signing == NULL) {
-		fprintf(stderr, "writ-issuer: the token has no %s key: run writ key generate\n",
-			writ_alg_name(is->cfg.signing_alg));
-		exit(1);
-	}
 	atomic_store(&is->hsm_ok, 1);
-	publish(is);
 	if (store_open(is->cfg.state_db, STORE_CREATE, &st, &e) != WRIT_OK)
 		die("store", &e);
 	store_close(st);
+	keyset_slot_init(&is->keys);
+	if (pthread_key_create(&is->store_key, store_release) != 0) {
+		fprintf(stderr, "writ-issuer: out of memory\n");
+		exit(1);
+	}
 	if (policy_load(is->cfg.policy, &p, &e) != WRIT_OK)
 		die("policy", &e);
 	policy_slot_init(&is->policy);
 	policy_slot_set(&is->policy, p);
 	is->rl = ratelimit_new(100000);
-	if (is->rl == NULL || pthread_key_create(&is->store_key, store_release) != 0) {
+	if (is->rl == NULL) {
 		fprintf(stderr, "writ-issuer: out of memory\n");
 		exit(1);
 	}
 	if (audit_open(is->cfg.audit_log, &ao, &is->audit, &e) != WRIT_OK)
 		die("audit", &e);
+	if (attest_init(is, &e) != WRIT_OK)
+		die("attestation", &e);
+	/* After the audit log: reconcile's records go through the outbox. */
+	keys_open(is);
+	drain_outbox(is);
+	ks = keyset_get(&is->keys);
 	audit_event(is, json_pack("{s:s, s:s, s:s, s:s}", "event", "issuer_started", "issuer",
-				  is->cfg.issuer, "kid", writ_jwk_kid(is->signing->jwk),
+				  is->cfg.issuer, "kid", writ_jwk_kid(ks->signing->jwk),
 				  "policy_hash", policy_hash(p)));
+	keyset_put(&is->keys, ks);
 }
 
 static void usage(FILE *f)
@@ -220,6 +242,13 @@ static int check_config(issuer *is)
 		die("policy", &e);
 	printf("%s: ok (listen %s, issuer %s, policy %s with %zu rules)\n", is->cfg.path,
 	       is->cfg.listen, is->cfg.issuer, is->cfg.policy, policy_rule_count(p));
+	/* config_load has checked the key lifecycle windows (SPEC s.2). */
+	printf("keys: %s signs; jwks_max_age %u + leeway %u <= key_pending_secs %u; "
+	       "token_ttl_max %u + leeway %u <= key_retired_secs %u; rotation_period %u%s\n",
+	       writ_alg_name(is->cfg.signing_alg), is->cfg.jwks_max_age, is->cfg.leeway,
+	       is->cfg.key_pending_secs, is->cfg.token_ttl_max, is->cfg.leeway,
+	       is->cfg.key_retired_secs, is->cfg.rotation_period,
+	       is->cfg.rotation_period == 0 ? " (no scheduled rotation)" : "");
 	policy_unref(p);
 	return 0;
 }
@@ -227,7 +256,9 @@ static int check_config(issuer *is)
 static void serve(issuer *is)
 {
 	sigset_t set;
-	struct timespec tick = {1, 0};
+	/* A quarter second: a key the CLI or another instance recorded is
+	 * published within it, well inside the leeway of the pending window. */
+	struct timespec tick = {0, 250 * 1000 * 1000};
 	http_server *srv = NULL;
 	writ_err e = {0};
 	time_t last_cp = time(NULL);
@@ -244,6 +275,7 @@ static void serve(issuer *is)
 	sigaddset(&set, SIGHUP);
 	for (;;) {
 		sig = sigtimedwait(&set, NULL, &tick);
+		keys_tick(is, 0);
 		drain_outbox(is);
 		if (sig == SIGHUP) {
 			reload_policy(is);
@@ -259,6 +291,7 @@ static void serve(issuer *is)
 	fprintf(stderr, "writ-issuer: stopping: finishing requests in flight\n");
 	http_quiesce(srv);
 	http_stop(srv);
+	attest_shutdown();
 	drain_outbox(is);
 	audit_event(is, json_pack("{s:s}", "event", "issuer_stopped"));
 }
@@ -301,9 +334,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "writ-issuer: audit close: %s\n", e.msg);
 	policy_slot_destroy(&is.policy);
 	ratelimit_free(is.rl);
-	keyring_free(is.kr);
-	free(is.jwks_json);
-	free(is.discovery_json);
+	keyset_slot_destroy(&is.keys);
 	p11_close(is.p11);
 	fprintf(stderr, "writ-issuer: stopped\n");
 	return 0;

@@ -83,8 +83,9 @@ char *metrics_render(const metrics_key *keys, size_t nkeys, int audit_ok, int hs
 	fprintf(f, "# HELP writ_signing_key_age_seconds Age of each published signing key.\n"
 		   "# TYPE writ_signing_key_age_seconds gauge\n");
 	for (i = 0; i < nkeys; i++)
-		fprintf(f, "writ_signing_key_age_seconds{kid=\"%s\",alg=\"%s\"} %.0f\n",
-			keys[i].kid, keys[i].alg, keys[i].age_seconds);
+		fprintf(f, "writ_signing_key_age_seconds{kid=\"%s\",alg=\"%s\",state=\"%s\"} %.0f\n",
+			keys[i].kid, keys[i].alg, keys[i].state != NULL ? keys[i].state : "",
+			keys[i].age_seconds);
 	fprintf(f, "# HELP writ_up Dependencies usable (1) or not (0).\n"
 		   "# TYPE writ_up gauge\nwrit_up{component=\"audit\"} %d\n"
 		   "writ_up{component=\"hsm\"} %d\n",

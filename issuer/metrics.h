@@ -25,6 +25,7 @@ void metrics_latency(double seconds);
 /* Render the exposition text; key ages come from the caller. Caller frees. */
 typedef struct metrics_key {
 	const char *kid, *alg;
+	const char *state; /* pending, active, retired */
 	double age_seconds;
 } metrics_key;
 char *metrics_render(const metrics_key *keys, size_t nkeys, int audit_ok, int hsm_ok);

@@ -2,7 +2,6 @@
  * routes.c - the issuer's HTTP routes other than POST /token (SPEC s.4):
  * discovery (RFC 8414), the JWK Set (RFC 7517), health and metrics.
  */
-#define _XOPEN_SOURCE 700 /* strptime */
 #include <string.h>
 #include <time.h>
 
@@ -32,16 +31,35 @@ static void static_json(http_resp *resp, const char *body, unsigned max_age, cha
 static void jwks(issuer *is, const http_req *req, http_resp *resp)
 {
 	static __thread char cc[64];
+	keyset *ks = keyset_get(&is->keys);
 
-	static_json(resp, is->jwks_json, is->cfg.jwks_max_age, cc, sizeof(cc));
-	memcpy(resp->etag, is->jwks_etag, sizeof(resp->etag));
+	if (ks == NULL) {
+		resp_error(resp, 503, "temporarily_unavailable", "no keys published");
+		return;
+	}
+	static_json(resp, ks->jwks_json, is->cfg.jwks_max_age, cc, sizeof(cc));
+	memcpy(resp->etag, ks->etag, sizeof(resp->etag));
 	/* RFC 9110 s.13.1.2: a matching If-None-Match gets 304, no body. */
-	if (req->if_none_match != NULL && (strcmp(req->if_none_match, is->jwks_etag) == 0 ||
+	if (req->if_none_match != NULL && (strcmp(req->if_none_match, ks->etag) == 0 ||
 					   strcmp(req->if_none_match, "*") == 0)) {
 		resp->status = 304;
 		free(resp->body);
 		resp->body = strdup("");
 	}
+	keyset_put(&is->keys, ks);
+}
+
+static void discovery(issuer *is, http_resp *resp)
+{
+	static __thread char cc[64];
+	keyset *ks = keyset_get(&is->keys);
+
+	if (ks == NULL) {
+		resp_error(resp, 503, "temporarily_unavailable", "no keys published");
+		return;
+	}
+	static_json(resp, ks->discovery_json, is->cfg.jwks_max_age, cc, sizeof(cc));
+	keyset_put(&is->keys, ks);
 }
 
 static void healthz(issuer *is, http_resp *resp)
@@ -62,30 +80,26 @@ static void healthz(issuer *is, http_resp *resp)
 
 static void metrics(issuer *is, http_resp *resp)
 {
-	metrics_key keys[16];
-	size_t i, n = 0;
+	keyset *ks = keyset_get(&is->keys);
+	metrics_key keys[KEYSET_METRICS_MAX];
 	int64_t now = (int64_t)time(NULL);
+	size_t i, n = ks != NULL ? ks->nmetrics : 0;
 
-	for (i = 0; i < keyring_count(is->kr) && n < 16; i++) {
-		const keyring_entry *k = keyring_get(is->kr, i);
-		struct tm tm = {0};
-		/* Labels end in the creation time: writ:ALG:YYYYmmddTHHMMSSZ. */
-		const char *t = strrchr(k->label, ':');
-		keys[n].kid = writ_jwk_kid(k->jwk);
-		keys[n].alg = writ_alg_name(writ_jwk_alg(k->jwk));
-		keys[n].age_seconds = 0;
-		if (t != NULL && strptime(t + 1, "%Y%m%dT%H%M%SZ", &tm) != NULL)
-			keys[n].age_seconds = (double)(now - (int64_t)timegm(&tm));
-		n++;
+	/* Ages of the published keys (pending, active, retired) since they
+	 * were generated, from the lifecycle store. */
+	for (i = 0; i < n; i++) {
+		keys[i] = ks->metrics[i];
+		keys[i].state = ks->states[i];
+		keys[i].age_seconds = (double)(now - ks->created[i]);
 	}
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
 	resp->body = metrics_render(keys, n, audit_healthy(is->audit), atomic_load(&is->hsm_ok));
+	keyset_put(&is->keys, ks);
 }
 
 void routes_handle(void *arg, const http_req *req, http_resp *resp)
 {
-	static __thread char cc[64];
 	issuer *is = arg;
 	int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
 	struct timespec t0, t1;
@@ -113,7 +127,7 @@ void routes_handle(void *arg, const http_req *req, http_resp *resp)
 		jwks(is, req, resp);
 	else if (strcmp(req->path, "/.well-known/oauth-authorization-server") == 0 ||
 		 strcmp(req->path, "/.well-known/openid-configuration") == 0)
-		static_json(resp, is->discovery_json, is->cfg.jwks_max_age, cc, sizeof(cc));
+		discovery(is, resp);
 	else if (strcmp(req->path, "/healthz") == 0)
 		healthz(is, resp);
 	else if (strcmp(req->path, "/metrics") == 0)

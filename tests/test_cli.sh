@@ -37,7 +37,7 @@ C="$D/t/writ.conf"
 expect "key generate ES256" $WRIT -c "$C" key generate --alg ES256
 refuse "key generate with an unknown alg names the choices" 'unknown algorithm "ES257".*ES256' \
   $WRIT -c "$C" key generate --alg ES257
-[ "$($WRIT -c "$C" key list | wc -l)" = 1 ] && ok "key list shows the key" || bad "key list"
+[ "$($WRIT -c "$C" key list | grep -c ' ES256 *active ')" = 1 ] && ok "key list shows the key, active" || bad "key list"
 $WRIT -c "$C" key list --json | /usr/bin/python3 -c 'import json,sys; k=json.load(sys.stdin); assert k[0]["alg"]=="ES256"' \
   && ok "key list --json parses" || bad "key list --json"
 

@@ -50,6 +50,9 @@ static const ckey keys[] = {
 	{S(conn_timeout, T_UINT), 1, 3600},
 	{S(jwks_max_age, T_UINT), 0, 86400},
 	{S(checkpoint_every, T_UINT), 1, 1000000},
+	{S(rotation_period, T_UINT), 0, 10u * 366 * 86400},
+	{S(key_pending_secs, T_UINT), 0, 30u * 86400},
+	{S(key_retired_secs, T_UINT), 0, 30u * 86400},
 };
 #undef S
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -175,6 +178,52 @@ static writ_rc parse_line(char *line, const char *where, const char *basedir, wr
 	return set_value(&keys[i], v, basedir, cfg, where, err);
 }
 
+/* Index of key name in keys[]. */
+static size_t key_index(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS && strcmp(keys[i].name, name) != 0; i++)
+		;
+	return i;
+}
+
+/*
+ * SPEC s.2's publication rule as arithmetic on the settings. A pending key
+ * must be in the JWKS for a whole cache lifetime plus clock leeway before
+ * it signs, a retired key until every token it signed has expired, and a
+ * scheduled rotation must leave room to prepare the next key. Unset
+ * windows take the smallest value that satisfies the rule.
+ */
+static writ_rc check_lifecycle(writ_config *cfg, const unsigned char *seen, const char *name,
+			       writ_err *err)
+{
+	unsigned need_p = cfg->jwks_max_age + cfg->leeway, need_r = cfg->token_ttl_max + cfg->leeway;
+
+	if (!seen[key_index("key_pending_secs")])
+		cfg->key_pending_secs = need_p;
+	if (!seen[key_index("key_retired_secs")])
+		cfg->key_retired_secs = need_r;
+	if (cfg->key_pending_secs < need_p)
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+				    "%s: key_pending_secs (%u) is below jwks_max_age (%u) + leeway "
+				    "(%u): verifiers could meet a token before its key",
+				    name, cfg->key_pending_secs, cfg->jwks_max_age, cfg->leeway);
+	if (cfg->key_retired_secs < need_r)
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+				    "%s: key_retired_secs (%u) is below token_ttl_max (%u) + leeway "
+				    "(%u): a retired key could leave the JWKS before its tokens expire",
+				    name, cfg->key_retired_secs, cfg->token_ttl_max, cfg->leeway);
+	if (cfg->rotation_period != 0 && cfg->rotation_period <= cfg->key_pending_secs)
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+				    "%s: rotation_period (%u) must be above key_pending_secs (%u) "
+				    "(jwks_max_age %u + leeway %u at least): the next key is published "
+				    "key_pending_secs before it signs",
+				    name, cfg->rotation_period, cfg->key_pending_secs,
+				    cfg->jwks_max_age, cfg->leeway);
+	return WRIT_OK;
+}
+
 writ_rc config_parse(const char *buf, size_t len, const char *name, const char *basedir,
 		     writ_config *cfg, writ_err *err)
 {
@@ -207,6 +256,9 @@ writ_rc config_parse(const char *buf, size_t len, const char *name, const char *
 		return writ_err_set(err, WRIT_ERR_CONFIG,
 				    "%s: token_ttl (%u) is above token_ttl_max (%u)", name,
 				    cfg->token_ttl, cfg->token_ttl_max);
+	rc = check_lifecycle(cfg, seen, name, err);
+	if (rc != WRIT_OK)
+		return rc;
 	if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0'))
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: set both tls_cert and tls_key, or neither",
 				    name);

@@ -59,6 +59,44 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_OUTBOX_NEXT] = "SELECT id, rec FROM audit_outbox ORDER BY id LIMIT 1",
     [ST_OUTBOX_DELETE] = "DELETE FROM audit_outbox WHERE id = ?1",
     [ST_OUTBOX_COUNT] = "SELECT count(*) FROM audit_outbox",
+    /* Signing keys. Every transition is a conditional UPDATE (WHERE on the
+     * old state) run inside BEGIN IMMEDIATE, so two issuers and the CLI
+     * racing for the same transition change the row once. */
+    [ST_SK_GEN] = "SELECT v FROM meta WHERE k='keys_gen'",
+    [ST_SK_LIST] = "SELECT kid, alg, p11_id, state, created_at, activate_after, activated_at, "
+                   "retired_at, remove_after, removed_at, revoked_at, purged_at, reason, actor "
+                   "FROM signing_keys ORDER BY created_at, rowid",
+    [ST_SK_GET] = "SELECT kid, alg, p11_id, state, created_at, activate_after, activated_at, "
+                  "retired_at, remove_after, removed_at, revoked_at, purged_at, reason, actor "
+                  "FROM signing_keys WHERE kid=?1",
+    [ST_SK_INSERT] = "INSERT INTO signing_keys(kid, alg, p11_id, state, created_at, "
+                     "activate_after, activated_at, reason, actor) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, writ_actor())",
+    [ST_SK_COUNT] = "SELECT count(*) FROM signing_keys WHERE alg=?1 AND state=?2",
+    [ST_SK_ACTIVE] = "SELECT kid FROM signing_keys WHERE alg=?1 AND state='active'",
+    [ST_SK_ACTIVATE] = "UPDATE signing_keys SET state='active', activated_at=?2, reason=?3, "
+                       "actor=writ_actor() WHERE kid=?1 AND state='pending'",
+    [ST_SK_RETIRE] = "UPDATE signing_keys SET state='retired', retired_at=?2, remove_after=?3, "
+                     "reason=?4, actor=writ_actor() WHERE kid=?1 "
+                     "AND state IN ('pending','active')",
+    [ST_SK_REMOVE] = "UPDATE signing_keys SET state='removed', removed_at=?2, reason=?3, "
+                     "actor=writ_actor() WHERE kid=?1 "
+                     "AND state IN ('pending','active','retired')",
+    [ST_SK_REVOKE] = "UPDATE signing_keys SET state='revoked', revoked_at=?2, reason=?3, "
+                     "actor=writ_actor() WHERE kid=?1 AND state<>'revoked'",
+    [ST_SK_PURGED] = "UPDATE signing_keys SET purged_at=?2, actor=writ_actor() WHERE kid=?1 "
+                     "AND state IN ('removed','revoked') AND purged_at IS NULL",
+    /* Strictly before now: created_at and the deadlines are whole seconds
+     * of a clock read at an unknown fraction, so a key becomes due only
+     * once its full window has passed in real time. */
+    [ST_SK_DUE_PENDING] = "SELECT kid FROM signing_keys WHERE state='pending' "
+                          "AND activate_after < ?1 ORDER BY activate_after, created_at LIMIT 1",
+    [ST_SK_DUE_RETIRED] = "SELECT kid FROM signing_keys WHERE state='retired' "
+                          "AND remove_after < ?1 LIMIT 1",
+    [ST_SK_NEWEST_PENDING] = "SELECT kid FROM signing_keys WHERE alg=?1 AND state='pending' "
+                             "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+    [ST_SK_AUDIT] = "INSERT INTO audit_outbox(rec) VALUES(writ_event('event', ?1, 'kid', ?2, "
+                    "'alg', ?3, 'outcome', ?4, 'actor', writ_actor()))",
 };
 
 /*
@@ -146,6 +184,61 @@ static const char *const migrations[] = {
     "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'agent_key_removed',"
     "    'agent', OLD.agent_id, 'kid', OLD.kid, 'actor', writ_actor())); END;"
     "PRAGMA user_version = 2;",
+    /* 2 -> 3: the signing key lifecycle (SPEC s.2), shared by every issuer
+     * instance and the CLI. kid is the RFC 7638 thumbprint, p11_id the
+     * hex CKA_ID of the pair in the token. The partial unique index makes
+     * "exactly one active key per alg" a property of the file, not of the
+     * code; the triggers write each transition's audit record in the same
+     * transaction and bump keys_gen, which the issuer polls to republish. */
+    "CREATE TABLE signing_keys("
+    "  kid TEXT PRIMARY KEY NOT NULL,"
+    "  alg TEXT NOT NULL CHECK(alg IN ('ES256','ES384','RS256','PS256','EdDSA')),"
+    "  p11_id TEXT NOT NULL,"
+    "  state TEXT NOT NULL"
+    "    CHECK(state IN ('pending','active','retired','removed','revoked')),"
+    "  created_at INTEGER NOT NULL,"
+    "  activate_after INTEGER,"
+    "  activated_at INTEGER,"
+    "  retired_at INTEGER,"
+    "  remove_after INTEGER,"
+    "  removed_at INTEGER,"
+    "  revoked_at INTEGER,"
+    "  purged_at INTEGER,"
+    "  reason TEXT,"
+    "  actor TEXT NOT NULL);"
+    "CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys(alg)"
+    "  WHERE state = 'active';"
+    "INSERT INTO meta(k, v) VALUES('keys_gen', 0);"
+    /* removed and revoked keys never come back into the JWKS: a removed
+     * key may still be revoked (found compromised later), nothing else. */
+    "CREATE TRIGGER signing_keys_terminal BEFORE UPDATE OF state ON signing_keys"
+    "  WHEN (OLD.state = 'revoked' AND NEW.state <> 'revoked')"
+    "    OR (OLD.state = 'removed' AND NEW.state NOT IN ('removed', 'revoked'))"
+    "  BEGIN SELECT RAISE(ABORT, 'removed and revoked keys stay withdrawn'); END;"
+    "CREATE TRIGGER signing_keys_gen_ai AFTER INSERT ON signing_keys"
+    "  BEGIN UPDATE meta SET v = v + 1 WHERE k = 'keys_gen'; END;"
+    "CREATE TRIGGER signing_keys_gen_au AFTER UPDATE ON signing_keys"
+    "  BEGIN UPDATE meta SET v = v + 1 WHERE k = 'keys_gen'; END;"
+    "CREATE TRIGGER outbox_signing_key_generated AFTER INSERT ON signing_keys BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'key_generated',"
+    "    'kid', NEW.kid, 'alg', NEW.alg, 'state', NEW.state, 'activate_after',"
+    "    NEW.activate_after, 'reason', NEW.reason, 'actor', writ_actor()));"
+    "  INSERT INTO audit_outbox(rec) SELECT writ_event('event', 'key_activated',"
+    "    'kid', NEW.kid, 'alg', NEW.alg, 'reason', NEW.reason, 'actor', writ_actor())"
+    "    WHERE NEW.state = 'active'; END;"
+    "CREATE TRIGGER outbox_signing_key_state AFTER UPDATE OF state ON signing_keys"
+    "  WHEN OLD.state <> NEW.state BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', CASE NEW.state"
+    "    WHEN 'active' THEN 'key_activated' WHEN 'retired' THEN 'key_retired'"
+    "    WHEN 'removed' THEN 'key_removed' ELSE 'key_revoked' END,"
+    "    'kid', NEW.kid, 'alg', NEW.alg, 'previous', OLD.state, 'remove_after',"
+    "    CASE NEW.state WHEN 'retired' THEN NEW.remove_after END,"
+    "    'reason', NEW.reason, 'actor', writ_actor())); END;"
+    "CREATE TRIGGER outbox_signing_key_purged AFTER UPDATE OF purged_at ON signing_keys"
+    "  WHEN OLD.purged_at IS NULL AND NEW.purged_at IS NOT NULL BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'key_purged',"
+    "    'kid', NEW.kid, 'alg', NEW.alg, 'state', NEW.state, 'actor', writ_actor())); END;"
+    "PRAGMA user_version = 3;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

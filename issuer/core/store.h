@@ -196,6 +196,25 @@ WRIT_MUST_CHECK writ_rc store_agent_key_remove(store *s, const char *id, const c
 WRIT_MUST_CHECK writ_rc store_replay_check_and_insert(store *s, const char *agent_id,
                                                       const char *jti, int64_t exp, int64_t now,
                                                       writ_err *err);
+/* One entry of a batch: in agent_id, jti, exp; out rc (WRIT_OK: first
+ * use; WRIT_ERR_CLAIM: replayed; other: could not be checked). */
+typedef struct store_replay_item {
+	const char *agent_id, *jti;
+	int64_t exp;
+	writ_rc rc;
+} store_replay_item;
+
+/*
+ * store_replay_check_and_insert for n assertions in one transaction (one
+ * WAL commit, one write lock): the issuer's group commit for the replay
+ * cache, so concurrent requests do not queue one by one on SQLite's write
+ * lock. Returns WRIT_OK when the transaction committed (each item's rc
+ * says what happened to it), else the failure, with every item's rc set
+ * to it.
+ */
+WRIT_MUST_CHECK writ_rc store_replay_check_batch(store *s, store_replay_item *items, size_t n,
+						 int64_t now, writ_err *err);
+
 /*
  * Delete every replay row past exp + STORE_REPLAY_LEEWAY at `now`, in
  * batches of short transactions so other writers are not starved. If
@@ -229,5 +248,112 @@ WRIT_MUST_CHECK writ_rc store_outbox_next(store *s, int64_t *id, char **rec, wri
 WRIT_MUST_CHECK writ_rc store_outbox_delete(store *s, int64_t id, writ_err *err);
 /* Pending records (tests, metrics). */
 WRIT_MUST_CHECK writ_rc store_outbox_count(store *s, uint64_t *n, writ_err *err);
+
+/* ---- signing key lifecycle (store_keys.c; SPEC s.2) ----
+ * pending -> active -> retired -> removed, and revoked from any state.
+ * Rows are keyed by kid; exactly one active key per alg (a unique index).
+ * Every call that changes a row runs in one BEGIN IMMEDIATE transaction,
+ * changes a row only from the state it expects (so concurrent issuers and
+ * the CLI cannot double-activate), is durable on return, and writes its
+ * audit record (key_generated, key_activated, key_retired, key_removed,
+ * key_revoked, key_purged, with kid, alg, reason and actor) into the
+ * outbox in the same transaction. Times are seconds since the epoch. */
+
+typedef enum store_sk_state {
+	STORE_SK_NONE = 0, /* sentinel: never stored */
+	STORE_SK_PENDING,  /* published, not signing yet */
+	STORE_SK_ACTIVE,   /* signs; one per alg */
+	STORE_SK_RETIRED,  /* published until remove_after, not signing */
+	STORE_SK_REMOVED,  /* withdrawn; HSM object may be purged */
+	STORE_SK_REVOKED,  /* withdrawn at once (compromise); terminal */
+} store_sk_state;
+
+#define STORE_P11_ID_HEX_MAX 64 /* hex CKA_ID */
+
+typedef struct store_sk {
+	char kid[WRIT_KID_MAX + 1];
+	writ_alg alg;
+	char p11_id[STORE_P11_ID_HEX_MAX + 1];
+	store_sk_state state;
+	/* 0 where the event has not happened */
+	int64_t created_at, activate_after, activated_at, retired_at, remove_after;
+	int64_t removed_at, revoked_at, purged_at;
+	char reason[STORE_REASON_MAX + 1]; /* of the last transition; "" if none */
+	char actor[128];                   /* who made the last transition */
+} store_sk;
+
+/* The windows of SPEC s.2, from the configuration. */
+typedef struct store_sk_windows {
+	int64_t pending_secs; /* >= JWKS max-age + leeway */
+	int64_t retired_secs; /* >= max token TTL + leeway */
+} store_sk_windows;
+
+typedef enum store_sk_mode {
+	STORE_SK_ROTATE,   /* pending, activate_after = now + pending_secs */
+	STORE_SK_SCHEDULE, /* the same, but refused (WRIT_ERR_ARG) when the alg
+	                    * already has a pending key: issuers racing on the
+	                    * schedule make one key, not one each */
+	STORE_SK_NOW,      /* active at once; the active key is retired */
+} store_sk_mode;
+
+/* "pending" ... "revoked"; NULL for anything else. */
+const char *store_sk_state_name(store_sk_state st);
+
+/*
+ * Record a key just generated in the HSM. The first key of its alg (no
+ * active key) becomes active at once whatever the mode: no verifier can
+ * hold a token of that alg yet. reason may be NULL. *state (optional)
+ * receives the state recorded. WRIT_ERR_ARG for a kid already recorded or
+ * a bad argument.
+ */
+WRIT_MUST_CHECK writ_rc store_sk_add(store *s, const char *kid, writ_alg alg, const char *p11_id,
+                                     store_sk_mode mode, const store_sk_windows *w, int64_t now,
+                                     const char *reason, store_sk_state *state, writ_err *err);
+/* Every row, oldest first: *keys is malloc'd (free()), *n entries. */
+WRIT_MUST_CHECK writ_rc store_sk_list(store *s, store_sk **keys, size_t *n, writ_err *err);
+/* One row; WRIT_ERR_NOT_FOUND if kid is not recorded. */
+WRIT_MUST_CHECK writ_rc store_sk_get(store *s, const char *kid, store_sk *out, writ_err *err);
+/*
+ * Apply the transitions due at now: each pending key whose activate_after
+ * has passed becomes active and the alg's active key retires (remove_after
+ * = now + retired_secs); each retired key past remove_after is removed.
+ * *changed (optional) counts the rows changed. Idempotent; safe to call
+ * from every issuer each tick and from the CLI.
+ */
+WRIT_MUST_CHECK writ_rc store_sk_advance(store *s, const store_sk_windows *w, int64_t now,
+                                         int *changed, writ_err *err);
+/*
+ * Retire kid. A pending key is simply withdrawn from the rotation (it
+ * never signed). An active key needs a successor: the newest pending key
+ * of its alg is activated at once (written to *successor, WRIT_KID_MAX + 1
+ * bytes, optional); with none, WRIT_ERR_ARG. Retired: no change.
+ * Removed / revoked: WRIT_ERR_ARG. WRIT_ERR_NOT_FOUND for an unknown kid.
+ */
+WRIT_MUST_CHECK writ_rc store_sk_retire(store *s, const char *kid, const store_sk_windows *w,
+                                        int64_t now, const char *reason, char *successor,
+                                        writ_err *err);
+/*
+ * Revoke kid (compromise): withdrawn at once, terminal. If kid is active,
+ * repl (the replacement, already generated in the HSM: kid, alg, p11_id)
+ * is recorded active in the same transaction, so the alg is never left
+ * without a signing key; revoking an active key without repl, or with a
+ * repl of another alg, is WRIT_ERR_ARG. reason is required.
+ */
+WRIT_MUST_CHECK writ_rc store_sk_revoke(store *s, const char *kid, const char *reason,
+                                        const store_sk *repl, int64_t now, writ_err *err);
+/* Record that kid's HSM objects were destroyed (audit key_purged). Only
+ * removed and revoked keys: anything else is WRIT_ERR_ARG. */
+WRIT_MUST_CHECK writ_rc store_sk_purged(store *s, const char *kid, int64_t now, writ_err *err);
+/* Reconcile: kid's HSM object is gone; a pending, active or retired row
+ * becomes removed with reason why, and a key_reconciled record is written
+ * in the same transaction. */
+WRIT_MUST_CHECK writ_rc store_sk_missing(store *s, const char *kid, int64_t now, const char *why,
+                                         writ_err *err);
+/* Write an audit record {event, kid, alg, outcome, actor} into the outbox
+ * (reconcile outcomes that change no row). */
+WRIT_MUST_CHECK writ_rc store_sk_audit(store *s, const char *event, const char *kid, writ_alg alg,
+                                       const char *outcome, writ_err *err);
+/* A counter bumped by every change to signing_keys (see agents_generation). */
+WRIT_MUST_CHECK writ_rc store_keys_generation(store *s, uint64_t *gen, writ_err *err);
 
 #endif

@@ -37,6 +37,22 @@ typedef enum store_stmt_id {
 	ST_OUTBOX_NEXT,
 	ST_OUTBOX_DELETE,
 	ST_OUTBOX_COUNT,
+	/* signing key lifecycle (store_keys.c) */
+	ST_SK_GEN,
+	ST_SK_LIST,
+	ST_SK_GET,
+	ST_SK_INSERT,
+	ST_SK_COUNT,
+	ST_SK_ACTIVE,
+	ST_SK_ACTIVATE,
+	ST_SK_RETIRE,
+	ST_SK_REMOVE,
+	ST_SK_REVOKE,
+	ST_SK_PURGED,
+	ST_SK_DUE_PENDING,
+	ST_SK_DUE_RETIRED,
+	ST_SK_NEWEST_PENDING,
+	ST_SK_AUDIT,
 	ST__COUNT
 } store_stmt_id;
 

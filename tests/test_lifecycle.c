@@ -1,0 +1,142 @@
+/*
+ * test_lifecycle.c - the signing key lifecycle rows in the store (SPEC
+ * s.2): transitions, their timing, one active key per alg even with two
+ * connections racing, terminal states, and an audit record for each.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "testutil.h"
+
+static char path[256];
+static const store_sk_windows W = {.pending_secs = 3, .retired_secs = 5};
+
+static store *open_db(void)
+{
+	writ_err err = {0};
+	store *s = NULL;
+
+	REQUIRE(store_open(path, STORE_CREATE, &s, &err) == WRIT_OK);
+	return s;
+}
+
+static store_sk_state state_of(store *s, const char *kid)
+{
+	store_sk k;
+
+	return store_sk_get(s, kid, &k, NULL) == WRIT_OK ? k.state : STORE_SK_NONE;
+}
+
+static uint64_t outbox(store *s)
+{
+	uint64_t n = 0;
+
+	CHECK_RC(store_outbox_count(s, &n, NULL), WRIT_OK);
+	return n;
+}
+
+static void test_first_key_active_then_rotation_by_the_clock(void)
+{
+	store *s = open_db();
+	store_sk_state st;
+	int changed = 0;
+
+	CHECK_RC(
+	    store_sk_add(s, "k1", WRIT_ALG_ES256, "01", STORE_SK_ROTATE, &W, 1000, NULL, &st, NULL),
+	    WRIT_OK);
+	CHECK(st == STORE_SK_ACTIVE); /* bootstrap: no verifier can hold a token yet */
+	CHECK_RC(
+	    store_sk_add(s, "k2", WRIT_ALG_ES256, "02", STORE_SK_ROTATE, &W, 1010, NULL, &st, NULL),
+	    WRIT_OK);
+	CHECK(st == STORE_SK_PENDING);
+	/* Not before the whole pending window has passed. */
+	CHECK_RC(store_sk_advance(s, &W, 1013, &changed, NULL), WRIT_OK);
+	CHECK(changed == 0 && state_of(s, "k2") == STORE_SK_PENDING);
+	CHECK_RC(store_sk_advance(s, &W, 1014, &changed, NULL), WRIT_OK);
+	CHECK(changed == 1 && state_of(s, "k2") == STORE_SK_ACTIVE &&
+	      state_of(s, "k1") == STORE_SK_RETIRED);
+	CHECK_RC(store_sk_advance(s, &W, 1019, &changed, NULL), WRIT_OK);
+	CHECK(state_of(s, "k1") == STORE_SK_RETIRED);
+	CHECK_RC(store_sk_advance(s, &W, 1020, &changed, NULL), WRIT_OK);
+	CHECK(changed == 1 && state_of(s, "k1") == STORE_SK_REMOVED);
+	/* generated x2, activated x2, retired, removed */
+	CHECK(outbox(s) == 6);
+	store_close(s);
+}
+
+static void test_racing_connections_activate_once(void)
+{
+	store *a = open_db(), *b = open_db();
+	store_sk_state st;
+	int ca = 0, cb = 0;
+
+	CHECK_RC(
+	    store_sk_add(a, "r1", WRIT_ALG_ES384, "11", STORE_SK_ROTATE, &W, 1000, NULL, &st, NULL),
+	    WRIT_OK);
+	CHECK_RC(store_sk_add(a, "r2", WRIT_ALG_ES384, "12", STORE_SK_SCHEDULE, &W, 1000, NULL, &st,
+	                      NULL),
+	         WRIT_OK);
+	/* A second scheduled key for the same alg is refused: one per schedule. */
+	CHECK_RC(store_sk_add(b, "r3", WRIT_ALG_ES384, "13", STORE_SK_SCHEDULE, &W, 1000, NULL, &st,
+	                      NULL),
+	         WRIT_ERR_ARG);
+	CHECK_RC(store_sk_advance(a, &W, 1004, &ca, NULL), WRIT_OK);
+	CHECK_RC(store_sk_advance(b, &W, 1004, &cb, NULL), WRIT_OK);
+	CHECK(ca + cb == 1 && state_of(b, "r2") == STORE_SK_ACTIVE);
+	store_close(a);
+	store_close(b);
+}
+
+static void test_retire_revoke_purge_rules(void)
+{
+	store *s = open_db();
+	store_sk repl = {.kid = "v3", .alg = WRIT_ALG_PS256, .p11_id = "23"};
+	char next[WRIT_KID_MAX + 1];
+
+	CHECK_RC(store_sk_add(s, "v1", WRIT_ALG_PS256, "21", STORE_SK_ROTATE, &W, 1000, NULL, NULL,
+	                      NULL),
+	         WRIT_OK);
+	/* The only active key cannot be retired. */
+	CHECK_RC(store_sk_retire(s, "v1", &W, 1001, NULL, next, NULL), WRIT_ERR_ARG);
+	CHECK_RC(store_sk_add(s, "v2", WRIT_ALG_PS256, "22", STORE_SK_ROTATE, &W, 1001, NULL, NULL,
+	                      NULL),
+	         WRIT_OK);
+	CHECK_RC(store_sk_retire(s, "v1", &W, 1002, "test", next, NULL), WRIT_OK);
+	CHECK(strcmp(next, "v2") == 0 && state_of(s, "v2") == STORE_SK_ACTIVE);
+	/* Revoking the active key needs a replacement, recorded active with it. */
+	CHECK_RC(store_sk_revoke(s, "v2", "compromised", NULL, 1003, NULL), WRIT_ERR_ARG);
+	CHECK_RC(store_sk_revoke(s, "v2", "compromised", &repl, 1003, NULL), WRIT_OK);
+	CHECK(state_of(s, "v2") == STORE_SK_REVOKED && state_of(s, "v3") == STORE_SK_ACTIVE);
+	CHECK_RC(store_sk_revoke(s, "v1", "", NULL, 1003, NULL), WRIT_ERR_ARG); /* reason */
+	/* Only removed or revoked keys are purged. */
+	CHECK_RC(store_sk_purged(s, "v1", 1004, NULL), WRIT_ERR_ARG);
+	CHECK_RC(store_sk_purged(s, "v2", 1004, NULL), WRIT_OK);
+	CHECK_RC(store_sk_purged(s, "v2", 1004, NULL), WRIT_ERR_ARG);
+	/* Revoked is terminal: not even the missing-object reconcile moves it. */
+	CHECK_RC(store_sk_missing(s, "v2", 1005, "gone", NULL), WRIT_OK);
+	CHECK(state_of(s, "v2") == STORE_SK_REVOKED);
+	CHECK_RC(store_sk_missing(s, "v3", 1005, "gone", NULL), WRIT_OK);
+	CHECK(state_of(s, "v3") == STORE_SK_REMOVED);
+	store_close(s);
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/writ-lifecycle-XXXXXX";
+
+	REQUIRE(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/writ.db", dir);
+	RUN(test_first_key_active_then_rotation_by_the_clock);
+	RUN(test_racing_connections_activate_once);
+	RUN(test_retire_revoke_purge_rules);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/writ.db-wal", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/writ.db-shm", dir);
+	unlink(path);
+	rmdir(dir);
+	return tu_finish();
+}

@@ -7,6 +7,7 @@
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -63,21 +64,29 @@ static void make_token(EVP_PKEY *k, const char *kid)
 	json_decref(p);
 }
 
+/* The fastest plain-OpenSSL verify we know: a prepared context
+ * duplicated per call, a one-shot SHA-256, EVP_PKEY_verify on DER. */
 static double run_raw(EVP_PKEY *k, double secs)
 {
-	double t0 = bench_now(), t;
+	EVP_PKEY_CTX *tmpl = EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL);
+	double t0, t;
 	long n = 0;
 
+	if (tmpl == NULL || EVP_PKEY_verify_init(tmpl) != 1 ||
+	    EVP_PKEY_CTX_set_signature_md(tmpl, EVP_sha256()) != 1)
+		exit(1);
+	t0 = bench_now();
 	do {
 		for (int i = 0; i < 64; i++, n++) {
-			EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-			if (EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, k) != 1 ||
-			    EVP_DigestVerify(ctx, der, der_len, (unsigned char *)token,
-					     input_len) != 1)
+			unsigned char md[32];
+			EVP_PKEY_CTX *p = EVP_PKEY_CTX_dup(tmpl);
+			SHA256((unsigned char *)token, input_len, md);
+			if (p == NULL || EVP_PKEY_verify(p, der, der_len, md, 32) != 1)
 				exit(1);
-			EVP_MD_CTX_free(ctx);
+			EVP_PKEY_CTX_free(p);
 		}
 	} while ((t = bench_now() - t0) < secs);
+	EVP_PKEY_CTX_free(tmpl);
 	return (double)n / t;
 }
 
@@ -119,7 +128,7 @@ int main(void)
 		ratio[r] = wr[r] / raw[r];
 	}
 	printf("verify ES256 (1 thread, median of %d x %.1fs)\n", BENCH_REPEATS, secs);
-	printf("  OpenSSL EVP_DigestVerify  %9.0f /s\n", bench_median(raw, BENCH_REPEATS));
+	printf("  OpenSSL EVP_PKEY_verify   %9.0f /s\n", bench_median(raw, BENCH_REPEATS));
 	printf("  writ_verify (full checks) %9.0f /s\n", bench_median(wr, BENCH_REPEATS));
 	printf("  ratio writ / OpenSSL      %9.3f  (target >= 0.85)\n",
 	       bench_median(ratio, BENCH_REPEATS));

@@ -12,5 +12,6 @@ trap 'rm -rf "$tmp"' EXIT
 ./build-bench/writ token init --dir "$tmp" >/dev/null
 ./build-bench/writ -c "$tmp/writ.conf" key generate --alg ES256 >/dev/null
 echo "# writ benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
-./build-bench/bench_sign "$tmp/writ.conf"
-./build-bench/bench_verify
+./build-bench/bench/bench_sign "$tmp/writ.conf"
+./build-bench/bench/bench_verify
+./build-bench/bench/bench_lib

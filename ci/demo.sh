@@ -72,3 +72,68 @@ say "writ audit query writ-data/audit.log --agent demo-agent"
 echo
 echo "writ-issuer is still running (pid $(cat "$D/issuer.pid")) on $ISSUER."
 echo "Stop it with:  kill \$(cat writ-data/issuer.pid)      Start over: rm -rf writ-data"
+
+# ---- The target service: orders-db enforces the token itself -------------
+# examples/orders-service stands in for the database gateway. It verifies
+# the token offline against the issuer's JWKS (fetched once, cached per its
+# Cache-Control), and enforces the token's scope and its lim {"rps": 5}.
+# Block owned by the demo-service part of issue 5; append-only.
+ORDERS=http://127.0.0.1:8081
+cmake --build build -j"$(nproc)" --target orders-service >/dev/null
+if [ -f "$D/orders.pid" ] && kill -0 "$(cat "$D/orders.pid")" 2>/dev/null; then
+  kill "$(cat "$D/orders.pid")"; sleep 1
+fi
+
+say "orders-service --issuer $ISSUER --audience orders-db --listen 127.0.0.1:8081 &"
+"$ROOT/build/examples/orders-service" --issuer "$ISSUER" --audience orders-db \
+  --jwks-url "$ISSUER/.well-known/jwks.json" --listen 127.0.0.1:8081 \
+  >"$D/orders.out" 2>"$D/orders.log" &
+echo $! >"$D/orders.pid"
+for _ in $(seq 50); do
+  grep -q listening "$D/orders.out" 2>/dev/null && break
+  kill -0 "$(cat "$D/orders.pid")" 2>/dev/null || { cat "$D/orders.log" >&2; exit 1; }
+  sleep 0.1
+done
+cat "$D/orders.out"
+
+# One call to orders-db: print the status, the RFC 6750 / rate-limit
+# headers and the body; leave the status in $CODE.
+orders() {
+  CODE=$(curl -sS -o "$D/orders.body" -D "$D/orders.hdr" -w '%{http_code}' "$@" "$ORDERS/orders")
+  echo "HTTP $CODE"
+  grep -iE '^(www-authenticate|retry-after):' "$D/orders.hdr" || true
+  cat "$D/orders.body"; echo
+}
+expect() { [ "$CODE" = "$1" ] || { echo "unexpected: HTTP $CODE, wanted $1" >&2; exit 1; }; }
+
+say "curl $ORDERS/orders                                   # no token"
+orders; expect 401
+
+say "curl -H \"Authorization: Bearer \$TOKEN\" $ORDERS/orders          # read: allowed"
+orders -H "Authorization: Bearer $TOKEN"; expect 200
+
+say "curl -X POST -H \"Authorization: Bearer \$TOKEN\" -d '{...}' $ORDERS/orders   # write: the db:read token is refused by orders-db itself"
+orders -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"customer":"acme","total":"10.00"}'; expect 403
+
+say "for i in \$(seq 7); do curl -H \"Authorization: Bearer \$TOKEN\" $ORDERS/orders; done   # lim {\"rps\": 5}"
+codes=""; ra=""
+for _ in $(seq 7); do
+  c=$(curl -sS -o /dev/null -D "$D/orders.hdr" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$ORDERS/orders")
+  codes="$codes $c"
+  if [ "$c" = 429 ]; then ra=$(grep -i '^retry-after:' "$D/orders.hdr" | tr -d '\r'); fi
+done
+echo "HTTP$codes"
+case "$codes" in *429*) echo "$ra" ;; *) echo "unexpected: no request was rate limited" >&2; exit 1 ;; esac
+sleep 1
+orders -H "Authorization: Bearer $TOKEN"; expect 200
+echo "(a second later the bucket has refilled)"
+
+JTI=$(python3 -c 'import base64,json,sys; p=sys.argv[1].split(".")[1]; print(json.loads(base64.urlsafe_b64decode(p+"="*(-len(p)%4)))["jti"])' "$TOKEN")
+say "grep $JTI writ-data/orders.log | tail -n 3      # the service's decisions, joined with the audit by jti"
+grep "$JTI" "$D/orders.log" | tail -n 3
+echo "$(grep -c "$JTI" "$D/audit.log" || true) issuer audit record(s) carry the same jti (writ audit query writ-data/audit.log)"
+
+echo
+echo "orders-service is still running (pid $(cat "$D/orders.pid")) on $ORDERS; its decision log is writ-data/orders.log."
+echo "Stop it with:  kill \$(cat writ-data/orders.pid)"

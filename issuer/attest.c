@@ -4,13 +4,99 @@
  * signature is checked before anything about the agent is revealed, so
  * only the key holder learns that an agent is disabled or revoked.
  */
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "issuer.h"
+#include "replay.h"
 #include "writ_int.h"
 
 #define ASSERTION_MAX_TTL 300 /* SPEC s.5: exp at most 5 minutes after iat */
+#define AGENT_CACHE 32
+
+/*
+ * Parsing an agent's registered keys (point validation, thumbprint) costs
+ * about as much as verifying the assertion, so each worker thread keeps
+ * the agents it saw, parsed, and throws them all away when the store's
+ * agent generation moves (any add, status change or key change, by any
+ * process): a revocation still takes effect on the next request.
+ */
+typedef struct agent_cache {
+	uint64_t gen;
+	size_t n, next;
+	store_agent a[AGENT_CACHE];
+} agent_cache;
+
+static pthread_key_t cache_key;
+static replay_batcher *replay;
+
+static void cache_free(void *p)
+{
+	agent_cache *c = p;
+	size_t i;
+
+	for (i = 0; i < c->n; i++)
+		store_agent_clear(&c->a[i]);
+	free(c);
+}
+
+writ_rc attest_init(issuer *is, writ_err *err)
+{
+	if (pthread_key_create(&cache_key, cache_free) != 0)
+		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
+	return replay_start(is->cfg.state_db, &replay, err);
+}
+
+void attest_shutdown(void)
+{
+	replay_stop(replay);
+	replay = NULL;
+}
+
+/* The agent `id`, parsed, from this thread's cache or the store. The
+ * result is borrowed until the next call on this thread. */
+static writ_rc agent_lookup(store *st, const char *id, const store_agent **out, writ_err *e)
+{
+	agent_cache *c = pthread_getspecific(cache_key);
+	uint64_t gen;
+	size_t i, slot;
+	writ_rc rc;
+
+	if (c == NULL) {
+		c = calloc(1, sizeof(*c));
+		if (c == NULL || pthread_setspecific(cache_key, c) != 0) {
+			free(c);
+			return writ_err_set(e, WRIT_ERR_NOMEM, "out of memory");
+		}
+	}
+	if ((rc = store_agents_generation(st, &gen, e)) != WRIT_OK)
+		return rc;
+	if (gen != c->gen) {
+		for (i = 0; i < c->n; i++)
+			store_agent_clear(&c->a[i]);
+		c->n = c->next = 0;
+		c->gen = gen;
+	}
+	for (i = 0; i < c->n; i++)
+		if (strcmp(c->a[i].id, id) == 0)
+			return *out = &c->a[i], WRIT_OK;
+	slot = c->n < AGENT_CACHE ? c->n : c->next++ % AGENT_CACHE;
+	if (slot < c->n)
+		store_agent_clear(&c->a[slot]);
+	else
+		c->n++;
+	rc = store_agent_get(st, id, &c->a[slot], e);
+	if (rc != WRIT_OK) {
+		/* Keep the array dense: move the last entry into the hole. */
+		c->a[slot] = c->a[--c->n];
+		memset(&c->a[c->n], 0, sizeof(c->a[c->n]));
+		return rc;
+	}
+	*out = &c->a[slot];
+	return WRIT_OK;
+}
 
 static int refuse(refusal *why, const char *desc, const char *event, const writ_err *e)
 {
@@ -37,6 +123,7 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 {
 	writ_verify_opts vo = {.aud = is->cfg.issuer, .leeway = is->cfg.leeway,
 			       .max_ttl = ASSERTION_MAX_TTL, .require_sub = 1};
+	const store_agent *agent = NULL;
 	const store_key *key;
 	const json_t *v;
 	writ_err e = {0};
@@ -53,7 +140,7 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 		refuse(why, "assertion has no valid sub", "token_denied", NULL);
 		goto out;
 	}
-	rc = store_agent_get(st, json_string_value(v), &out->agent, &e);
+	rc = agent_lookup(st, json_string_value(v), &agent, &e);
 	if (rc == WRIT_ERR_NOT_FOUND) {
 		/* Same description as a bad signature: no agent enumeration. */
 		refuse(why, "assertion not accepted for this agent", "token_denied", &e);
@@ -63,7 +150,10 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 		unavailable(why, &e);
 		goto out;
 	}
-	key = store_agent_key(&out->agent, j.kid);
+	/* A copy without the keys: the cache keeps owning those. */
+	out->agent = *agent;
+	out->agent.nkeys = 0;
+	key = store_agent_key(agent, j.kid);
 	if (key == NULL) {
 		refuse(why, "assertion not accepted for this agent", "token_denied", NULL);
 		snprintf(why->detail, sizeof(why->detail), "no registered key matches the kid");
@@ -101,8 +191,7 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 			 store_status_name(out->agent.status));
 		goto out;
 	}
-	rc = store_replay_check_and_insert(st, out->agent.id, out->jti, out->exp,
-					   (int64_t)time(NULL), &e);
+	rc = replay_check(replay, out->agent.id, out->jti, out->exp, &e);
 	if (rc == WRIT_ERR_CLAIM) {
 		refuse(why, "assertion already used", "token_denied", &e);
 		goto out;

@@ -190,6 +190,11 @@ writ_rc writ_jwk_from_pkey(EVP_PKEY *pkey, writ_alg alg, writ_jwk **out, writ_er
 		return rc;
 	}
 	k->pkey = pkey;
+	rc = writ_sig_template(k, err);
+	if (rc != WRIT_OK) {
+		writ_jwk_free(k);
+		return rc;
+	}
 	rc = writ_jwk_thumbprint(k, k->kid, sizeof(k->kid));
 	if (rc != WRIT_OK) {
 		writ_jwk_free(k);
@@ -203,6 +208,7 @@ void writ_jwk_free(writ_jwk *jwk)
 {
 	if (jwk == NULL)
 		return;
+	EVP_PKEY_CTX_free(jwk->vtmpl);
 	EVP_PKEY_free(jwk->pkey);
 	free(jwk);
 }

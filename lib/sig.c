@@ -5,6 +5,7 @@
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
+#include <openssl/sha.h>
 #include <string.h>
 
 #include "writ_int.h"
@@ -52,25 +53,61 @@ static writ_rc ecdsa_to_der(const unsigned char *sig, size_t half, unsigned char
 	return *derlen > 0 ? WRIT_OK : WRIT_ERR_NOMEM;
 }
 
+writ_rc writ_sig_template(writ_jwk *jwk, writ_err *err)
+{
+	const EVP_MD *md = jwk->alg == WRIT_ALG_ES384 ? EVP_sha384() : EVP_sha256();
+	EVP_PKEY_CTX *p;
+
+	jwk->vtmpl = NULL;
+	if (jwk->alg == WRIT_ALG_EDDSA)
+		return WRIT_OK;
+	p = EVP_PKEY_CTX_new_from_pkey(NULL, jwk->pkey, NULL);
+	if (p == NULL || EVP_PKEY_verify_init(p) != 1 || EVP_PKEY_CTX_set_signature_md(p, md) != 1)
+		goto fail;
+	/* RFC 7518 s.3.3 and s.3.5: PKCS#1 v1.5, or PSS with MGF1-SHA-256 and
+	 * a 32-byte salt (exactly: a verifier that accepts any salt length
+	 * accepts signatures writ never makes). */
+	if (jwk->alg == WRIT_ALG_RS256 && EVP_PKEY_CTX_set_rsa_padding(p, RSA_PKCS1_PADDING) != 1)
+		goto fail;
+	if (jwk->alg == WRIT_ALG_PS256 &&
+	    (EVP_PKEY_CTX_set_rsa_padding(p, RSA_PKCS1_PSS_PADDING) != 1 ||
+	     EVP_PKEY_CTX_set_rsa_mgf1_md(p, EVP_sha256()) != 1 ||
+	     EVP_PKEY_CTX_set_rsa_pss_saltlen(p, 32) != 1))
+		goto fail;
+	jwk->vtmpl = p;
+	return WRIT_OK;
+fail:
+	EVP_PKEY_CTX_free(p);
+	return writ_err_ossl(err, WRIT_ERR_CRYPTO, "cannot prepare %s verification",
+			     writ_alg_name(jwk->alg));
+}
+
+/* PureEdDSA (RFC 8032) has only a one-shot interface over the message. */
+static int verify_eddsa(const writ_jwk *jwk, const unsigned char *msg, size_t msglen,
+			const unsigned char *sig, size_t siglen)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = ctx != NULL && EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, jwk->pkey) == 1 &&
+		 EVP_DigestVerify(ctx, sig, siglen, msg, msglen) == 1;
+
+	EVP_MD_CTX_free(ctx);
+	return ok;
+}
+
 writ_rc writ_sig_verify(const writ_jwk *jwk, const unsigned char *msg, size_t msglen,
 			const unsigned char *sig, size_t siglen, writ_err *err)
 {
-	EVP_MD_CTX *ctx = NULL;
-	EVP_PKEY_CTX *pctx = NULL;
-	const EVP_MD *md = NULL;
-	unsigned char *der = NULL;
+	unsigned char md[SHA384_DIGEST_LENGTH], *der = NULL;
 	const unsigned char *vsig = sig;
-	size_t vlen = siglen;
-	writ_rc rc = WRIT_ERR_SIGNATURE;
+	size_t vlen = siglen, mdlen = SHA256_DIGEST_LENGTH;
+	EVP_PKEY_CTX *p = NULL;
 	int derlen = 0, ok;
 
 	/* Exact length first: a JWS signature has one valid size per key. */
 	if (siglen != jwk->sig_len)
 		return writ_err_set(err, WRIT_ERR_SIGNATURE, "signature is %zu bytes, %s needs %zu",
 				    siglen, writ_alg_name(jwk->alg), jwk->sig_len);
-	switch (jwk->alg) {
-	case WRIT_ALG_ES256:
-	case WRIT_ALG_ES384: {
+	if (jwk->alg == WRIT_ALG_ES256 || jwk->alg == WRIT_ALG_ES384) {
 		size_t half = siglen / 2;
 		const unsigned char *n = jwk->alg == WRIT_ALG_ES256 ? p256_n : p384_n;
 		if (!scalar_in_range(sig, n, half) || !scalar_in_range(sig + half, n, half))
@@ -80,45 +117,25 @@ writ_rc writ_sig_verify(const writ_jwk *jwk, const unsigned char *msg, size_t ms
 			return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 		vsig = der;
 		vlen = (size_t)derlen;
-		md = jwk->alg == WRIT_ALG_ES256 ? EVP_sha256() : EVP_sha384();
-		break;
 	}
-	case WRIT_ALG_RS256:
-	case WRIT_ALG_PS256:
-		md = EVP_sha256();
-		break;
-	case WRIT_ALG_EDDSA:
-		md = NULL; /* PureEdDSA hashes internally */
-		break;
-	default:
-		return writ_err_set(err, WRIT_ERR_ALG, "unsupported algorithm");
+	if (jwk->alg == WRIT_ALG_EDDSA) {
+		ok = verify_eddsa(jwk, msg, msglen, sig, siglen);
+	} else if (jwk->vtmpl == NULL || (p = EVP_PKEY_CTX_dup(jwk->vtmpl)) == NULL) {
+		OPENSSL_free(der);
+		return writ_err_ossl(err, WRIT_ERR_CRYPTO, "cannot start signature verification");
+	} else {
+		if (jwk->alg == WRIT_ALG_ES384) {
+			SHA384(msg, msglen, md);
+			mdlen = SHA384_DIGEST_LENGTH;
+		} else {
+			SHA256(msg, msglen, md);
+		}
+		ok = EVP_PKEY_verify(p, vsig, vlen, md, mdlen) == 1;
 	}
-	ctx = EVP_MD_CTX_new();
-	if (ctx == NULL || EVP_DigestVerifyInit(ctx, &pctx, md, NULL, jwk->pkey) != 1) {
-		rc = writ_err_ossl(err, WRIT_ERR_CRYPTO, "cannot start signature verification");
-		goto out;
-	}
-	if (jwk->alg == WRIT_ALG_PS256 &&
-	    (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-	     EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) != 1 ||
-	     EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) != 1)) {
-		/* RFC 7518 s.3.5: MGF1 with SHA-256 and a 32-byte salt. */
-		rc = writ_err_ossl(err, WRIT_ERR_CRYPTO, "cannot set PSS parameters");
-		goto out;
-	}
-	if (jwk->alg == WRIT_ALG_RS256 &&
-	    EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1) {
-		rc = writ_err_ossl(err, WRIT_ERR_CRYPTO, "cannot set PKCS#1 padding");
-		goto out;
-	}
-	ok = EVP_DigestVerify(ctx, vsig, vlen, msg, msglen);
 	ERR_clear_error();
-	if (ok == 1)
-		rc = WRIT_OK;
-	else
-		writ_err_set(err, WRIT_ERR_SIGNATURE, "signature does not verify");
-out:
-	EVP_MD_CTX_free(ctx);
+	EVP_PKEY_CTX_free(p);
 	OPENSSL_free(der);
-	return rc;
+	if (!ok)
+		return writ_err_set(err, WRIT_ERR_SIGNATURE, "signature does not verify");
+	return WRIT_OK;
 }

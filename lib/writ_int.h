@@ -16,17 +16,17 @@
 
 /* Fill err (if not NULL) and return rc. printf-style message. */
 writ_rc writ_err_set(writ_err *err, writ_rc rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* As writ_err_set, appending the newest OpenSSL error reason. */
 writ_rc writ_err_ossl(writ_err *err, writ_rc rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- base64url (RFC 4648 s.5, no padding) ---- */
 
 /* Encoded length for n input bytes, excluding the NUL. */
-#define B64URL_LEN(n) (((n) * 4 + 2) / 3)
+#define B64URL_LEN(n) (((n)*4 + 2) / 3)
 /* Maximum decoded length for n encoded characters. */
-#define B64URL_DECODED_MAX(n) (((n) * 3) / 4)
+#define B64URL_DECODED_MAX(n) (((n)*3) / 4)
 
 /* Encode into out (B64URL_LEN(n) + 1 bytes); NUL-terminates; returns length. */
 size_t b64url_encode(const unsigned char *in, size_t n, char *out);
@@ -56,7 +56,14 @@ struct writ_jwk {
 	char kid[WRIT_KID_MAX + 1];
 	EVP_PKEY *pkey;
 	size_t sig_len; /* exact JWS signature length */
+	/* A verify context with the algorithm's digest and padding already
+	 * set, duplicated per verification (cheaper than a fresh init); NULL
+	 * for EdDSA, which only has a one-shot interface. */
+	EVP_PKEY_CTX *vtmpl;
 };
+
+/* Build jwk->vtmpl for its alg (sig.c). */
+writ_rc writ_sig_template(writ_jwk *jwk, writ_err *err);
 
 /* Wrap a public EVP_PKEY (reference taken, caller keeps its own) as a JWK
  * for alg, checking the key fits the algorithm. kid = thumbprint. */
@@ -68,7 +75,7 @@ writ_rc writ_pkey_check_alg(EVP_PKEY *pkey, writ_alg alg, size_t *sig_len, writ_
 
 /* Verify a JWS signature (RFC 7518 form: raw r||s for ECDSA) over msg. */
 writ_rc writ_sig_verify(const writ_jwk *jwk, const unsigned char *msg, size_t msglen,
-			const unsigned char *sig, size_t siglen, writ_err *err);
+                        const unsigned char *sig, size_t siglen, writ_err *err);
 
 /* ---- compact JWS ---- */
 
@@ -76,9 +83,9 @@ writ_rc writ_sig_verify(const writ_jwk *jwk, const unsigned char *msg, size_t ms
 typedef struct writ_jws {
 	json_t *header;
 	json_t *payload;
-	const char *alg_name; /* borrowed from header */
-	const char *kid;      /* borrowed from header, may be NULL */
-	const char *typ;      /* borrowed from header, may be NULL */
+	const char *alg_name;     /* borrowed from header */
+	const char *kid;          /* borrowed from header, may be NULL */
+	const char *typ;          /* borrowed from header, may be NULL */
 	size_t signing_input_len; /* bytes of "<h>.<p>" at the token's start */
 	unsigned char *sig;
 	size_t sig_len;
@@ -92,7 +99,15 @@ void writ_jws_clear(writ_jws *jws);
 /* Verify a parsed JWS with one given key: pinned alg, typ, signature, then
  * claims. token is the string j was parsed from. */
 writ_rc writ_verify_jws(const writ_jwk *key, const writ_jws *j, const char *token,
-			const writ_verify_opts *opts, writ_err *err);
+                        const writ_verify_opts *opts, writ_err *err);
+
+/* Claims of a verified token: a new object (one reference) holding a
+ * reference to payload, or NULL on allocation failure. */
+writ_claims *writ_claims_new(json_t *payload, const writ_jwk *key);
+/* Another reference to c (writ_claims_free drops one). Thread-safe. */
+writ_claims *writ_claims_ref(const writ_claims *c);
+/* The verified payload; borrowed from c. */
+const json_t *writ_claims_payload(const writ_claims *c);
 
 /* Check the registered claims of a verified payload against opts. */
 writ_rc writ_claims_check(const json_t *payload, const writ_verify_opts *opts, writ_err *err);

@@ -83,6 +83,57 @@ out:
 	return rc;
 }
 
+static writ_rc upsert_one(store *s, store_replay_item *it, int64_t cutoff, writ_err *err)
+{
+	sqlite3_stmt *st;
+	size_t jlen = it->jti != NULL ? strlen(it->jti) : 0;
+	writ_rc rc = WRIT_OK;
+
+	if (!store_id_valid(it->agent_id) || jlen == 0 || jlen > STORE_JTI_MAX || it->exp < 0 ||
+	    it->exp > INT64_MAX / 2) {
+		it->rc = WRIT_ERR_CLAIM;
+		return WRIT_OK; /* this item is bad, the batch goes on */
+	}
+	if ((st = store_stmt(s, ST_REPLAY_UPSERT, err)) == NULL)
+		return err != NULL ? err->rc : WRIT_ERR_UNAVAILABLE;
+	sqlite3_bind_text(st, 1, it->agent_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, it->jti, (int)jlen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, it->exp);
+	sqlite3_bind_int64(st, 4, cutoff);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		rc = store_sqlerr(s, err, "insert replay entry");
+	else
+		it->rc = sqlite3_changes(s->db) == 1 ? WRIT_OK : WRIT_ERR_CLAIM;
+	store_done(st);
+	return rc;
+}
+
+writ_rc store_replay_check_batch(store *s, store_replay_item *items, size_t n, int64_t now,
+				 writ_err *err)
+{
+	int64_t cutoff = now - STORE_REPLAY_LEEWAY;
+	writ_rc rc;
+	size_t i;
+	int purged;
+
+	if (s == NULL || (items == NULL && n > 0) || now < 0 || now > INT64_MAX / 2)
+		return writ_err_set(err, WRIT_ERR_ARG, "bad argument");
+	for (i = 0; i < n; i++)
+		items[i].rc = WRIT_ERR_UNAVAILABLE;
+	if ((rc = store_tx_begin(s, 0, err)) != WRIT_OK)
+		return rc;
+	/* Purge in proportion to what is inserted, so the table stays bounded
+	 * whatever the batch sizes. */
+	rc = purge_some(s, cutoff, (int)(STORE_REPLAY_PURGE_BATCH * (n + 1)), &purged, err);
+	for (i = 0; rc == WRIT_OK && i < n; i++)
+		rc = upsert_one(s, &items[i], cutoff, err);
+	rc = store_tx_end(s, 0, rc, err);
+	if (rc != WRIT_OK)
+		for (i = 0; i < n; i++)
+			items[i].rc = rc;
+	return rc;
+}
+
 writ_rc store_replay_purge(store *s, int64_t now, uint64_t *deleted, writ_err *err)
 {
 	uint64_t total = 0;

@@ -1,0 +1,373 @@
+/*
+ * bench_issuer.c - load generator and crypto-limit probe for writ-issuer.
+ *
+ *   bench_issuer gen N AGENT KEY.pem AUD > assertions
+ *       N unique agent assertions (ES256, 60 s), one per line.
+ *   bench_issuer load HOST:PORT FILE CONNS SECONDS [RATE]
+ *       POST /token over CONNS keep-alive connections with the assertions
+ *       of FILE (until they or SECONDS run out), closed loop, or paced at
+ *       RATE tokens/s in total (0: closed loop); prints tokens/s, p50,
+ *       p99, errors.
+ *   bench_issuer limit CONFIG AGENT_PUB.pem ASSERTIONS SECONDS
+ *       The crypto limit of one token on this machine: two threads, each
+ *       verifying an ES256 assertion (OpenSSL) and signing with a bare
+ *       C_Sign on the issuer's token; prints operations/s.
+ *   bench_issuer jwks HOST:PORT CONNS SECONDS
+ *       GET /.well-known/jwks.json requests/s.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "config.h"
+#include "keyring.h"
+#include "p11.h"
+#include "writ_int.h"
+
+#include <p11-kit/pkcs11.h> /* last: it defines short macros */
+
+/* ---- gen ---- */
+
+static int gen(long n, const char *agent, const char *keyfile, const char *aud)
+{
+	FILE *f = fopen(keyfile, "r");
+	EVP_PKEY *k = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+	json_t *h = json_pack("{s:s,s:s}", "alg", "ES256", "typ", "JWT");
+	time_t now = time(NULL);
+
+	if (f != NULL)
+		fclose(f);
+	if (k == NULL || h == NULL)
+		return fprintf(stderr, "gen: cannot read %s\n", keyfile), 1;
+	for (long i = 0; i < n; i++) {
+		unsigned char rnd[16], der[80], raw[64];
+		char jti[32], tok[2048];
+		size_t inlen, derlen = sizeof(der);
+		const unsigned char *dp = der;
+		const BIGNUM *r, *s;
+		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+		json_t *p;
+		char *in;
+		ECDSA_SIG *es;
+
+		RAND_bytes(rnd, sizeof(rnd));
+		b64url_encode(rnd, sizeof(rnd), jti);
+		p = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s}", "iss", agent, "sub", agent, "aud", aud,
+			      "iat", (json_int_t)now, "exp", (json_int_t)now + 300, "jti", jti);
+		in = writ_jws_signing_input(h, p, &inlen);
+		if (in == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k) != 1 ||
+		    EVP_DigestSign(ctx, der, &derlen, (unsigned char *)in, inlen) != 1)
+			return 1;
+		es = d2i_ECDSA_SIG(NULL, &dp, (long)derlen);
+		ECDSA_SIG_get0(es, &r, &s);
+		BN_bn2binpad(r, raw, 32);
+		BN_bn2binpad(s, raw + 32, 32);
+		memcpy(tok, in, inlen);
+		tok[inlen] = '.';
+		b64url_encode(raw, 64, tok + inlen + 1);
+		puts(tok);
+		ECDSA_SIG_free(es);
+		EVP_MD_CTX_free(ctx);
+		free(in);
+		json_decref(p);
+	}
+	json_decref(h);
+	EVP_PKEY_free(k);
+	return 0;
+}
+
+/* ---- load ---- */
+
+static struct sockaddr_in target;
+static char **lines;
+static long nlines;
+static atomic_long next_line;
+static double run_secs, rate_per_conn;
+static const char *req_path = "/token";
+static int post = 1;
+
+typedef struct worker {
+	pthread_t th;
+	long ok, errors;
+	double *lat;
+	long nlat, caplat;
+} worker;
+
+static int connect_target(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&target, sizeof(target)) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+/* One request/response on fd; returns the HTTP status or -1. */
+static int roundtrip(int fd, const char *body)
+{
+	static const char *const fmt =
+		"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+		"Content-Length: %zu\r\n\r\n";
+	char req[4096], resp[16384], *hdr_end, *cl;
+	size_t got = 0, need;
+	int n, status;
+
+	if (post) {
+		n = snprintf(req, sizeof(req), fmt, req_path, strlen(body));
+		if (write(fd, req, (size_t)n) != n ||
+		    write(fd, body, strlen(body)) != (ssize_t)strlen(body))
+			return -1;
+	} else {
+		n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: bench\r\n\r\n", req_path);
+		if (write(fd, req, (size_t)n) != n)
+			return -1;
+	}
+	for (;;) {
+		ssize_t r = read(fd, resp + got, sizeof(resp) - 1 - got);
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+		resp[got] = '\0';
+		if ((hdr_end = strstr(resp, "\r\n\r\n")) != NULL)
+			break;
+	}
+	cl = strstr(resp, "Content-Length:"); /* microhttpd spells it so */
+	need = (size_t)(hdr_end + 4 - resp) + (cl != NULL ? strtoul(cl + 15, NULL, 10) : 0);
+	while (got < need) {
+		ssize_t r = read(fd, resp + got, sizeof(resp) - 1 - got);
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	if (sscanf(resp, "HTTP/1.1 %d", &status) != 1)
+		return -1;
+	return status;
+}
+
+static void *load_main(void *arg)
+{
+	worker *w = arg;
+	char body[4096];
+	int fd = connect_target();
+	double t0 = bench_now(), next = t0;
+
+	while (fd >= 0 && bench_now() - t0 < run_secs) {
+		long i = post ? atomic_fetch_add(&next_line, 1) : 0;
+		double s, e;
+		int st;
+		if (post && i >= nlines)
+			break;
+		if (rate_per_conn > 0) {
+			double now = bench_now();
+			if (next > now)
+				usleep((useconds_t)((next - now) * 1e6));
+			next += 1.0 / rate_per_conn;
+		}
+		if (post)
+			snprintf(body, sizeof(body),
+				 "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-"
+				 "exchange&subject_token=%s&subject_token_type=urn%%3Aietf%%3Aparams%%"
+				 "3Aoauth%%3Atoken-type%%3Ajwt&audience=bench-db&scope=read",
+				 lines[i]);
+		s = bench_now();
+		st = roundtrip(fd, body);
+		e = bench_now();
+		if (st == 200) {
+			w->ok++;
+			if (w->nlat == w->caplat) {
+				w->caplat = w->caplat ? 2 * w->caplat : 4096;
+				w->lat = realloc(w->lat, (size_t)w->caplat * sizeof(double));
+			}
+			w->lat[w->nlat++] = e - s;
+		} else {
+			w->errors++;
+			if (st < 0) {
+				close(fd);
+				fd = connect_target();
+			}
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static int parse_target(const char *hp)
+{
+	char host[64];
+	const char *c = strrchr(hp, ':');
+
+	if (c == NULL || (size_t)(c - hp) >= sizeof(host))
+		return -1;
+	memcpy(host, hp, (size_t)(c - hp));
+	host[c - hp] = '\0';
+	target.sin_family = AF_INET;
+	target.sin_port = htons((uint16_t)atoi(c + 1));
+	return inet_pton(AF_INET, host, &target.sin_addr) == 1 ? 0 : -1;
+}
+
+static void read_lines(const char *path, long skip)
+{
+	nlines = 0;
+	FILE *f = fopen(path, "r");
+	char buf[4096];
+	long cap = 0, i = 0;
+
+	if (f == NULL)
+		exit(1);
+	while (fgets(buf, sizeof(buf), f) != NULL) {
+		if (i++ < skip)
+			continue;
+		buf[strcspn(buf, "\n")] = '\0';
+		if (nlines == cap) {
+			cap = cap ? cap * 2 : 65536;
+			lines = realloc(lines, (size_t)cap * sizeof(*lines));
+		}
+		lines[nlines++] = strdup(buf);
+	}
+	fclose(f);
+}
+
+static int load(int conns, double secs, double rate)
+{
+	worker *w = calloc((size_t)conns, sizeof(*w));
+	double t0, el, *all;
+	long ok = 0, errors = 0, n = 0;
+
+	run_secs = secs;
+	rate_per_conn = rate > 0 ? rate / conns : 0;
+	t0 = bench_now();
+	for (int i = 0; i < conns; i++)
+		pthread_create(&w[i].th, NULL, load_main, &w[i]);
+	for (int i = 0; i < conns; i++) {
+		pthread_join(w[i].th, NULL);
+		ok += w[i].ok;
+		errors += w[i].errors;
+		n += w[i].nlat;
+	}
+	el = bench_now() - t0;
+	all = malloc((size_t)(n + 1) * sizeof(double));
+	n = 0;
+	for (int i = 0; i < conns; i++) {
+		memcpy(all + n, w[i].lat, (size_t)w[i].nlat * sizeof(double));
+		n += w[i].nlat;
+		free(w[i].lat);
+	}
+	qsort(all, (size_t)n, sizeof(double), bench_cmp_double);
+	printf("ok %ld errors %ld seconds %.2f rate %.0f p50_ms %.3f p99_ms %.3f\n", ok, errors, el,
+	       (double)ok / el, n ? all[n / 2] * 1e3 : 0, n ? all[(long)(n * 0.99)] * 1e3 : 0);
+	free(all);
+	free(w);
+	return errors > ok / 100 ? 1 : 0;
+}
+
+/* ---- limit ---- */
+
+static p11_ctx *lim_p11;
+static const keyring_entry *lim_key;
+static writ_jwk *lim_agent;
+static char lim_tok[2048];
+
+static void *limit_main(void *arg)
+{
+	CK_FUNCTION_LIST *fl = (CK_FUNCTION_LIST *)p11_raw_functions(lim_p11);
+	long s = p11_raw_session_get(lim_p11);
+	long h = p11_raw_find_private(lim_p11, s, lim_key->id, lim_key->id_len);
+	CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+	double *rate = arg, t0 = bench_now(), t;
+	unsigned char md[32], sig[128];
+	long n = 0;
+	writ_jws j;
+
+	do {
+		CK_ULONG len = sizeof(sig);
+		/* Verify one assertion: what attestation costs at least. */
+		if (writ_jws_parse(lim_tok, strlen(lim_tok), &j, NULL) != WRIT_OK ||
+		    writ_sig_verify(lim_agent, (unsigned char *)lim_tok, j.signing_input_len, j.sig,
+				    j.sig_len, NULL) != WRIT_OK)
+			exit(1);
+		writ_jws_clear(&j);
+		/* Sign one token: a bare C_Sign over a SHA-256 digest. */
+		SHA256((unsigned char *)lim_tok, 400, md);
+		if (fl->C_SignInit((CK_SESSION_HANDLE)s, &mech, (CK_OBJECT_HANDLE)h) != CKR_OK ||
+		    fl->C_Sign((CK_SESSION_HANDLE)s, md, 32, sig, &len) != CKR_OK)
+			exit(1);
+		n++;
+	} while ((t = bench_now() - t0) < run_secs);
+	p11_raw_session_put(lim_p11, s);
+	*rate = (double)n / t;
+	return NULL;
+}
+
+static int limit(const char *conf, const char *pubfile, const char *tokfile, double secs)
+{
+	writ_config cfg;
+	writ_err e = {0};
+	keyring *kr = NULL;
+	p11_cfg pc;
+	pthread_t th[2];
+	double r[2];
+	FILE *f = fopen(pubfile, "r");
+	EVP_PKEY *pub = f != NULL ? PEM_read_PUBKEY(f, NULL, NULL, NULL) : NULL;
+
+	if (f != NULL)
+		fclose(f);
+	f = fopen(tokfile, "r");
+	if (pub == NULL || f == NULL || fgets(lim_tok, sizeof(lim_tok), f) == NULL)
+		return fprintf(stderr, "limit: cannot read inputs\n"), 1;
+	fclose(f);
+	lim_tok[strcspn(lim_tok, "\n")] = '\0';
+	if (config_load(conf, &cfg, &e) != WRIT_OK || (config_p11(&cfg, &pc), 0) ||
+	    p11_open(&pc, &lim_p11, &e) != WRIT_OK || keyring_load(lim_p11, &kr, &e) != WRIT_OK ||
+	    writ_jwk_from_pkey(pub, WRIT_ALG_ES256, &lim_agent, &e) != WRIT_OK)
+		return fprintf(stderr, "limit: %s\n", e.msg), 1;
+	lim_key = keyring_newest(kr, WRIT_ALG_ES256);
+	run_secs = secs;
+	for (int i = 0; i < 2; i++)
+		pthread_create(&th[i], NULL, limit_main, &r[i]);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	printf("limit %.0f\n", r[0] + r[1]);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 6 && strcmp(argv[1], "gen") == 0)
+		return gen(atol(argv[2]), argv[3], argv[4], argv[5]);
+	if ((argc == 6 || argc == 7) && strcmp(argv[1], "load") == 0) {
+		if (parse_target(argv[2]) != 0)
+			return 2;
+		read_lines(argv[3], 0);
+		return load(atoi(argv[4]), atof(argv[5]), argc >= 7 ? atof(argv[6]) : 0);
+	}
+	if (argc == 6 && strcmp(argv[1], "limit") == 0)
+		return limit(argv[2], argv[3], argv[4], atof(argv[5]));
+	if (argc == 5 && strcmp(argv[1], "jwks") == 0) {
+		if (parse_target(argv[2]) != 0)
+			return 2;
+		post = 0;
+		req_path = "/.well-known/jwks.json";
+		return load(atoi(argv[3]), atof(argv[4]), 0);
+	}
+	fprintf(stderr, "usage: see the comment at the top of bench/bench_issuer.c\n");
+	return 2;
+}

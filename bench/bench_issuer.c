@@ -40,6 +40,19 @@
 
 #include <p11-kit/pkcs11.h> /* last: it defines short macros */
 
+/* A whole number argument, or exit. */
+static long num(const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0' || v < 0) {
+		fprintf(stderr, "bench_issuer: not a number: %s\n", s);
+		exit(2);
+	}
+	return v;
+}
+
 /* ---- gen ---- */
 
 static int gen(long n, const char *agent, const char *keyfile, const char *aud)
@@ -67,7 +80,7 @@ static int gen(long n, const char *agent, const char *keyfile, const char *aud)
 		RAND_bytes(rnd, sizeof(rnd));
 		b64url_encode(rnd, sizeof(rnd), jti);
 		p = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s}", "iss", agent, "sub", agent, "aud", aud,
-			      "iat", (json_int_t)now, "exp", (json_int_t)now + 300, "jti", jti);
+		              "iat", (json_int_t)now, "exp", (json_int_t)now + 300, "jti", jti);
 		in = writ_jws_signing_input(h, p, &inlen);
 		if (in == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k) != 1 ||
 		    EVP_DigestSign(ctx, der, &derlen, (unsigned char *)in, inlen) != 1)
@@ -124,8 +137,8 @@ static int connect_target(void)
 static int roundtrip(int fd, const char *body)
 {
 	static const char *const fmt =
-		"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-		"Content-Length: %zu\r\n\r\n";
+	    "POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+	    "Content-Length: %zu\r\n\r\n";
 	char req[4096], resp[16384], *hdr_end, *cl;
 	size_t got = 0, need;
 	int n, status;
@@ -182,11 +195,12 @@ static void *load_main(void *arg)
 			next += 1.0 / rate_per_conn;
 		}
 		if (post)
-			snprintf(body, sizeof(body),
-				 "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-"
-				 "exchange&subject_token=%s&subject_token_type=urn%%3Aietf%%3Aparams%%"
-				 "3Aoauth%%3Atoken-type%%3Ajwt&audience=bench-db&scope=read",
-				 lines[i]);
+			snprintf(
+			    body, sizeof(body),
+			    "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-"
+			    "exchange&subject_token=%s&subject_token_type=urn%%3Aietf%%3Aparams%%"
+			    "3Aoauth%%3Atoken-type%%3Ajwt&audience=bench-db&scope=read",
+			    lines[i]);
 		s = bench_now();
 		st = roundtrip(fd, body);
 		e = bench_now();
@@ -220,7 +234,7 @@ static int parse_target(const char *hp)
 	memcpy(host, hp, (size_t)(c - hp));
 	host[c - hp] = '\0';
 	target.sin_family = AF_INET;
-	target.sin_port = htons((uint16_t)atoi(c + 1));
+	target.sin_port = htons((uint16_t)num(c + 1));
 	return inet_pton(AF_INET, host, &target.sin_addr) == 1 ? 0 : -1;
 }
 
@@ -302,7 +316,7 @@ static void *limit_main(void *arg)
 		/* Verify one assertion: what attestation costs at least. */
 		if (writ_jws_parse(lim_tok, strlen(lim_tok), &j, NULL) != WRIT_OK ||
 		    writ_sig_verify(lim_agent, (unsigned char *)lim_tok, j.signing_input_len, j.sig,
-				    j.sig_len, NULL) != WRIT_OK)
+		                    j.sig_len, NULL) != WRIT_OK)
 			exit(1);
 		writ_jws_clear(&j);
 		/* Sign one token: a bare C_Sign over a SHA-256 digest. */
@@ -352,12 +366,12 @@ static int limit(const char *conf, const char *pubfile, const char *tokfile, dou
 int main(int argc, char **argv)
 {
 	if (argc == 6 && strcmp(argv[1], "gen") == 0)
-		return gen(atol(argv[2]), argv[3], argv[4], argv[5]);
+		return gen(num(argv[2]), argv[3], argv[4], argv[5]);
 	if ((argc == 6 || argc == 7) && strcmp(argv[1], "load") == 0) {
 		if (parse_target(argv[2]) != 0)
 			return 2;
 		read_lines(argv[3], 0);
-		return load(atoi(argv[4]), atof(argv[5]), argc >= 7 ? atof(argv[6]) : 0);
+		return load((int)num(argv[4]), atof(argv[5]), argc >= 7 ? atof(argv[6]) : 0);
 	}
 	if (argc == 6 && strcmp(argv[1], "limit") == 0)
 		return limit(argv[2], argv[3], argv[4], atof(argv[5]));
@@ -366,7 +380,7 @@ int main(int argc, char **argv)
 			return 2;
 		post = 0;
 		req_path = "/.well-known/jwks.json";
-		return load(atoi(argv[3]), atof(argv[4]), 0);
+		return load((int)num(argv[3]), atof(argv[4]), 0);
 	}
 	fprintf(stderr, "usage: see the comment at the top of bench/bench_issuer.c\n");
 	return 2;

@@ -49,7 +49,7 @@ static double loop_raw(void)
 			CK_ULONG len = sizeof(sig);
 			SHA256(msg, sizeof(msg), md);
 			if (fl->C_SignInit((CK_SESSION_HANDLE)s, &mech, (CK_OBJECT_HANDLE)h) !=
-				    CKR_OK ||
+			        CKR_OK ||
 			    fl->C_Sign((CK_SESSION_HANDLE)s, md, sizeof(md), sig, &len) != CKR_OK)
 				exit(1);
 		}
@@ -68,7 +68,7 @@ static double loop_writ(void)
 		for (int i = 0; i < 32; i++, n++) {
 			size_t len;
 			if (p11_sign(ctx, key->id, key->id_len, WRIT_ALG_ES256, msg, sizeof(msg),
-				     sig, &len, NULL) != WRIT_OK)
+			             sig, &len, NULL) != WRIT_OK)
 				exit(1);
 		}
 	} while ((t = bench_now() - t0) < secs);

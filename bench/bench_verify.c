@@ -33,11 +33,11 @@ static EVP_PKEY *make_key(void)
 static void make_token(EVP_PKEY *k, const char *kid)
 {
 	json_t *h = json_pack("{s:s,s:s,s:s}", "alg", "ES256", "typ", "at+jwt", "kid", kid);
-	json_t *p = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s}", "iss",
-			      "https://issuer.example", "sub", "agent-1", "client_id", "agent-1",
-			      "aud", "orders-db", "scope", "db:read", "iat", (json_int_t)NOW, "nbf",
-			      (json_int_t)NOW, "exp", (json_int_t)NOW + 300, "jti",
-			      "AAAAAAAAAAAAAAAAAAAAAA");
+	json_t *p =
+	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s}", "iss", "https://issuer.example",
+	              "sub", "agent-1", "client_id", "agent-1", "aud", "orders-db", "scope",
+	              "db:read", "iat", (json_int_t)NOW, "nbf", (json_int_t)NOW, "exp",
+	              (json_int_t)NOW + 300, "jti", "AAAAAAAAAAAAAAAAAAAAAA");
 	char *in = writ_jws_signing_input(h, p, &input_len);
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned char raw[64];
@@ -92,8 +92,11 @@ static double run_raw(EVP_PKEY *k, double secs)
 
 static double run_writ(const writ_jwks *set, double secs)
 {
-	writ_verify_opts o = {.iss = "https://issuer.example", .aud = "orders-db",
-			      .typ = "at+jwt", .now = NOW + 10, .leeway = 30};
+	writ_verify_opts o = {.iss = "https://issuer.example",
+	                      .aud = "orders-db",
+	                      .typ = "at+jwt",
+	                      .now = NOW + 10,
+	                      .leeway = 30};
 	double t0 = bench_now(), t;
 	long n = 0;
 
@@ -107,7 +110,8 @@ static double run_writ(const writ_jwks *set, double secs)
 
 int main(void)
 {
-	double secs = bench_seconds(2.0), raw[BENCH_REPEATS], wr[BENCH_REPEATS], ratio[BENCH_REPEATS];
+	double secs = bench_seconds(2.0), raw[BENCH_REPEATS], wr[BENCH_REPEATS],
+	       ratio[BENCH_REPEATS];
 	EVP_PKEY *k = make_key();
 	writ_jwk *jwk = NULL;
 	writ_jwks *set = NULL;

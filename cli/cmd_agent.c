@@ -42,7 +42,6 @@ static void usage(FILE *f)
 	           "--db defaults to $WRIT_HOME/writ.db.\n");
 }
 
-
 static const char *db_path(void)
 {
 	static char path[1100];

@@ -22,11 +22,11 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: writ assert --agent ID --key PRIVATE.pem --aud ISSUER_URL\n"
-		   "                   [--alg ES256|ES384|RS256] [--kid KID] [--ttl SECONDS]\n\n"
-		   "Print an agent assertion for POST /token: iss = sub = ID, aud = ISSUER_URL,\n"
-		   "iat now, exp after TTL (default 60, max 300), a random 128-bit jti.\n"
-		   "The key file holds the agent's private key (PEM); it is wiped from memory\n"
-		   "after signing.\n");
+	           "                   [--alg ES256|ES384|RS256] [--kid KID] [--ttl SECONDS]\n\n"
+	           "Print an agent assertion for POST /token: iss = sub = ID, aud = ISSUER_URL,\n"
+	           "iat now, exp after TTL (default 60, max 300), a random 128-bit jti.\n"
+	           "The key file holds the agent's private key (PEM); it is wiped from memory\n"
+	           "after signing.\n");
 }
 
 static jwt_alg_t jwt_alg_of(writ_alg a)
@@ -42,10 +42,10 @@ static jwt_alg_t jwt_alg_of(writ_alg a)
 int assert_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"agent", required_argument, 0, 'a'}, {"key", required_argument, 0, 'k'},
-		{"aud", required_argument, 0, 'u'},   {"alg", required_argument, 0, 'A'},
-		{"kid", required_argument, 0, 'K'},   {"ttl", required_argument, 0, 't'},
-		{"help", no_argument, 0, 'h'},	      {0, 0, 0, 0}};
+	    {"agent", required_argument, 0, 'a'}, {"key", required_argument, 0, 'k'},
+	    {"aud", required_argument, 0, 'u'},   {"alg", required_argument, 0, 'A'},
+	    {"kid", required_argument, 0, 'K'},   {"ttl", required_argument, 0, 't'},
+	    {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
 	const char *agent = NULL, *keyfile = NULL, *aud = NULL, *kid = NULL;
 	writ_alg alg = WRIT_ALG_ES256;
 	unsigned char rnd[16];
@@ -80,13 +80,13 @@ int assert_main(int argc, char **argv)
 		cli_die("assert: no randomness");
 	b64url_encode(rnd, sizeof(rnd), jti);
 	key = cli_read_input(keyfile, 64 * 1024, &keylen);
-	bad = jwt_new(&jwt) != 0 || jwt_set_alg(jwt, jwt_alg_of(alg), (unsigned char *)key,
-						 (int)keylen) != 0;
+	bad = jwt_new(&jwt) != 0 ||
+	      jwt_set_alg(jwt, jwt_alg_of(alg), (unsigned char *)key, (int)keylen) != 0;
 	OPENSSL_cleanse(key, keylen);
 	free(key);
 	if (bad)
 		cli_die("assert: %s is not a %s private key in PEM form", keyfile,
-			writ_alg_name(alg));
+		        writ_alg_name(alg));
 	bad = jwt_add_grant(jwt, "iss", agent) || jwt_add_grant(jwt, "sub", agent) ||
 	      jwt_add_grant(jwt, "aud", aud) || jwt_add_grant(jwt, "jti", jti) ||
 	      jwt_add_grant_int(jwt, "iat", (long)now) ||

@@ -17,34 +17,33 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: writ audit verify FILE [--jwks FILE] [--json]\n"
-		"       writ audit query FILE [--agent ID] [--jti JTI] [--audience AUD]\n"
-		"                             [--event EVENT] [--since TIME] [--json]\n\n"
-		"verify: check every line of the audit log: seq without gaps, each line's\n"
-		"        SHA-256 in the next one's prev, and the signed checkpoints. With\n"
-		"        --jwks (the issuer's JWK Set, retired keys included) checkpoint\n"
-		"        signatures are verified too. Exit 0 if intact, 1 naming the first\n"
-		"        edited, dropped, reordered or truncated record.\n"
-		"query:  print the records matching every given filter as a table, or the\n"
-		"        raw lines with --json. TIME is UTC RFC 3339 (2025-01-02T03:04:05Z,\n"
-		"        2025-01-02) or relative (-30m, -1h, -7d). Does not check the chain:\n"
-		"        run verify for that.\n");
+	fprintf(f, "usage: writ audit verify FILE [--jwks FILE] [--json]\n"
+	           "       writ audit query FILE [--agent ID] [--jti JTI] [--audience AUD]\n"
+	           "                             [--event EVENT] [--since TIME] [--json]\n\n"
+	           "verify: check every line of the audit log: seq without gaps, each line's\n"
+	           "        SHA-256 in the next one's prev, and the signed checkpoints. With\n"
+	           "        --jwks (the issuer's JWK Set, retired keys included) checkpoint\n"
+	           "        signatures are verified too. Exit 0 if intact, 1 naming the first\n"
+	           "        edited, dropped, reordered or truncated record.\n"
+	           "query:  print the records matching every given filter as a table, or the\n"
+	           "        raw lines with --json. TIME is UTC RFC 3339 (2025-01-02T03:04:05Z,\n"
+	           "        2025-01-02) or relative (-30m, -1h, -7d). Does not check the chain:\n"
+	           "        run verify for that.\n");
 }
 
 static const char *problem_key(audit_problem p)
 {
 	static const char *const keys[] = {
-		[AUDIT_OK] = "ok",
-		[AUDIT_MALFORMED] = "malformed",
-		[AUDIT_EDITED] = "edited",
-		[AUDIT_DROPPED] = "dropped",
-		[AUDIT_REORDERED] = "reordered",
-		[AUDIT_TRUNCATED] = "truncated",
-		[AUDIT_BAD_CHECKPOINT] = "bad_checkpoint",
-		[AUDIT_BAD_SIGNATURE] = "bad_signature",
-		[AUDIT_UNKNOWN_KID] = "unknown_kid",
-		[AUDIT_IO] = "io",
+	    [AUDIT_OK] = "ok",
+	    [AUDIT_MALFORMED] = "malformed",
+	    [AUDIT_EDITED] = "edited",
+	    [AUDIT_DROPPED] = "dropped",
+	    [AUDIT_REORDERED] = "reordered",
+	    [AUDIT_TRUNCATED] = "truncated",
+	    [AUDIT_BAD_CHECKPOINT] = "bad_checkpoint",
+	    [AUDIT_BAD_SIGNATURE] = "bad_signature",
+	    [AUDIT_UNKNOWN_KID] = "unknown_kid",
+	    [AUDIT_IO] = "io",
 	};
 
 	return (unsigned)p < sizeof(keys) / sizeof(keys[0]) ? keys[p] : "unknown";
@@ -61,9 +60,8 @@ static void print_json(json_t *o)
 
 static int audit_verify_cmd(int argc, char **argv)
 {
-	static const struct option opts[] = {{"jwks", required_argument, 0, 'k'},
-					     {"json", no_argument, 0, 'j'},
-					     {0, 0, 0, 0}};
+	static const struct option opts[] = {
+	    {"jwks", required_argument, 0, 'k'}, {"json", no_argument, 0, 'j'}, {0, 0, 0, 0}};
 	const char *jwks_path = NULL, *path;
 	writ_jwks *set = NULL;
 	audit_report rep;
@@ -98,12 +96,12 @@ static int audit_verify_cmd(int argc, char **argv)
 	if (rc != WRIT_OK)
 		cli_die_err("audit verify", rc, &err);
 	if (json) {
-		json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:b, s:I, s:s}", "file", path, "ok",
-				      rep.problem == AUDIT_OK, "records", (json_int_t)rep.records,
-				      "checkpoints", (json_int_t)rep.checkpoints, "last_seq",
-				      (json_int_t)rep.last_seq, "signatures_verified",
-				      rep.sigs_checked, "unsigned_tail",
-				      (json_int_t)rep.unsigned_tail, "head", rep.head);
+		json_t *o =
+		    json_pack("{s:s, s:b, s:I, s:I, s:I, s:b, s:I, s:s}", "file", path, "ok",
+		              rep.problem == AUDIT_OK, "records", (json_int_t)rep.records,
+		              "checkpoints", (json_int_t)rep.checkpoints, "last_seq",
+		              (json_int_t)rep.last_seq, "signatures_verified", rep.sigs_checked,
+		              "unsigned_tail", (json_int_t)rep.unsigned_tail, "head", rep.head);
 		if (o != NULL && rep.problem != AUDIT_OK) {
 			json_object_set_new(o, "problem", json_string(problem_key(rep.problem)));
 			json_object_set_new(o, "line", json_integer((json_int_t)rep.line));
@@ -117,7 +115,7 @@ static int audit_verify_cmd(int argc, char **argv)
 		printf("%s: ok, %" PRIu64 " records, %" PRIu64 " checkpoints (%s), head %s", path,
 		       rep.records, rep.checkpoints,
 		       rep.sigs_checked ? "signatures verified"
-					: "signatures not checked: pass --jwks",
+		                        : "signatures not checked: pass --jwks",
 		       rep.head);
 		if (rep.unsigned_tail > 0)
 			printf(", %" PRIu64 " records after the last checkpoint (unsigned tail)",
@@ -138,12 +136,13 @@ static int64_t parse_since(const char *s)
 
 	if (s[0] == '-') {
 		v = strtoull(s + 1, &end, 10);
-		unit = strcmp(end, "s") == 0	 ? 1
+		unit = strcmp(end, "s") == 0   ? 1
 		       : strcmp(end, "m") == 0 ? 60
 		       : strcmp(end, "h") == 0 ? 3600
 		       : strcmp(end, "d") == 0 ? 86400
-					       : 0;
-		if (end == s + 1 || unit == 0 || v > 100ULL * 365 * 86400 / (unsigned long long)unit)
+		                               : 0;
+		if (end == s + 1 || unit == 0 ||
+		    v > 100ULL * 365 * 86400 / (unsigned long long)unit)
 			cli_die("audit query: --since %s: use -N followed by s, m, h or d", s);
 		return ((int64_t)time(NULL) - (int64_t)v * unit) * 1000;
 	}
@@ -212,11 +211,13 @@ static int query_row(void *arg, const char *line, size_t len, const json_t *rec)
 
 static int audit_query_cmd(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"agent", required_argument, 0, 'a'}, {"jti", required_argument, 0, 't'},
-		{"audience", required_argument, 0, 'u'}, {"event", required_argument, 0, 'e'},
-		{"since", required_argument, 0, 's'}, {"json", no_argument, 0, 'j'},
-		{0, 0, 0, 0}};
+	static const struct option opts[] = {{"agent", required_argument, 0, 'a'},
+	                                     {"jti", required_argument, 0, 't'},
+	                                     {"audience", required_argument, 0, 'u'},
+	                                     {"event", required_argument, 0, 'e'},
+	                                     {"since", required_argument, 0, 's'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {0, 0, 0, 0}};
 	audit_filter f = {0};
 	struct qctx q = {0};
 	uint64_t skipped = 0;
@@ -247,9 +248,9 @@ static int audit_query_cmd(int argc, char **argv)
 		cli_die_err("audit query", rc, &err);
 	if (skipped > 0)
 		fprintf(stderr,
-			"writ: audit query: %" PRIu64 " lines are not records; "
-			"run 'writ audit verify %s'\n",
-			skipped, argv[optind]);
+		        "writ: audit query: %" PRIu64 " lines are not records; "
+		        "run 'writ audit verify %s'\n",
+		        skipped, argv[optind]);
 	return 0;
 }
 

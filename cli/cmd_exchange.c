@@ -16,10 +16,10 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: writ exchange --issuer URL --assertion FILE|- --audience AUD\n"
-		   "                     --scope \"A B\" [--cacert FILE]\n\n"
-		   "POST URL/token with grant_type token-exchange and the assertion as\n"
-		   "subject_token; print the JSON response. Exit 0 on 200, 1 otherwise (the\n"
-		   "error and its description on stderr).\n");
+	           "                     --scope \"A B\" [--cacert FILE]\n\n"
+	           "POST URL/token with grant_type token-exchange and the assertion as\n"
+	           "subject_token; print the JSON response. Exit 0 on 200, 1 otherwise (the\n"
+	           "error and its description on stderr).\n");
 }
 
 typedef struct buf {
@@ -63,14 +63,16 @@ static char *form_field(CURL *c, const char *name, const char *value, int first)
 
 int exchange_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"issuer", required_argument, 0, 'i'},	 {"assertion", required_argument, 0, 'a'},
-		{"audience", required_argument, 0, 'u'}, {"scope", required_argument, 0, 's'},
-		{"cacert", required_argument, 0, 'c'},	 {"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0}};
+	static const struct option opts[] = {{"issuer", required_argument, 0, 'i'},
+	                                     {"assertion", required_argument, 0, 'a'},
+	                                     {"audience", required_argument, 0, 'u'},
+	                                     {"scope", required_argument, 0, 's'},
+	                                     {"cacert", required_argument, 0, 'c'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
 	const char *issuer = NULL, *apath = NULL, *aud = NULL, *scope = NULL, *cacert = NULL;
 	const char *names[] = {"grant_type", "subject_token", "subject_token_type", "audience",
-			       "scope"};
+	                       "scope"};
 	const char *vals[5];
 	char url[1200], *assertion, *parts[5], *body;
 	size_t alen, total = 1, i;
@@ -140,7 +142,7 @@ int exchange_main(int argc, char **argv)
 		cli_die("exchange: %s: %s", url, curl_easy_strerror(cc));
 	if (status != 200) {
 		fprintf(stderr, "writ: exchange: HTTP %ld: %s\n", status,
-			resp.p != NULL ? resp.p : "");
+		        resp.p != NULL ? resp.p : "");
 		free(resp.p);
 		return 1;
 	}

@@ -8,16 +8,16 @@
 #include <string.h>
 
 #include "cli.h"
-#include "store.h"
 #include "mint.h"
+#include "store.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: writ mint --sub AGENT --aud SERVICE --scope \"A B\" [--ttl SECONDS]\n"
-		   "                 [--alg ALG | --kid KID]\n\n"
-		   "Sign a writ access token (typ at+jwt) with the newest key of ALG (default:\n"
-		   "the config's signing_alg) and print it. TTL defaults to token_ttl and may\n"
-		   "not exceed token_ttl_max.\n");
+	           "                 [--alg ALG | --kid KID]\n\n"
+	           "Sign a writ access token (typ at+jwt) with the newest key of ALG (default:\n"
+	           "the config's signing_alg) and print it. TTL defaults to token_ttl and may\n"
+	           "not exceed token_ttl_max.\n");
 }
 
 /* The store's active key for alg (SPEC s.2: pending and retired keys never
@@ -43,10 +43,10 @@ static const keyring_entry *active_key(const writ_config *cfg, const keyring *kr
 int mint_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"sub", required_argument, 0, 's'}, {"aud", required_argument, 0, 'a'},
-		{"scope", required_argument, 0, 'S'}, {"ttl", required_argument, 0, 't'},
-		{"alg", required_argument, 0, 'A'}, {"kid", required_argument, 0, 'k'},
-		{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+	    {"sub", required_argument, 0, 's'},   {"aud", required_argument, 0, 'a'},
+	    {"scope", required_argument, 0, 'S'}, {"ttl", required_argument, 0, 't'},
+	    {"alg", required_argument, 0, 'A'},   {"kid", required_argument, 0, 'k'},
+	    {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
 	const char *kid = NULL, *alg_s = NULL;
 	mint_req req = {0};
 	mint_out out;

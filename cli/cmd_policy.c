@@ -20,19 +20,19 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: writ policy check [--json] [FILE]\n"
-		"       writ policy explain [--policy FILE] [--json] AGENT AUDIENCE \"ACTIONS\"\n"
-		"       writ policy explain [--policy FILE] [--json] --agent ID [--group G]...\n"
-		"                           --audience AUD --scope \"ACTIONS\"\n\n"
-		"check:   parse FILE strictly, as the issuer does on start and SIGHUP; print\n"
-		"         \"FILE: ok, N rules, sha256 HASH\" or one line naming the rule and\n"
-		"         field at fault (exit 1).\n"
-		"explain: say which rule allows or denies each requested action and why, then\n"
-		"         the granted scope, TTL, lim and rate limits the token would get.\n"
-		"         --group may be repeated (the agent's groups). Exits 0 when something\n"
-		"         is granted, 3 when nothing is (the issuer answers invalid_scope, or\n"
-		"         invalid_target for an audience no rule names).\n\n"
-		"FILE / --policy default to the config's policy (-c CONFIG, policy = ...).\n");
+	        "usage: writ policy check [--json] [FILE]\n"
+	        "       writ policy explain [--policy FILE] [--json] AGENT AUDIENCE \"ACTIONS\"\n"
+	        "       writ policy explain [--policy FILE] [--json] --agent ID [--group G]...\n"
+	        "                           --audience AUD --scope \"ACTIONS\"\n\n"
+	        "check:   parse FILE strictly, as the issuer does on start and SIGHUP; print\n"
+	        "         \"FILE: ok, N rules, sha256 HASH\" or one line naming the rule and\n"
+	        "         field at fault (exit 1).\n"
+	        "explain: say which rule allows or denies each requested action and why, then\n"
+	        "         the granted scope, TTL, lim and rate limits the token would get.\n"
+	        "         --group may be repeated (the agent's groups). Exits 0 when something\n"
+	        "         is granted, 3 when nothing is (the issuer answers invalid_scope, or\n"
+	        "         invalid_target for an audience no rule names).\n\n"
+	        "FILE / --policy default to the config's policy (-c CONFIG, policy = ...).\n");
 }
 
 static const char *config_policy_path(void)
@@ -78,7 +78,7 @@ static int policy_check(int argc, char **argv)
 	p = load_or_die(path);
 	if (json) {
 		json_t *o = json_pack("{s:s, s:b, s:I, s:s}", "file", path, "ok", 1, "rules",
-				      (json_int_t)policy_rule_count(p), "sha256", policy_hash(p));
+		                      (json_int_t)policy_rule_count(p), "sha256", policy_hash(p));
 		char *s = o != NULL ? wjson_dump(o) : NULL;
 
 		if (s == NULL)
@@ -96,7 +96,7 @@ static int policy_check(int argc, char **argv)
 
 /* Text form: who asked, then the decision line by line. */
 static void explain_text(const policy *p, const policy_subject *s, const char *audience,
-			 const policy_decision *d)
+                         const policy_decision *d)
 {
 	size_t i;
 
@@ -129,7 +129,7 @@ static void explain_text(const policy *p, const policy_subject *s, const char *a
 
 /* JSON form: the decision's own JSON inside a record of the request. */
 static void explain_json(const policy *p, const policy_subject *s, const char *audience,
-			 const char *scope, const policy_decision *d)
+                         const char *scope, const policy_decision *d)
 {
 	char *dj = policy_decision_json(d), *out = NULL;
 	json_t *o = NULL, *dec = NULL, *groups = json_array();
@@ -141,8 +141,8 @@ static void explain_json(const policy *p, const policy_subject *s, const char *a
 		json_array_append_new(groups, json_string(s->groups[i]));
 	if (dec != NULL && groups != NULL)
 		o = json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:o}", "policy", policy_name(p),
-			      "sha256", policy_hash(p), "agent", s->agent, "groups", groups,
-			      "audience", audience, "requested", scope, "decision", dec);
+		              "sha256", policy_hash(p), "agent", s->agent, "groups", groups,
+		              "audience", audience, "requested", scope, "decision", dec);
 	else
 		json_decref(groups);
 	if (o != NULL)

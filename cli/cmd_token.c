@@ -19,10 +19,10 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: writ token init [--dir DIR] [--label LABEL] [--issuer URL]\n\n"
-		   "Create a SoftHSM2 token for development in DIR (default $WRIT_HOME,\n"
-		   "else ~/.local/share/writ): DIR/softhsm2.conf, DIR/tokens/, random PINs in\n"
-		   "DIR/user.pin and DIR/so.pin (mode 0600), and DIR/writ.conf pointing at them.\n"
-		   "Production deployments configure their own PKCS#11 module (keys.example).\n");
+	           "Create a SoftHSM2 token for development in DIR (default $WRIT_HOME,\n"
+	           "else ~/.local/share/writ): DIR/softhsm2.conf, DIR/tokens/, random PINs in\n"
+	           "DIR/user.pin and DIR/so.pin (mode 0600), and DIR/writ.conf pointing at them.\n"
+	           "Production deployments configure their own PKCS#11 module (keys.example).\n");
 }
 
 /* Create path exclusively, mode 0600, never through a symlink. */
@@ -58,10 +58,10 @@ static void mkdir_private(const char *path)
 static int token_init(int argc, char **argv)
 {
 	static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
-					     {"label", required_argument, 0, 'l'},
-					     {"issuer", required_argument, 0, 'i'},
-					     {"help", no_argument, 0, 'h'},
-					     {0, 0, 0, 0}};
+	                                     {"label", required_argument, 0, 'l'},
+	                                     {"issuer", required_argument, 0, 'i'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
 	const char *dir = cli_home(), *label = "writ", *issuer = "http://127.0.0.1:8080";
 	char p_conf[1100], p_tok[1100], p_pin[1100], p_so[1100], p_writ[1100], buf[4096];
 	char pin[33], so[33];
@@ -92,10 +92,10 @@ static int token_init(int argc, char **argv)
 	mkdir_private(dir);
 	mkdir_private(p_tok);
 	snprintf(buf, sizeof(buf),
-		 "# SoftHSM2 configuration written by writ token init (development).\n"
-		 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n"
-		 "slots.removable = false\n",
-		 p_tok);
+	         "# SoftHSM2 configuration written by writ token init (development).\n"
+	         "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n"
+	         "slots.removable = false\n",
+	         p_tok);
 	write_new_file(p_conf, buf, 0600);
 	random_pin(pin);
 	random_pin(so);
@@ -107,10 +107,10 @@ static int token_init(int argc, char **argv)
 	if (rc != WRIT_OK)
 		cli_die_err("token init", rc, &err);
 	snprintf(buf, sizeof(buf),
-		 "# writ configuration written by writ token init (see keys.example).\n"
-		 "pkcs11_module = %s\nsofthsm_conf = softhsm2.conf\ntoken_label = %s\n"
-		 "pin_file = user.pin\nsigning_alg = ES256\nissuer = %s\n",
-		 defaults.pkcs11_module, label, issuer);
+	         "# writ configuration written by writ token init (see keys.example).\n"
+	         "pkcs11_module = %s\nsofthsm_conf = softhsm2.conf\ntoken_label = %s\n"
+	         "pin_file = user.pin\nsigning_alg = ES256\nissuer = %s\n",
+	         defaults.pkcs11_module, label, issuer);
 	write_new_file(p_writ, buf, 0644);
 	printf("initialised SoftHSM2 token \"%s\" in %s\n"
 	       "  config:      %s\n  user PIN:    %s (mode 0600)\n  SO PIN:      %s (mode "

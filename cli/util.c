@@ -66,7 +66,7 @@ void cli_load_config(writ_config *cfg)
 		cli_config_path = path;
 		if (access(path, F_OK) != 0)
 			cli_die("no configuration at %s: run 'writ token init' or pass -c FILE",
-				path);
+			        path);
 	}
 	rc = config_load(cli_config_path, cfg, &err);
 	if (rc != WRIT_OK)

@@ -23,17 +23,17 @@
 #include "audit.h"
 #include "writ_int.h"
 
-#define ENSURE(c)                                                                      \
-	do {                                                                           \
-		if (!(c))                                                              \
-			__builtin_trap();                                              \
+#define ENSURE(c)                                                                                  \
+	do {                                                                                       \
+		if (!(c))                                                                          \
+			__builtin_trap();                                                          \
 	} while (0)
 
 static const char seed_jwks[] =
-	"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\","
-	"\"x\":\"elkCofT2_FhHKFikCULYKv-yGTKamvCHgHJObx5I3rA\","
-	"\"y\":\"X84PHxffnSrYHt21ThGMUWrr_SkteC8R_clcum45zoc\","
-	"\"kid\":\"dtP80qt9umIdg-qM3M5lBBbf7_a2InVZ20ALnG6iQ4c\",\"alg\":\"ES256\",\"use\":\"sig\"}]}";
+    "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\","
+    "\"x\":\"elkCofT2_FhHKFikCULYKv-yGTKamvCHgHJObx5I3rA\","
+    "\"y\":\"X84PHxffnSrYHt21ThGMUWrr_SkteC8R_clcum45zoc\","
+    "\"kid\":\"dtP80qt9umIdg-qM3M5lBBbf7_a2InVZ20ALnG6iQ4c\",\"alg\":\"ES256\",\"use\":\"sig\"}]}";
 
 static writ_jwks *keys;
 static char path[64];
@@ -93,7 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (keys == NULL) {
 		ENSURE(writ_jwks_parse(seed_jwks, strlen(seed_jwks), WRIT_JWKS_KID_IS_THUMBPRINT,
-				       &keys, NULL) == WRIT_OK);
+		                       &keys, NULL) == WRIT_OK);
 		snprintf(path, sizeof(path), "/tmp/writ-fuzz-audit-%ld.log", (long)getpid());
 	}
 	ENSURE(audit_verify_buf((const char *)data, size, keys, &with, &err) == WRIT_OK);
@@ -106,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ENSURE(strcmp(with.head, without.head) == 0 && with.records == without.records);
 	}
 	open_and_check(data, size,
-		       without.problem == AUDIT_OK || without.problem == AUDIT_TRUNCATED);
+	               without.problem == AUDIT_OK || without.problem == AUDIT_TRUNCATED);
 	unlink(path);
 	return 0;
 }

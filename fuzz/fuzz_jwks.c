@@ -14,10 +14,10 @@
 
 #include "writ_int.h"
 
-#define ENSURE(c)                                                                      \
-	do {                                                                           \
-		if (!(c))                                                              \
-			__builtin_trap();                                              \
+#define ENSURE(c)                                                                                  \
+	do {                                                                                       \
+		if (!(c))                                                                          \
+			__builtin_trap();                                                          \
 	} while (0)
 
 static void check_err(writ_rc rc, const writ_err *err)

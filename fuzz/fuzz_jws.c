@@ -21,25 +21,25 @@
 #include "writ_int.h"
 
 static const char jwks_json[] =
-	"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"UgP8zdZmeWhnvnoDF_j"
-	"la5I6EG9ip5u5gi_vOSJUMSY\",\"y\":\"1NfZp9N9ppcQjZacY6fJ-DPnvWSUccQ3H73PJ"
-	"MAt1hA\",\"kid\":\"-UZJPbmwric--mLoVg2YlxlAPK0Dq0CFx3VVwIulwbo\",\"alg\""
-	":\"ES256\",\"use\":\"sig\"},{\"kty\":\"RSA\",\"n\":\"qKC7M16Vc5-iKM9RQNa"
-	"KAq-gT58To05SrBOC-BYcdc0gh6cnlruRcNt0xs50MPg_eOIbxjo-kVVkvnWN0CDkdGPM1CE"
-	"6P0X0XKKHethSNoTLRrK0K6yYl6O_H8scWjADWQPm7XEpEYLnGyQYmJtT8wqrreI8pDy4nhK"
-	"hbVxwlcxiAWbTqP7hcpDidhoqgOBZ2mBKgD31RoKEvaiHForw7ZjUtSIuySRsYOCzq6-CL-s"
-	"G9dQdY3HxmWrsdHqbEwvE5_EdG63vd-NyaQ--zIvs4w38p3NTh7N-zOgbC9vkzJ9vuLs_jlx"
-	"gTH-npgTMI1tnHkHLF_8nBJIYLOj3L7_-lQ\",\"e\":\"AQAB\",\"kid\":\"MTHLmkUM0"
-	"dh-v48-reZnRc8glpAJzCFe4VH1bXniuZk\",\"alg\":\"RS256\",\"use\":\"sig\"}]"
-	"}";
+    "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"UgP8zdZmeWhnvnoDF_j"
+    "la5I6EG9ip5u5gi_vOSJUMSY\",\"y\":\"1NfZp9N9ppcQjZacY6fJ-DPnvWSUccQ3H73PJ"
+    "MAt1hA\",\"kid\":\"-UZJPbmwric--mLoVg2YlxlAPK0Dq0CFx3VVwIulwbo\",\"alg\""
+    ":\"ES256\",\"use\":\"sig\"},{\"kty\":\"RSA\",\"n\":\"qKC7M16Vc5-iKM9RQNa"
+    "KAq-gT58To05SrBOC-BYcdc0gh6cnlruRcNt0xs50MPg_eOIbxjo-kVVkvnWN0CDkdGPM1CE"
+    "6P0X0XKKHethSNoTLRrK0K6yYl6O_H8scWjADWQPm7XEpEYLnGyQYmJtT8wqrreI8pDy4nhK"
+    "hbVxwlcxiAWbTqP7hcpDidhoqgOBZ2mBKgD31RoKEvaiHForw7ZjUtSIuySRsYOCzq6-CL-s"
+    "G9dQdY3HxmWrsdHqbEwvE5_EdG63vd-NyaQ--zIvs4w38p3NTh7N-zOgbC9vkzJ9vuLs_jlx"
+    "gTH-npgTMI1tnHkHLF_8nBJIYLOj3L7_-lQ\",\"e\":\"AQAB\",\"kid\":\"MTHLmkUM0"
+    "dh-v48-reZnRc8glpAJzCFe4VH1bXniuZk\",\"alg\":\"RS256\",\"use\":\"sig\"}]"
+    "}";
 
 static writ_jwks *set;
 
 /* An invariant the verifier promises its callers; a breach is a crash. */
-#define ENSURE(c)                                                                      \
-	do {                                                                           \
-		if (!(c))                                                              \
-			__builtin_trap();                                              \
+#define ENSURE(c)                                                                                  \
+	do {                                                                                       \
+		if (!(c))                                                                          \
+			__builtin_trap();                                                          \
 	} while (0)
 
 static void check_err(writ_rc rc, const writ_err *err)
@@ -87,8 +87,12 @@ static void structured(const uint8_t *d, size_t n)
 {
 	const uint8_t *h = d, *p, *s, *e = d + n;
 	char *hb = NULL, *pb = NULL, *sb = NULL, *tok = NULL;
-	writ_verify_opts o = {.iss = "https://issuer.example", .aud = "svc", .typ = "at+jwt",
-			      .now = 1700000100, .leeway = 5, .max_ttl = 600};
+	writ_verify_opts o = {.iss = "https://issuer.example",
+	                      .aud = "svc",
+	                      .typ = "at+jwt",
+	                      .now = 1700000100,
+	                      .leeway = 5,
+	                      .max_ttl = 600};
 	writ_verify_opts plain = {.now = 1700000100, .require_sub = 1};
 	json_t *payload;
 	writ_err err = {0};
@@ -130,14 +134,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	writ_verify_opts o = {.iss = "https://issuer.example", .aud = "svc", .typ = "at+jwt",
-			      .now = 1700000100};
+	writ_verify_opts o = {
+	    .iss = "https://issuer.example", .aud = "svc", .typ = "at+jwt", .now = 1700000100};
 	writ_verify_opts plain = {.now = 1700000100, .leeway = 60};
 	char *copy;
 
-	if (set == NULL &&
-	    writ_jwks_parse(jwks_json, strlen(jwks_json), WRIT_JWKS_KID_IS_THUMBPRINT, &set,
-			    NULL) != WRIT_OK)
+	if (set == NULL && writ_jwks_parse(jwks_json, strlen(jwks_json),
+	                                   WRIT_JWKS_KID_IS_THUMBPRINT, &set, NULL) != WRIT_OK)
 		abort(); /* the fixed set must parse */
 	if (size > 0 && data[0] == 0) {
 		structured(data + 1, size - 1);

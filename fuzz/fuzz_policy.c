@@ -48,7 +48,7 @@ static int has_word(const char *list, const char *word)
 static policy_decision dec;
 
 static void decide_check(const policy *p, const policy_subject *s, const char *aud,
-			 const char *scope)
+                         const char *scope)
 {
 	writ_err err = {0};
 	writ_rc rc = policy_decide(p, s, aud, scope, &dec, &err);
@@ -111,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    {"demo-agent", groups, 2}, {"ci-build", NULL, 0}, {"group:analysts", NULL, 0}};
 	static const char *const auds[] = {"orders-db", "db-migrations", "billing-api"};
 	static const char *const scopes[] = {"db:read db:write", "db:read db:read x",
-					     "migrate:apply db:describe"};
+	                                     "migrate:apply db:describe"};
 	/* An exact-size copy: ASan sees any read past the input's end. */
 	char *buf = malloc(size != 0 ? size : 1), *scope = NULL;
 	writ_err err = {0};

@@ -14,7 +14,7 @@
 #include "writ_int.h"
 
 #define ASSERTION_MAX_TTL 300 /* SPEC s.5: exp at most 5 minutes after iat */
-#define AGENT_CACHE 32
+#define AGENT_CACHE       32
 
 /*
  * Parsing an agent's registered keys (point validation, thumbprint) costs
@@ -118,11 +118,12 @@ static int unavailable(refusal *why, const writ_err *e)
 	return -1;
 }
 
-int attest_check(issuer *is, store *st, const char *assertion, attest_result *out,
-		 refusal *why)
+int attest_check(issuer *is, store *st, const char *assertion, attest_result *out, refusal *why)
 {
-	writ_verify_opts vo = {.aud = is->cfg.issuer, .leeway = is->cfg.leeway,
-			       .max_ttl = ASSERTION_MAX_TTL, .require_sub = 1};
+	writ_verify_opts vo = {.aud = is->cfg.issuer,
+	                       .leeway = is->cfg.leeway,
+	                       .max_ttl = ASSERTION_MAX_TTL,
+	                       .require_sub = 1};
 	const store_agent *agent = NULL;
 	const store_key *key;
 	const json_t *v;
@@ -166,11 +167,12 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 		goto out;
 	}
 	if (rc != WRIT_OK) {
-		refuse(why, rc == WRIT_ERR_EXPIRED ? "assertion expired"
-			    : rc == WRIT_ERR_NOT_YET_VALID ? "assertion not yet valid"
-			    : rc == WRIT_ERR_AUD ? "assertion audience is not this issuer"
-			    : rc == WRIT_ERR_TYP ? "subject_token is not an agent assertion"
-						 : "assertion claims invalid",
+		refuse(why,
+		       rc == WRIT_ERR_EXPIRED         ? "assertion expired"
+		       : rc == WRIT_ERR_NOT_YET_VALID ? "assertion not yet valid"
+		       : rc == WRIT_ERR_AUD           ? "assertion audience is not this issuer"
+		       : rc == WRIT_ERR_TYP           ? "subject_token is not an agent assertion"
+		                                      : "assertion claims invalid",
 		       "token_denied", &e);
 		goto out;
 	}
@@ -185,10 +187,11 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 	out->exp = (int64_t)json_integer_value(json_object_get(j.payload, "exp"));
 	if (out->agent.status != STORE_ACTIVE) {
 		refuse(why,
-		       out->agent.status == STORE_REVOKED ? "agent is revoked" : "agent is disabled",
+		       out->agent.status == STORE_REVOKED ? "agent is revoked"
+		                                          : "agent is disabled",
 		       "renewal_refused", NULL);
 		snprintf(why->detail, sizeof(why->detail), "agent %s",
-			 store_status_name(out->agent.status));
+		         store_status_name(out->agent.status));
 		goto out;
 	}
 	rc = replay_check(replay, out->agent.id, out->jti, out->exp, &e);

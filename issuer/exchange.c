@@ -15,8 +15,8 @@
 #include "writ_int.h"
 
 #define GT_EXCHANGE "urn:ietf:params:oauth:grant-type:token-exchange"
-#define TT_JWT "urn:ietf:params:oauth:token-type:jwt"
-#define TT_ACCESS "urn:ietf:params:oauth:token-type:access_token"
+#define TT_JWT      "urn:ietf:params:oauth:token-type:jwt"
+#define TT_ACCESS   "urn:ietf:params:oauth:token-type:access_token"
 
 /* What the request asked for, for audit records. Borrowed strings. */
 typedef struct ask {
@@ -57,7 +57,7 @@ static json_t *groups_json(const store_agent *a)
 static json_t *audit_base(const char *event, const ask *a)
 {
 	json_t *r = json_pack("{s:s, s:s?, s:s?, s:s?}", "event", event, "client", a->client,
-			      "audience", a->audience, "scope_requested", a->scope);
+	                      "audience", a->audience, "scope_requested", a->scope);
 
 	if (r == NULL)
 		return NULL;
@@ -65,8 +65,8 @@ static json_t *audit_base(const char *event, const ask *a)
 		json_object_set_new(r, "agent", json_string(a->who->agent.id));
 		json_object_set_new(r, "groups", groups_json(&a->who->agent));
 		json_object_set_new(r, "attestation",
-				    json_pack("{s:s, s:s, s:s}", "kind", "agent_key", "jkt",
-					      a->who->key_kid, "jti", a->who->jti));
+		                    json_pack("{s:s, s:s, s:s}", "kind", "agent_key", "jkt",
+		                              a->who->key_kid, "jti", a->who->jti));
 	}
 	if (a->pol != NULL)
 		json_object_set_new(r, "policy_hash", json_string(policy_hash(a->pol)));
@@ -77,7 +77,7 @@ static json_t *audit_base(const char *event, const ask *a)
 
 /* Refuse, audited. If the refusal cannot be audited the answer is 503. */
 static void deny(issuer *is, http_resp *resp, const ask *a, int status, const char *error,
-		 const char *desc, const char *event, const char *detail)
+                 const char *desc, const char *event, const char *detail)
 {
 	json_t *r = audit_base(event != NULL ? event : "token_denied", a);
 	writ_err e = {0};
@@ -140,7 +140,7 @@ static unsigned take_rate(issuer *is, const char *agent, const policy_decision *
 	for (i = 0; i < d->nrate; i++) {
 		w = 0;
 		if (ratelimit_take(is->rl, agent, d->rate[i].rule_id, d->rate[i].n,
-				   d->rate[i].period_s, now, &w) != RATELIMIT_OK)
+		                   d->rate[i].period_s, now, &w) != RATELIMIT_OK)
 			wait = w > wait ? w : wait;
 	}
 	return wait > 0 ? (unsigned)ceil(wait) : 0;
@@ -150,11 +150,11 @@ static unsigned take_rate(issuer *is, const char *agent, const policy_decision *
  * and its audit record name the same kid even if a rotation swaps the set
  * meanwhile. */
 static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask *a,
-		       const policy_decision *d)
+                       const policy_decision *d)
 {
 	unsigned ttl = d->ttl != 0 && d->ttl < is->cfg.token_ttl ? d->ttl : is->cfg.token_ttl;
-	mint_req mr = {.iss = is->cfg.issuer, .sub = a->who->agent.id, .aud = a->audience,
-		       .scope = d->scope};
+	mint_req mr = {
+	    .iss = is->cfg.issuer, .sub = a->who->agent.id, .aud = a->audience, .scope = d->scope};
 	json_t *extra = json_object(), *rec = NULL;
 	char *lim = policy_decision_lim_json(d);
 	writ_err e = {0};
@@ -197,8 +197,8 @@ static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask 
 	json_decref(rec);
 	json_decref(extra);
 	rec = json_pack("{s:s, s:s, s:s, s:I, s:s}", "access_token", mo.token, "issued_token_type",
-			TT_ACCESS, "token_type", "Bearer", "expires_in", (json_int_t)mr.ttl,
-			"scope", d->scope);
+	                TT_ACCESS, "token_type", "Bearer", "expires_in", (json_int_t)mr.ttl,
+	                "scope", d->scope);
 	OPENSSL_cleanse(mo.token, strlen(mo.token));
 	free(mo.token);
 	resp->status = 200;
@@ -293,8 +293,8 @@ void exchange_handle(issuer *is, const http_req *req, http_resp *resp)
 	}
 	st = issuer_store(is, &e);
 	if (st == NULL) {
-		deny(is, resp, &a, 503, "temporarily_unavailable", "the agent registry is unavailable",
-		     NULL, e.msg);
+		deny(is, resp, &a, 503, "temporarily_unavailable",
+		     "the agent registry is unavailable", NULL, e.msg);
 		goto out;
 	}
 	decide(is, resp, &a, st, &f);

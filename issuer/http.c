@@ -56,9 +56,9 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, http_resp *r)
 		return MHD_NO;
 	}
 	MHD_add_response_header(mr, "Content-Type",
-				r->content_type != NULL ? r->content_type : "application/json");
+	                        r->content_type != NULL ? r->content_type : "application/json");
 	MHD_add_response_header(mr, "Cache-Control",
-				r->cache_control != NULL ? r->cache_control : "no-store");
+	                        r->cache_control != NULL ? r->cache_control : "no-store");
 	MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
 	if (r->etag[0] != '\0')
 		MHD_add_response_header(mr, "ETag", r->etag);
@@ -74,7 +74,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, http_resp *r)
 }
 
 static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *error,
-				  const char *desc)
+                                  const char *desc)
 {
 	http_resp r = {.status = status};
 	json_t *o = json_pack("{s:s, s:s}", "error", error, "error_description", desc);
@@ -87,7 +87,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
 static void client_addr(struct MHD_Connection *c, char *buf, size_t len)
 {
 	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
 
 	snprintf(buf, len, "unknown");
@@ -95,10 +95,10 @@ static void client_addr(struct MHD_Connection *c, char *buf, size_t len)
 		return;
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
-			  (socklen_t)len);
+		          (socklen_t)len);
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-			  buf, (socklen_t)len);
+		          buf, (socklen_t)len);
 }
 
 /* First call for a request: decide early what can be decided from the
@@ -113,7 +113,7 @@ static req_state *req_begin(struct MHD_Connection *c, const char *method)
 		return NULL;
 	if (strcmp(method, "POST") == 0) {
 		st->bad_type = !content_type_ok(
-			MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"));
+		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"));
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
 		if (cl != NULL && strtoull(cl, NULL, 10) > HTTP_BODY_MAX)
 			st->too_large = 1;
@@ -145,9 +145,8 @@ static void req_body(req_state *st, const char *data, size_t n)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-				  const char *method, const char *version,
-				  const char *upload_data, size_t *upload_data_size,
-				  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
 	http_server *s = cls;
 	req_state *st = *con_cls;
@@ -160,7 +159,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		    strcmp(method, "HEAD") != 0) {
 			http_resp r = {.status = 405, .allow = "GET, POST"};
 			r.body = strdup("{\"error\":\"invalid_request\",\"error_description\":"
-					"\"method not allowed\"}");
+			                "\"method not allowed\"}");
 			return send_resp(c, &r);
 		}
 		*con_cls = st = req_begin(c, method);
@@ -173,7 +172,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	}
 	if (st->bad_type)
 		return send_error(c, 415, "invalid_request",
-				  "Content-Type must be application/x-www-form-urlencoded");
+		                  "Content-Type must be application/x-www-form-urlencoded");
 	if (st->too_large)
 		return send_error(c, 413, "invalid_request", "request body too large");
 	req.method = method;
@@ -187,7 +186,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
+                         enum MHD_RequestTerminationCode toe)
 {
 	req_state *st = *con_cls;
 
@@ -236,7 +235,7 @@ static writ_rc parse_listen(const char *s, struct sockaddr_storage *ss, int *v6,
 			return WRIT_OK;
 	}
 	return writ_err_set(err, WRIT_ERR_CONFIG,
-			    "listen \"%s\": host must be an IPv4 address or [IPv6]", s);
+	                    "listen \"%s\": host must be an IPv4 address or [IPv6]", s);
 }
 
 static char *slurp(const char *path)
@@ -257,7 +256,7 @@ static char *slurp(const char *path)
 }
 
 writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_server **out,
-		   writ_err *err)
+                   writ_err *err)
 {
 	struct sockaddr_storage ss;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY | MHD_USE_ITC;
@@ -286,13 +285,13 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
 		flags |= MHD_USE_TLS;
 	}
 	s->d = MHD_start_daemon(
-		flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_THREAD_POOL_SIZE, cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
-		cfg->conn_timeout, MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		(size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-		s->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
-		MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
+	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_THREAD_POOL_SIZE, cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
+	    cfg->conn_timeout, MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    s->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
+	    MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
 	if (s->d == NULL) {
 		http_stop(s);
 		return writ_err_set(err, WRIT_ERR_IO, "cannot listen on %s", cfg->listen);

@@ -21,18 +21,18 @@ typedef struct http_req {
 	const char *body; /* NUL-terminated; NULL for GET */
 	size_t body_len;
 	const char *if_none_match; /* may be NULL */
-	char client[64];	   /* peer address */
+	char client[64];           /* peer address */
 } http_req;
 
 typedef struct http_resp {
 	int status;
-	const char *content_type; /* default application/json */
-	char *body;		  /* malloc'd, taken by the front */
-	size_t body_len;	  /* 0: strlen(body) */
+	const char *content_type;  /* default application/json */
+	char *body;                /* malloc'd, taken by the front */
+	size_t body_len;           /* 0: strlen(body) */
 	const char *cache_control; /* default "no-store" */
-	char etag[72];		  /* sent when non-empty */
-	unsigned retry_after;	  /* sent when non-zero */
-	const char *allow;	  /* sent with 405 */
+	char etag[72];             /* sent when non-empty */
+	unsigned retry_after;      /* sent when non-zero */
+	const char *allow;         /* sent with 405 */
 } http_resp;
 
 typedef void (*http_handler)(void *arg, const http_req *req, http_resp *resp);
@@ -41,7 +41,7 @@ typedef struct http_server http_server;
 
 /* Start listening on cfg->listen with cfg's limits; TLS when configured. */
 WRIT_MUST_CHECK writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg,
-				   http_server **out, writ_err *err);
+                                   http_server **out, writ_err *err);
 /* Stop accepting new connections; requests in flight go on. */
 void http_quiesce(http_server *s);
 /* Finish requests in flight, close everything, free. NULL is fine. */

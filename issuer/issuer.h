@@ -21,7 +21,7 @@
 typedef struct issuer {
 	writ_config cfg;
 	p11_ctx *p11;
-	keyset_slot keys; /* signing key, JWKS, discovery: take a reference */
+	keyset_slot keys;  /* signing key, JWKS, discovery: take a reference */
 	uint64_t keys_gen; /* store_keys_generation of keys (main thread only) */
 	policy_slot policy;
 	ratelimit *rl;
@@ -47,10 +47,10 @@ typedef struct attest_result {
  * names no key material, and an audit reason. */
 typedef struct refusal {
 	int status;
-	const char *error;	 /* "invalid_grant", "temporarily_unavailable" */
-	const char *desc;	 /* for the client */
-	const char *event;	 /* audit event */
-	char detail[256];	 /* for the audit log only */
+	const char *error; /* "invalid_grant", "temporarily_unavailable" */
+	const char *desc;  /* for the client */
+	const char *event; /* audit event */
+	char detail[256];  /* for the audit log only */
 } refusal;
 
 /* Start attestation's shared parts (the replay cache writer) before the
@@ -60,8 +60,7 @@ void attest_shutdown(void);
 
 /* Verify the assertion; on failure fill *why and return non-zero. out's
  * agent is the caller's to clear (store_agent_clear) in both cases. */
-int attest_check(issuer *is, store *st, const char *assertion, attest_result *out,
-		 refusal *why);
+int attest_check(issuer *is, store *st, const char *assertion, attest_result *out, refusal *why);
 
 /* POST /token. */
 void exchange_handle(issuer *is, const http_req *req, http_resp *resp);
@@ -71,8 +70,8 @@ void routes_handle(void *arg, const http_req *req, http_resp *resp);
 
 /* Sign an audit checkpoint with the issuer's signing key (audit_sign_fn). */
 writ_rc issuer_audit_sign(void *arg, const unsigned char *msg, size_t len,
-			  char kid[WRIT_KID_MAX + 1], writ_alg *alg, unsigned char *sig,
-			  size_t *siglen, writ_err *err);
+                          char kid[WRIT_KID_MAX + 1], writ_alg *alg, unsigned char *sig,
+                          size_t *siglen, writ_err *err);
 
 /* Set resp to an RFC 6749 s.5.2 error document. */
 void resp_error(http_resp *resp, int status, const char *error, const char *desc);

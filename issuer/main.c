@@ -37,8 +37,8 @@ store *issuer_store(issuer *is, writ_err *err)
 }
 
 writ_rc issuer_audit_sign(void *arg, const unsigned char *msg, size_t len,
-			  char kid[WRIT_KID_MAX + 1], writ_alg *alg, unsigned char *sig,
-			  size_t *siglen, writ_err *err)
+                          char kid[WRIT_KID_MAX + 1], writ_alg *alg, unsigned char *sig,
+                          size_t *siglen, writ_err *err)
 {
 	issuer *is = arg;
 	keyset *ks = keyset_get(&is->keys);
@@ -139,9 +139,10 @@ static void keys_open(issuer *is)
 	    WRIT_OK)
 		die("reconcile keys", &e);
 	if (changed != 0)
-		fprintf(stderr, "writ-issuer: reconciled %d key(s) between the HSM and the store "
-				"(see the audit log)\n",
-			changed);
+		fprintf(stderr,
+		        "writ-issuer: reconciled %d key(s) between the HSM and the store "
+		        "(see the audit log)\n",
+		        changed);
 	keys_tick(is, 1);
 }
 
@@ -151,14 +152,15 @@ static void reload_policy(issuer *is)
 	writ_err e = {0};
 
 	if (policy_load(is->cfg.policy, &p, &e) != WRIT_OK) {
-		fprintf(stderr, "writ-issuer: policy reload refused, old policy stays: %s\n", e.msg);
+		fprintf(stderr, "writ-issuer: policy reload refused, old policy stays: %s\n",
+		        e.msg);
 		audit_event(is, json_pack("{s:s, s:s, s:s}", "event", "policy_rejected", "path",
-					  is->cfg.policy, "detail", e.msg));
+		                          is->cfg.policy, "detail", e.msg));
 		return;
 	}
 	audit_event(is, json_pack("{s:s, s:s, s:s, s:I}", "event", "policy_loaded", "path",
-				  is->cfg.policy, "policy_hash", policy_hash(p), "rules",
-				  (json_int_t)policy_rule_count(p)));
+	                          is->cfg.policy, "policy_hash", policy_hash(p), "rules",
+	                          (json_int_t)policy_rule_count(p)));
 	policy_slot_set(&is->policy, p);
 	fprintf(stderr, "writ-issuer: policy loaded: %s\n", is->cfg.policy);
 }
@@ -167,8 +169,9 @@ static void open_all(issuer *is)
 {
 	p11_cfg pc;
 	writ_err e = {0};
-	audit_opts ao = {.sign = issuer_audit_sign, .sign_arg = is,
-			 .checkpoint_every = is->cfg.checkpoint_every};
+	audit_opts ao = {.sign = issuer_audit_sign,
+	                 .sign_arg = is,
+	                 .checkpoint_every = is->cfg.checkpoint_every};
 	store *st = NULL;
 	policy *p = NULL;
 	keyset *ks;
@@ -203,18 +206,18 @@ static void open_all(issuer *is)
 	drain_outbox(is);
 	ks = keyset_get(&is->keys);
 	audit_event(is, json_pack("{s:s, s:s, s:s, s:s}", "event", "issuer_started", "issuer",
-				  is->cfg.issuer, "kid", writ_jwk_kid(ks->signing->jwk),
-				  "policy_hash", policy_hash(p)));
+	                          is->cfg.issuer, "kid", writ_jwk_kid(ks->signing->jwk),
+	                          "policy_hash", policy_hash(p)));
 	keyset_put(&is->keys, ks);
 }
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: writ-issuer [-c CONFIG] [--check-config]\n\n"
-		   "Serve POST /token, the JWKS, discovery, /healthz and /metrics (SPEC s.4).\n"
-		   "CONFIG defaults to $WRIT_CONFIG, else $WRIT_HOME/writ.conf.\n"
-		   "--check-config validates the configuration and the policy, then exits.\n"
-		   "Signals: HUP reloads the policy; TERM/INT stop gracefully.\n");
+	           "Serve POST /token, the JWKS, discovery, /healthz and /metrics (SPEC s.4).\n"
+	           "CONFIG defaults to $WRIT_CONFIG, else $WRIT_HOME/writ.conf.\n"
+	           "--check-config validates the configuration and the policy, then exits.\n"
+	           "Signals: HUP reloads the policy; TERM/INT stop gracefully.\n");
 }
 
 static const char *config_path(const char *arg)
@@ -308,7 +311,7 @@ int main(int argc, char **argv)
 		if (strcmp(argv[i], "--check-config") == 0)
 			check = 1;
 		else if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
-			 i + 1 < argc)
+		         i + 1 < argc)
 			cfgarg = argv[++i];
 		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
 			return usage(stdout), 0;

@@ -18,8 +18,8 @@ static atomic_ulong lat_count;
 static atomic_ulong lat_sum_us;
 
 static const char *const deny_names[DENY__COUNT] = {
-	"invalid_request", "unsupported_grant_type", "invalid_grant", "invalid_scope",
-	"invalid_target",  "rate_limited",	     "temporarily_unavailable"};
+    "invalid_request", "unsupported_grant_type", "invalid_grant",          "invalid_scope",
+    "invalid_target",  "rate_limited",           "temporarily_unavailable"};
 
 void metrics_issued(void)
 {
@@ -57,39 +57,43 @@ char *metrics_render(const metrics_key *keys, size_t nkeys, int audit_ok, int hs
 
 	if (f == NULL)
 		return NULL;
-	fprintf(f, "# HELP writ_tokens_issued_total Access tokens issued.\n"
-		   "# TYPE writ_tokens_issued_total counter\nwrit_tokens_issued_total %lu\n",
-		atomic_load(&issued));
+	fprintf(f,
+	        "# HELP writ_tokens_issued_total Access tokens issued.\n"
+	        "# TYPE writ_tokens_issued_total counter\nwrit_tokens_issued_total %lu\n",
+	        atomic_load(&issued));
 	fprintf(f, "# HELP writ_tokens_denied_total Token requests refused, by reason.\n"
-		   "# TYPE writ_tokens_denied_total counter\n");
+	           "# TYPE writ_tokens_denied_total counter\n");
 	for (i = 0; i < DENY__COUNT; i++)
 		fprintf(f, "writ_tokens_denied_total{reason=\"%s\"} %lu\n", deny_names[i],
-			atomic_load(&denied[i]));
-	fprintf(f, "# HELP writ_hsm_errors_total PKCS#11 operations that failed.\n"
-		   "# TYPE writ_hsm_errors_total counter\nwrit_hsm_errors_total %lu\n",
-		atomic_load(&hsm_errors));
+		        atomic_load(&denied[i]));
+	fprintf(f,
+	        "# HELP writ_hsm_errors_total PKCS#11 operations that failed.\n"
+	        "# TYPE writ_hsm_errors_total counter\nwrit_hsm_errors_total %lu\n",
+	        atomic_load(&hsm_errors));
 	fprintf(f, "# HELP writ_token_request_duration_seconds POST /token latency.\n"
-		   "# TYPE writ_token_request_duration_seconds histogram\n");
+	           "# TYPE writ_token_request_duration_seconds histogram\n");
 	for (i = 0; i < NB; i++) {
 		cum += atomic_load(&lat_bucket[i]);
 		fprintf(f, "writ_token_request_duration_seconds_bucket{le=\"%g\"} %lu\n", bounds[i],
-			cum);
+		        cum);
 	}
 	cum += atomic_load(&lat_bucket[NB]);
 	fprintf(f, "writ_token_request_duration_seconds_bucket{le=\"+Inf\"} %lu\n", cum);
 	fprintf(f, "writ_token_request_duration_seconds_sum %.6f\n",
-		(double)atomic_load(&lat_sum_us) / 1e6);
+	        (double)atomic_load(&lat_sum_us) / 1e6);
 	fprintf(f, "writ_token_request_duration_seconds_count %lu\n", atomic_load(&lat_count));
 	fprintf(f, "# HELP writ_signing_key_age_seconds Age of each published signing key.\n"
-		   "# TYPE writ_signing_key_age_seconds gauge\n");
+	           "# TYPE writ_signing_key_age_seconds gauge\n");
 	for (i = 0; i < nkeys; i++)
-		fprintf(f, "writ_signing_key_age_seconds{kid=\"%s\",alg=\"%s\",state=\"%s\"} %.0f\n",
-			keys[i].kid, keys[i].alg, keys[i].state != NULL ? keys[i].state : "",
-			keys[i].age_seconds);
-	fprintf(f, "# HELP writ_up Dependencies usable (1) or not (0).\n"
-		   "# TYPE writ_up gauge\nwrit_up{component=\"audit\"} %d\n"
-		   "writ_up{component=\"hsm\"} %d\n",
-		audit_ok, hsm_ok);
+		fprintf(f,
+		        "writ_signing_key_age_seconds{kid=\"%s\",alg=\"%s\",state=\"%s\"} %.0f\n",
+		        keys[i].kid, keys[i].alg, keys[i].state != NULL ? keys[i].state : "",
+		        keys[i].age_seconds);
+	fprintf(f,
+	        "# HELP writ_up Dependencies usable (1) or not (0).\n"
+	        "# TYPE writ_up gauge\nwrit_up{component=\"audit\"} %d\n"
+	        "writ_up{component=\"hsm\"} %d\n",
+	        audit_ok, hsm_ok);
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;

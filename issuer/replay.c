@@ -51,9 +51,9 @@ static void run_batch(replay_batcher *rb, waiter **w, size_t n)
 	for (i = 0; i < n; i++) {
 		w[i]->item.rc = items[i].rc;
 		snprintf(w[i]->msg, sizeof(w[i]->msg), "%s",
-			 items[i].rc == WRIT_ERR_CLAIM ? "assertion jti already used"
-			 : items[i].rc == WRIT_OK      ? ""
-						       : e.msg);
+		         items[i].rc == WRIT_ERR_CLAIM ? "assertion jti already used"
+		         : items[i].rc == WRIT_OK      ? ""
+		                                       : e.msg);
 	}
 }
 
@@ -106,7 +106,7 @@ writ_rc replay_start(const char *path, replay_batcher **out, writ_err *err)
 }
 
 writ_rc replay_check(replay_batcher *rb, const char *agent, const char *jti, int64_t exp,
-		     writ_err *err)
+                     writ_err *err)
 {
 	waiter w = {.item = {.agent_id = agent, .jti = jti, .exp = exp}};
 

@@ -20,7 +20,7 @@ WRIT_MUST_CHECK writ_rc replay_start(const char *path, replay_batcher **out, wri
  * WRIT_OK: first use; WRIT_ERR_CLAIM: replayed; WRIT_ERR_UNAVAILABLE:
  * the store failed (fail closed). Thread-safe. */
 WRIT_MUST_CHECK writ_rc replay_check(replay_batcher *rb, const char *agent, const char *jti,
-				     int64_t exp, writ_err *err);
+                                     int64_t exp, writ_err *err);
 /* Stop the thread (after it finished the batch in hand) and free. */
 void replay_stop(replay_batcher *rb);
 

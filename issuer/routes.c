@@ -20,7 +20,7 @@ void resp_error(http_resp *resp, int status, const char *error, const char *desc
 }
 
 static void static_json(http_resp *resp, const char *body, unsigned max_age, char *ccbuf,
-			size_t cclen)
+                        size_t cclen)
 {
 	snprintf(ccbuf, cclen, "public, max-age=%u", max_age);
 	resp->status = 200;
@@ -40,8 +40,8 @@ static void jwks(issuer *is, const http_req *req, http_resp *resp)
 	static_json(resp, ks->jwks_json, is->cfg.jwks_max_age, cc, sizeof(cc));
 	memcpy(resp->etag, ks->etag, sizeof(resp->etag));
 	/* RFC 9110 s.13.1.2: a matching If-None-Match gets 304, no body. */
-	if (req->if_none_match != NULL && (strcmp(req->if_none_match, ks->etag) == 0 ||
-					   strcmp(req->if_none_match, "*") == 0)) {
+	if (req->if_none_match != NULL &&
+	    (strcmp(req->if_none_match, ks->etag) == 0 || strcmp(req->if_none_match, "*") == 0)) {
 		resp->status = 304;
 		free(resp->body);
 		resp->body = strdup("");
@@ -70,8 +70,8 @@ static void healthz(issuer *is, http_resp *resp)
 	store *st = issuer_store(is, &e);
 	int store_ok = st != NULL && store_agents_generation(st, &gen, &e) == WRIT_OK;
 	json_t *o = json_pack("{s:s, s:b, s:b, s:b}", "status",
-			      audit_ok && hsm_ok && store_ok ? "ok" : "unavailable", "hsm", hsm_ok,
-			      "store", store_ok, "audit", audit_ok);
+	                      audit_ok && hsm_ok && store_ok ? "ok" : "unavailable", "hsm", hsm_ok,
+	                      "store", store_ok, "audit", audit_ok);
 
 	resp->status = audit_ok && hsm_ok && store_ok ? 200 : 503;
 	resp->body = o != NULL ? wjson_dump(o) : NULL;
@@ -114,19 +114,19 @@ void routes_handle(void *arg, const http_req *req, http_resp *resp)
 		exchange_handle(is, req, resp);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		metrics_latency((double)(t1.tv_sec - t0.tv_sec) +
-				(double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		                (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 		return;
 	}
 	if (!get) {
 		resp_error(resp, strcmp(req->path, "/") == 0 ? 404 : 405, "invalid_request",
-			   "use GET");
+		           "use GET");
 		resp->allow = "GET";
 		return;
 	}
 	if (strcmp(req->path, "/.well-known/jwks.json") == 0)
 		jwks(is, req, resp);
 	else if (strcmp(req->path, "/.well-known/oauth-authorization-server") == 0 ||
-		 strcmp(req->path, "/.well-known/openid-configuration") == 0)
+	         strcmp(req->path, "/.well-known/openid-configuration") == 0)
 		discovery(is, resp);
 	else if (strcmp(req->path, "/healthz") == 0)
 		healthz(is, resp);

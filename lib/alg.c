@@ -4,8 +4,8 @@
 #include "writ_int.h"
 
 static const char *const names[] = {
-	[WRIT_ALG_ES256] = "ES256", [WRIT_ALG_ES384] = "ES384", [WRIT_ALG_RS256] = "RS256",
-	[WRIT_ALG_PS256] = "PS256", [WRIT_ALG_EDDSA] = "EdDSA",
+    [WRIT_ALG_ES256] = "ES256", [WRIT_ALG_ES384] = "ES384", [WRIT_ALG_RS256] = "RS256",
+    [WRIT_ALG_PS256] = "PS256", [WRIT_ALG_EDDSA] = "EdDSA",
 };
 
 const char *writ_alg_name(writ_alg alg)

@@ -17,7 +17,7 @@ json_t *wjson_parse_object(const char *buf, size_t len, const char *what, writ_e
 
 	if (v == NULL) {
 		writ_err_set(err, WRIT_ERR_MALFORMED, "%s: invalid JSON at byte %d: %s", what,
-			     je.position, je.text);
+		             je.position, je.text);
 		return NULL;
 	}
 	if (!json_is_object(v)) {

@@ -41,25 +41,25 @@ writ_rc writ_pkey_check_alg(EVP_PKEY *pkey, writ_alg alg, size_t *sig_len, writ_
 	case WRIT_ALG_ES384:
 		if (!EVP_PKEY_is_a(pkey, "EC") ||
 		    !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
-						    sizeof(group), &glen))
+		                                    sizeof(group), &glen))
 			return writ_err_set(err, WRIT_ERR_JWK, "%s needs an EC key",
-					    writ_alg_name(alg));
+			                    writ_alg_name(alg));
 		if (strcmp(group, alg == WRIT_ALG_ES256 ? "prime256v1" : "secp384r1") != 0)
 			return writ_err_set(err, WRIT_ERR_JWK, "%s needs curve %s, key is on %s",
-					    writ_alg_name(alg),
-					    alg == WRIT_ALG_ES256 ? "P-256" : "P-384", group);
+			                    writ_alg_name(alg),
+			                    alg == WRIT_ALG_ES256 ? "P-256" : "P-384", group);
 		*sig_len = 2 * ec_field_len(alg);
 		return WRIT_OK;
 	case WRIT_ALG_RS256:
 	case WRIT_ALG_PS256:
 		if (!EVP_PKEY_is_a(pkey, "RSA"))
 			return writ_err_set(err, WRIT_ERR_JWK, "%s needs an RSA key",
-					    writ_alg_name(alg));
+			                    writ_alg_name(alg));
 		/* RFC 7518 s.3.3: 2048 bits or larger. The upper bound caps the
 		 * cost an attacker-supplied JWKS can impose. */
 		if (bits < 2048 || bits > 8192)
 			return writ_err_set(err, WRIT_ERR_JWK,
-					    "RSA key of %d bits (2048..8192 allowed)", bits);
+			                    "RSA key of %d bits (2048..8192 allowed)", bits);
 		*sig_len = (size_t)EVP_PKEY_get_size(pkey);
 		return WRIT_OK;
 	case WRIT_ALG_EDDSA:
@@ -67,8 +67,7 @@ writ_rc writ_pkey_check_alg(EVP_PKEY *pkey, writ_alg alg, size_t *sig_len, writ_
 			return writ_err_set(err, WRIT_ERR_JWK, "EdDSA needs an Ed25519 key");
 		*sig_len = 64;
 		return WRIT_OK;
-	default:
-		return writ_err_set(err, WRIT_ERR_ALG, "unsupported algorithm");
+	default: return writ_err_set(err, WRIT_ERR_ALG, "unsupported algorithm");
 	}
 }
 
@@ -120,8 +119,7 @@ static writ_rc jwk_pub_from_pkey(EVP_PKEY *pkey, writ_alg alg, jwk_pub *p)
 		if (EVP_PKEY_get_raw_public_key(pkey, raw, &rawlen) && rawlen == 32)
 			p->x = b64url_encode_alloc(raw, rawlen);
 		break;
-	default:
-		return WRIT_ERR_ALG;
+	default: return WRIT_ERR_ALG;
 	}
 	if ((p->kty[0] == 'R' && (p->n == NULL || p->e == NULL)) ||
 	    (p->kty[0] != 'R' && p->x == NULL) || (p->kty[0] == 'E' && p->y == NULL)) {
@@ -137,8 +135,8 @@ static json_t *jwk_pub_canonical(const jwk_pub *p)
 	if (p->n != NULL)
 		return json_pack("{s:s, s:s, s:s}", "e", p->e, "kty", p->kty, "n", p->n);
 	if (p->y != NULL)
-		return json_pack("{s:s, s:s, s:s, s:s}", "crv", p->crv, "kty", p->kty, "x",
-				 p->x, "y", p->y);
+		return json_pack("{s:s, s:s, s:s, s:s}", "crv", p->crv, "kty", p->kty, "x", p->x,
+		                 "y", p->y);
 	return json_pack("{s:s, s:s, s:s}", "crv", p->crv, "kty", p->kty, "x", p->x);
 }
 

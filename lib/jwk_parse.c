@@ -24,7 +24,7 @@ static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "
 /* Decode member `name` of o: a canonical base64url string whose decoded
  * length is exactly `want` (or 1..max when want == 0). */
 static writ_rc member_b64(const json_t *o, const char *name, size_t want, unsigned char *out,
-			  size_t max, size_t *outlen, writ_err *err)
+                          size_t max, size_t *outlen, writ_err *err)
 {
 	const json_t *v = json_object_get(o, name);
 	const char *s;
@@ -32,17 +32,17 @@ static writ_rc member_b64(const json_t *o, const char *name, size_t want, unsign
 
 	if (!json_is_string(v))
 		return writ_err_set(err, WRIT_ERR_JWK, "JWK member \"%s\" missing or not a string",
-				    name);
+		                    name);
 	s = json_string_value(v);
 	len = json_string_length(v);
 	if (len == 0 || len > JWK_MEMBER_MAX || B64URL_DECODED_MAX(len) > max)
 		return writ_err_set(err, WRIT_ERR_JWK, "JWK member \"%s\" has a bad length", name);
 	if (b64url_decode(s, len, out, outlen) != 0)
-		return writ_err_set(err, WRIT_ERR_JWK, "JWK member \"%s\" is not canonical base64url",
-				    name);
+		return writ_err_set(err, WRIT_ERR_JWK,
+		                    "JWK member \"%s\" is not canonical base64url", name);
 	if (want != 0 && *outlen != want)
 		return writ_err_set(err, WRIT_ERR_JWK, "JWK member \"%s\" is %zu bytes, want %zu",
-				    name, *outlen, want);
+		                    name, *outlen, want);
 	return WRIT_OK;
 }
 
@@ -61,8 +61,7 @@ static const char *member_str(const json_t *o, const char *name)
 	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static writ_rc pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld, EVP_PKEY **out,
-			     writ_err *err)
+static writ_rc pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld, EVP_PKEY **out, writ_err *err)
 {
 	OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
@@ -103,7 +102,7 @@ static writ_rc ec_from_jwk(const json_t *o, writ_alg alg, EVP_PKEY **out, writ_e
 
 	if (crv == NULL || strcmp(crv, want_crv) != 0)
 		return writ_err_set(err, WRIT_ERR_JWK, "%s key needs \"crv\":\"%s\"",
-				    writ_alg_name(alg), want_crv);
+		                    writ_alg_name(alg), want_crv);
 	pt[0] = 0x04; /* uncompressed point */
 	rc = member_b64(o, "x", fl, pt + 1, 48, &xl, err);
 	if (rc == WRIT_OK)
@@ -205,23 +204,23 @@ static writ_rc jwk_from_json(const json_t *o, int need_kid, writ_jwk **out, writ
 	for (i = 0; i < sizeof(private_members) / sizeof(private_members[0]); i++)
 		if (json_object_get(o, private_members[i]) != NULL)
 			return writ_err_set(err, WRIT_ERR_JWK,
-					    "JWK holds private key material (\"%s\")",
-					    private_members[i]);
+			                    "JWK holds private key material (\"%s\")",
+			                    private_members[i]);
 	if (kty == NULL)
 		return writ_err_set(err, WRIT_ERR_JWK, "JWK has no \"kty\"");
 	if (alg_s == NULL)
 		return writ_err_set(err, WRIT_ERR_JWK,
-				    "JWK has no \"alg\" (writ pins one algorithm to each key)");
+		                    "JWK has no \"alg\" (writ pins one algorithm to each key)");
 	alg = writ_alg_from_name(alg_s);
 	if (alg == WRIT_ALG_NONE)
 		return writ_err_set(err, WRIT_ERR_JWK,
-				    "JWK \"alg\" is not one of ES256, ES384, RS256, PS256, EdDSA");
+		                    "JWK \"alg\" is not one of ES256, ES384, RS256, PS256, EdDSA");
 	if (json_object_get(o, "use") != NULL && (use == NULL || strcmp(use, "sig") != 0))
 		return writ_err_set(err, WRIT_ERR_JWK, "JWK \"use\" is not \"sig\"");
-	if (kidv != NULL && (!json_is_string(kidv) ||
-			     !kid_ok(json_string_value(kidv), json_string_length(kidv))))
+	if (kidv != NULL &&
+	    (!json_is_string(kidv) || !kid_ok(json_string_value(kidv), json_string_length(kidv))))
 		return writ_err_set(err, WRIT_ERR_JWK,
-				    "JWK \"kid\" must be 1..%d base64url characters", WRIT_KID_MAX);
+		                    "JWK \"kid\" must be 1..%d base64url characters", WRIT_KID_MAX);
 	if (need_kid && kidv == NULL)
 		return writ_err_set(err, WRIT_ERR_JWK, "JWK in a set has no \"kid\"");
 
@@ -233,7 +232,7 @@ static writ_rc jwk_from_json(const json_t *o, int need_kid, writ_jwk **out, writ
 		rc = okp_from_jwk(o, &pkey, err);
 	else
 		rc = writ_err_set(err, WRIT_ERR_JWK, "JWK \"kty\" %s does not fit \"alg\" %s", kty,
-				  alg_s);
+		                  alg_s);
 	if (rc == WRIT_OK)
 		rc = writ_jwk_from_pkey(pkey, alg, &k, err);
 	EVP_PKEY_free(pkey);
@@ -255,7 +254,7 @@ writ_rc writ_jwk_parse(const char *json, size_t len, writ_jwk **out, writ_err *e
 	*out = NULL;
 	if (len > WRIT_JWKS_MAX_BYTES)
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "JWK larger than %d bytes",
-				    WRIT_JWKS_MAX_BYTES);
+		                    WRIT_JWKS_MAX_BYTES);
 	o = wjson_parse_object(json, len, "JWK", err);
 	if (o == NULL)
 		return jwk_json_error(err);
@@ -277,7 +276,7 @@ void writ_jwks_free(writ_jwks *set)
 }
 
 writ_rc writ_jwks_parse(const char *json, size_t len, unsigned flags, writ_jwks **out,
-			writ_err *err)
+                        writ_err *err)
 {
 	json_t *o = NULL, *arr;
 	writ_jwks *set = NULL;
@@ -289,7 +288,7 @@ writ_rc writ_jwks_parse(const char *json, size_t len, unsigned flags, writ_jwks 
 	*out = NULL;
 	if (len > WRIT_JWKS_MAX_BYTES)
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "JWK Set larger than %d bytes",
-				    WRIT_JWKS_MAX_BYTES);
+		                    WRIT_JWKS_MAX_BYTES);
 	o = wjson_parse_object(json, len, "JWK Set", err);
 	if (o == NULL)
 		return jwk_json_error(err);
@@ -322,14 +321,17 @@ writ_rc writ_jwks_parse(const char *json, size_t len, unsigned flags, writ_jwks 
 		}
 		set->keys[set->n++] = k;
 		if ((flags & WRIT_JWKS_KID_IS_THUMBPRINT) &&
-		    (writ_jwk_thumbprint(k, tp, sizeof(tp)) != WRIT_OK || strcmp(tp, k->kid) != 0)) {
+		    (writ_jwk_thumbprint(k, tp, sizeof(tp)) != WRIT_OK ||
+		     strcmp(tp, k->kid) != 0)) {
 			rc = writ_err_set(err, WRIT_ERR_JWK,
-					  "keys[%zu]: \"kid\" is not the key's RFC 7638 thumbprint", i);
+			                  "keys[%zu]: \"kid\" is not the key's RFC 7638 thumbprint",
+			                  i);
 			goto out;
 		}
 		for (j = 0; j < i; j++)
 			if (strcmp(set->keys[j]->kid, k->kid) == 0) {
-				rc = writ_err_set(err, WRIT_ERR_JWK, "keys[%zu]: duplicate \"kid\"", i);
+				rc = writ_err_set(err, WRIT_ERR_JWK, "keys[%zu]: duplicate \"kid\"",
+				                  i);
 				goto out;
 			}
 	}

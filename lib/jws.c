@@ -13,8 +13,8 @@
 
 #include "writ_int.h"
 
-#define HEADER_MAX 1024	   /* decoded JOSE header */
-#define SIG_MAX 1024	   /* decoded signature: RSA-8192 */
+#define HEADER_MAX 1024 /* decoded JOSE header */
+#define SIG_MAX    1024 /* decoded signature: RSA-8192 */
 
 /* The only header members writ accepts. */
 static int header_member_allowed(const char *k)
@@ -35,7 +35,7 @@ static const char *printable_name(const char *k)
 }
 
 static writ_rc seg_decode(const char *s, size_t n, size_t cap, const char *what,
-			  unsigned char **out, size_t *outlen, writ_err *err)
+                          unsigned char **out, size_t *outlen, writ_err *err)
 {
 	unsigned char *buf;
 
@@ -44,16 +44,16 @@ static writ_rc seg_decode(const char *s, size_t n, size_t cap, const char *what,
 		return writ_err_set(err, WRIT_ERR_MALFORMED, "JWS %s segment is empty", what);
 	if (B64URL_DECODED_MAX(n) > cap)
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "JWS %s is larger than %zu bytes",
-				    what, cap);
+		                    what, cap);
 	buf = malloc(B64URL_DECODED_MAX(n) + 1);
 	if (buf == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	if (b64url_decode(s, n, buf, outlen) != 0) {
 		free(buf);
 		return writ_err_set(err, WRIT_ERR_MALFORMED,
-				    "JWS %s is not canonical base64url (no padding, '+', '/' or "
-				    "stray bits)",
-				    what);
+		                    "JWS %s is not canonical base64url (no padding, '+', '/' or "
+		                    "stray bits)",
+		                    what);
 	}
 	*out = buf;
 	return WRIT_OK;
@@ -64,11 +64,11 @@ static writ_rc header_check(writ_jws *j, writ_err *err)
 	const char *k;
 	json_t *v;
 
-	json_object_foreach (j->header, k, v) {
+	json_object_foreach(j->header, k, v) {
 		if (!header_member_allowed(k))
 			return writ_err_set(err, WRIT_ERR_HEADER,
-					    "JOSE header \"%s\" refused (only alg, kid, typ)",
-					    printable_name(k));
+			                    "JOSE header \"%s\" refused (only alg, kid, typ)",
+			                    printable_name(k));
 	}
 	v = json_object_get(j->header, "alg");
 	if (!json_is_string(v))
@@ -103,23 +103,23 @@ writ_rc writ_jws_parse(const char *token, size_t len, writ_jws *j, writ_err *err
 		return writ_err_set(err, WRIT_ERR_ARG, "no token");
 	if (len > WRIT_TOKEN_MAX_BYTES)
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "token larger than %d bytes",
-				    WRIT_TOKEN_MAX_BYTES);
+		                    WRIT_TOKEN_MAX_BYTES);
 	d1 = memchr(token, '.', len);
 	d2 = d1 != NULL ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
 	if (d2 == NULL)
 		return writ_err_set(err, WRIT_ERR_MALFORMED,
-				    "not a compact JWS (want header.payload.signature)");
+		                    "not a compact JWS (want header.payload.signature)");
 	if (memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token)) != NULL)
 		return writ_err_set(err, WRIT_ERR_MALFORMED,
-				    "compact JWS has more than three segments (JWE or junk)");
+		                    "compact JWS has more than three segments (JWE or junk)");
 
 	rc = seg_decode(token, (size_t)(d1 - token), HEADER_MAX, "header", &hb, &hl, err);
 	if (rc == WRIT_OK)
 		rc = seg_decode(d1 + 1, (size_t)(d2 - d1 - 1), WRIT_TOKEN_MAX_BYTES, "payload", &pb,
-				&pl, err);
+		                &pl, err);
 	if (rc == WRIT_OK)
 		rc = seg_decode(d2 + 1, len - (size_t)(d2 + 1 - token), SIG_MAX, "signature",
-				&j->sig, &j->sig_len, err);
+		                &j->sig, &j->sig_len, err);
 	if (rc != WRIT_OK)
 		goto out;
 	j->header = wjson_parse_object((const char *)hb, hl, "JOSE header", err);

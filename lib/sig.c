@@ -14,14 +14,12 @@
  * OpenSSL checks this too; doing it here keeps the rule visible and
  * independent of the provider. */
 static const unsigned char p256_n[32] = {
-	0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF,
-	0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17,
-	0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51};
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51};
 static const unsigned char p384_n[48] = {
-	0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-	0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-	0xC7, 0x63, 0x4D, 0x81, 0xF4, 0x37, 0x2D, 0xDF, 0x58, 0x1A, 0x0D, 0xB2,
-	0x48, 0xB0, 0xA7, 0x7A, 0xEC, 0xEC, 0x19, 0x6A, 0xCC, 0xC5, 0x29, 0x73};
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xC7, 0x63, 0x4D, 0x81, 0xF4, 0x37, 0x2D, 0xDF,
+    0x58, 0x1A, 0x0D, 0xB2, 0x48, 0xB0, 0xA7, 0x7A, 0xEC, 0xEC, 0x19, 0x6A, 0xCC, 0xC5, 0x29, 0x73};
 
 static int scalar_in_range(const unsigned char *v, const unsigned char *n, size_t len)
 {
@@ -34,8 +32,7 @@ static int scalar_in_range(const unsigned char *v, const unsigned char *n, size_
 }
 
 /* r||s -> DER ECDSA-Sig-Value, which OpenSSL's verify takes. */
-static writ_rc ecdsa_to_der(const unsigned char *sig, size_t half, unsigned char **der,
-			    int *derlen)
+static writ_rc ecdsa_to_der(const unsigned char *sig, size_t half, unsigned char **der, int *derlen)
 {
 	ECDSA_SIG *es = ECDSA_SIG_new();
 	BIGNUM *r = BN_bin2bn(sig, (int)half, NULL);
@@ -79,23 +76,23 @@ writ_rc writ_sig_template(writ_jwk *jwk, writ_err *err)
 fail:
 	EVP_PKEY_CTX_free(p);
 	return writ_err_ossl(err, WRIT_ERR_CRYPTO, "cannot prepare %s verification",
-			     writ_alg_name(jwk->alg));
+	                     writ_alg_name(jwk->alg));
 }
 
 /* PureEdDSA (RFC 8032) has only a one-shot interface over the message. */
 static int verify_eddsa(const writ_jwk *jwk, const unsigned char *msg, size_t msglen,
-			const unsigned char *sig, size_t siglen)
+                        const unsigned char *sig, size_t siglen)
 {
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	int ok = ctx != NULL && EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, jwk->pkey) == 1 &&
-		 EVP_DigestVerify(ctx, sig, siglen, msg, msglen) == 1;
+	         EVP_DigestVerify(ctx, sig, siglen, msg, msglen) == 1;
 
 	EVP_MD_CTX_free(ctx);
 	return ok;
 }
 
 writ_rc writ_sig_verify(const writ_jwk *jwk, const unsigned char *msg, size_t msglen,
-			const unsigned char *sig, size_t siglen, writ_err *err)
+                        const unsigned char *sig, size_t siglen, writ_err *err)
 {
 	unsigned char md[SHA384_DIGEST_LENGTH], *der = NULL;
 	const unsigned char *vsig = sig;
@@ -106,13 +103,13 @@ writ_rc writ_sig_verify(const writ_jwk *jwk, const unsigned char *msg, size_t ms
 	/* Exact length first: a JWS signature has one valid size per key. */
 	if (siglen != jwk->sig_len)
 		return writ_err_set(err, WRIT_ERR_SIGNATURE, "signature is %zu bytes, %s needs %zu",
-				    siglen, writ_alg_name(jwk->alg), jwk->sig_len);
+		                    siglen, writ_alg_name(jwk->alg), jwk->sig_len);
 	if (jwk->alg == WRIT_ALG_ES256 || jwk->alg == WRIT_ALG_ES384) {
 		size_t half = siglen / 2;
 		const unsigned char *n = jwk->alg == WRIT_ALG_ES256 ? p256_n : p384_n;
 		if (!scalar_in_range(sig, n, half) || !scalar_in_range(sig + half, n, half))
 			return writ_err_set(err, WRIT_ERR_SIGNATURE,
-					    "ECDSA r or s is zero or not below the group order");
+			                    "ECDSA r or s is zero or not below the group order");
 		if (ecdsa_to_der(sig, half, &der, &derlen) != WRIT_OK)
 			return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 		vsig = der;

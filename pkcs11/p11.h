@@ -24,18 +24,18 @@
 
 #include "writ/writ.h"
 
-#define P11_ID_MAX 32	 /* CKA_ID bytes writ creates (16) and accepts */
-#define P11_LABEL_MAX 64 /* CKA_LABEL bytes */
-#define P11_SIG_MAX 512	 /* RSA-4096 */
-#define P11_PIN_MAX 256
+#define P11_ID_MAX    32  /* CKA_ID bytes writ creates (16) and accepts */
+#define P11_LABEL_MAX 64  /* CKA_LABEL bytes */
+#define P11_SIG_MAX   512 /* RSA-4096 */
+#define P11_PIN_MAX   256
 
 typedef struct p11_ctx p11_ctx;
 
 typedef struct p11_cfg {
-	const char *module;	 /* path of the PKCS#11 module (.so) */
-	const char *token_label; /* token to use, found by label (slot ids move) */
-	const char *pin_file;	 /* PIN file, mode 0600 or stricter, owned by us */
-	const char *pin_env;	 /* or: name of an environment variable */
+	const char *module;       /* path of the PKCS#11 module (.so) */
+	const char *token_label;  /* token to use, found by label (slot ids move) */
+	const char *pin_file;     /* PIN file, mode 0600 or stricter, owned by us */
+	const char *pin_env;      /* or: name of an environment variable */
 	const char *softhsm_conf; /* optional: exported as SOFTHSM2_CONF first */
 } p11_cfg;
 
@@ -43,8 +43,8 @@ typedef struct p11_key {
 	unsigned char id[P11_ID_MAX]; /* CKA_ID shared by the key pair */
 	size_t id_len;
 	char label[P11_LABEL_MAX + 1];
-	writ_alg alg;	/* from the label's "writ:<ALG>:" prefix and key type */
-	EVP_PKEY *pub;	/* public key, owned by the p11_key */
+	writ_alg alg;  /* from the label's "writ:<ALG>:" prefix and key type */
+	EVP_PKEY *pub; /* public key, owned by the p11_key */
 } p11_key;
 
 /*
@@ -74,8 +74,7 @@ void p11_keys_free(p11_key *keys, size_t n);
  * On success *out is filled (caller frees out->pub via p11_keys_free(out, 1)
  * semantics: EVP_PKEY_free(out->pub)).
  */
-WRIT_MUST_CHECK writ_rc p11_key_generate(p11_ctx *ctx, writ_alg alg, p11_key *out,
-					 writ_err *err);
+WRIT_MUST_CHECK writ_rc p11_key_generate(p11_ctx *ctx, writ_alg alg, p11_key *out, writ_err *err);
 
 /*
  * Sign msg with the private key whose CKA_ID is id, using alg's mechanism:
@@ -86,13 +85,13 @@ WRIT_MUST_CHECK writ_rc p11_key_generate(p11_ctx *ctx, writ_alg alg, p11_key *ou
  * and is 0 on failure (no partial signature is ever left behind).
  * Thread-safe.
  */
-WRIT_MUST_CHECK writ_rc p11_sign(p11_ctx *ctx, const unsigned char *id, size_t id_len,
-				 writ_alg alg, const unsigned char *msg, size_t msglen,
-				 unsigned char *sig, size_t *siglen, writ_err *err);
+WRIT_MUST_CHECK writ_rc p11_sign(p11_ctx *ctx, const unsigned char *id, size_t id_len, writ_alg alg,
+                                 const unsigned char *msg, size_t msglen, unsigned char *sig,
+                                 size_t *siglen, writ_err *err);
 
 /* Destroy both objects of the key pair with CKA_ID id. */
 WRIT_MUST_CHECK writ_rc p11_key_destroy(p11_ctx *ctx, const unsigned char *id, size_t id_len,
-					writ_err *err);
+                                        writ_err *err);
 
 /* Does the token offer the mechanisms alg needs (generation and signing)? */
 int p11_alg_supported(p11_ctx *ctx, writ_alg alg);
@@ -112,8 +111,8 @@ long p11_raw_find_private(p11_ctx *ctx, long session, const unsigned char *id, s
  * and user PINs. PINs are not copied or logged; the caller wipes them.
  */
 WRIT_MUST_CHECK writ_rc p11_token_init(const char *module, const char *softhsm_conf,
-				       const char *label, const char *so_pin,
-				       const char *user_pin, writ_err *err);
+                                       const char *label, const char *so_pin, const char *user_pin,
+                                       writ_err *err);
 
 /*
  * Read a PIN from a file: must be a regular file owned by the caller with
@@ -121,7 +120,6 @@ WRIT_MUST_CHECK writ_rc p11_token_init(const char *module, const char *softhsm_c
  * most P11_PIN_MAX bytes, one line (a trailing newline is dropped).
  * buf holds P11_PIN_MAX + 1 bytes; the caller wipes it.
  */
-WRIT_MUST_CHECK writ_rc p11_pin_read_file(const char *path, char *buf, size_t *len,
-					  writ_err *err);
+WRIT_MUST_CHECK writ_rc p11_pin_read_file(const char *path, char *buf, size_t *len, writ_err *err);
 
 #endif

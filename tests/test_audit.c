@@ -31,7 +31,7 @@ typedef struct tsigner {
 } tsigner;
 
 static writ_rc tsign(void *arg, const unsigned char *msg, size_t len, char kid[WRIT_KID_MAX + 1],
-		     writ_alg *alg, unsigned char *sig, size_t *siglen, writ_err *err)
+                     writ_alg *alg, unsigned char *sig, size_t *siglen, writ_err *err)
 {
 	tsigner *s = arg;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -84,7 +84,7 @@ static writ_jwks *tsigner_jwks(const tsigner *s)
 	snprintf(buf, sizeof(buf), "{\"keys\":[%s]}", j);
 	free(j);
 	REQUIRE(writ_jwks_parse(buf, strlen(buf), WRIT_JWKS_KID_IS_THUMBPRINT, &set, NULL) ==
-		WRIT_OK);
+	        WRIT_OK);
 	return set;
 }
 
@@ -109,8 +109,8 @@ static writ_rc append_issued(audit_log *log, int n, writ_err *err)
 	snprintf(agent, sizeof(agent), "agent-%02d", n % 7);
 	snprintf(jti, sizeof(jti), "jti-%06d", n);
 	r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i}", "event", "issued", "agent", agent,
-		      "audience", n % 2 ? "orders-db" : "billing-api", "scope_granted", "db:read",
-		      "jti", jti, "rule", "r1", "n", n);
+	              "audience", n % 2 ? "orders-db" : "billing-api", "scope_granted", "db:read",
+	              "jti", jti, "rule", "r1", "n", n);
 	REQUIRE(r != NULL);
 	rc = audit_append(log, r, err);
 	json_decref(r);
@@ -180,9 +180,11 @@ static void test_chain_and_checkpoints_verify(void)
 	buf = tu_read_file(path_in("a.log"), &len);
 	CHECK(strncmp(buf, "{\"seq\":1,\"ts\":\"", 15) == 0);
 	CHECK(strstr(buf, "\"event\":\"log_opened\"") != NULL);
-	CHECK(strstr(strchr(buf, '\n') - 75,
-		     "\"prev\":\"0000000000000000000000000000000000000000000000000000000000000000\"}") !=
-	      NULL);
+	CHECK(
+	    strstr(
+	        strchr(buf, '\n') - 75,
+	        "\"prev\":\"0000000000000000000000000000000000000000000000000000000000000000\"}") !=
+	    NULL);
 	CHECK(buf[len - 1] == '\n');
 
 	CHECK_RC(audit_verify_file(path_in("a.log"), keys, &rep, NULL), WRIT_OK);
@@ -440,7 +442,7 @@ static void test_second_writer_and_symlink_refused(void)
 
 /* ---- group commit ---- */
 
-#define THREADS 8
+#define THREADS    8
 #define PER_THREAD 500
 
 static audit_log *shared_log;
@@ -506,10 +508,10 @@ static void test_concurrent_appends_share_fsyncs(void)
 	CHECK(st.checkpoints == 4);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	fprintf(stderr,
-		"  group commit: %d threads, %llu appends, %llu fdatasyncs (%.1f appends per "
-		"sync), %.0f durable appends/s\n",
-		THREADS, (unsigned long long)st.appends, (unsigned long long)st.syncs,
-		(double)st.appends / (double)(st.syncs ? st.syncs : 1), (double)st.appends / secs);
+	        "  group commit: %d threads, %llu appends, %llu fdatasyncs (%.1f appends per "
+	        "sync), %.0f durable appends/s\n",
+	        THREADS, (unsigned long long)st.appends, (unsigned long long)st.syncs,
+	        (double)st.appends / (double)(st.syncs ? st.syncs : 1), (double)st.appends / secs);
 	CHECK(st.syncs < st.appends / 2);
 	CHECK_RC(audit_close(shared_log, NULL), WRIT_OK);
 
@@ -604,7 +606,8 @@ static void test_write_and_sync_failures_fail_closed(void)
 	CHECK(strstr(st.last_error, "fsync failed") != NULL);
 	CHECK_RC(audit_close(log, &err), WRIT_OK);
 	buf = tu_read_file(path, &len);
-	CHECK(strstr(buf, "\"event\":\"log_recovered\",\"dropped_bytes\":0,\"reason\":\"audit log ") !=
+	CHECK(strstr(buf,
+	             "\"event\":\"log_recovered\",\"dropped_bytes\":0,\"reason\":\"audit log ") !=
 	      NULL);
 	CHECK(strstr(buf, "jti-000002") == NULL && strstr(buf, "jti-000003") == NULL);
 	free(buf);
@@ -650,8 +653,8 @@ static void test_checkpoint_after_interval(void)
 	audit_stats st;
 
 	tsigner_new(&s);
-	o = (audit_opts){.sign = tsign, .sign_arg = &s, .checkpoint_every = 1000,
-			 .checkpoint_secs = 1};
+	o = (audit_opts){
+	    .sign = tsign, .sign_arg = &s, .checkpoint_every = 1000, .checkpoint_secs = 1};
 	unlink(path_in("secs.log"));
 	REQUIRE(audit_open(path_in("secs.log"), &o, &log, NULL) == WRIT_OK);
 	CHECK_RC(append_issued(log, 1, NULL), WRIT_OK);
@@ -681,7 +684,7 @@ static void test_disk_full(void)
 	if (geteuid() != 0 || mkdir(mnt, 0700) != 0 ||
 	    mount("tmpfs", mnt, "tmpfs", 0, "size=32k,mode=0700") != 0) {
 		fprintf(stderr, "  SKIP test_disk_full: cannot mount a tmpfs (%s)\n",
-			strerror(errno));
+		        strerror(errno));
 		return;
 	}
 	snprintf(filler, sizeof(filler), "%s/filler", mnt);

@@ -58,7 +58,7 @@ static void refused(const char *json, writ_rc want, const char *msg)
 static policy_decision dec; /* 18 KiB: keep it off the test's stack frames */
 
 static writ_rc decide(const policy *p, const char *agent, const char *group, const char *audience,
-		      const char *scope)
+                      const char *scope)
 {
 	const char *groups[1] = {group};
 	policy_subject s = {agent, groups, group != NULL ? 1 : 0};
@@ -274,7 +274,7 @@ static void test_malformed_scope_is_its_own_error(void)
 	char big[POLICY_MAX_ACTIONS * 4 + 8], *w = big;
 	char longact[POLICY_ACTION_MAX + 2];
 	static const char *bad[] = {"",     " a",   "a ",          "a  b", "a\tb",
-				    "a\"b", "a\\b", "caf\xc3\xa9", "a\nb"};
+	                            "a\"b", "a\\b", "caf\xc3\xa9", "a\nb"};
 	size_t i;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -302,7 +302,7 @@ static void test_every_parse_error_names_rule_and_field(void)
 	const writ_rc C = WRIT_ERR_CONFIG;
 
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'ttll':5")), C,
-		"t.json: rules[0] (id \"x\"): unknown field \"ttll\"");
+	        "t.json: rules[0] (id \"x\"): unknown field \"ttll\"");
 	/* clang-format off */
 	refused(POL(ALLOW("ok", "'a'", "'b'", "'c'", "") ","
 		    ALLOW("x", "'a'", "'b'", "'c'", ",'ttl':0")),
@@ -312,51 +312,51 @@ static void test_every_parse_error_names_rule_and_field(void)
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'ttl':'60'")), C, "field \"ttl\"");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'ttl':1.5")), C, "field \"ttl\"");
 	refused(POL("{'id':'x','effect':'deny','subjects':['a'],'audiences':['b'],'actions':['c'],"
-		    "'ttl':5}"),
-		C, "rules[0] (id \"x\"): field \"ttl\" is only allowed on allow rules");
+	            "'ttl':5}"),
+	        C, "rules[0] (id \"x\"): field \"ttl\" is only allowed on allow rules");
 	refused(POL("{'id':'x','effect':'deny','subjects':['a'],'audiences':['b'],'actions':['c'],"
-		    "'rate':'1/sec'}"),
-		C, "(id \"x\"): field \"rate\" is only allowed on allow rules");
+	            "'rate':'1/sec'}"),
+	        C, "(id \"x\"): field \"rate\" is only allowed on allow rules");
 	refused(POL("{'id':'x','effect':'deny','subjects':['a'],'audiences':['b'],'actions':['c'],"
-		    "'lim':{}}"),
-		C, "(id \"x\"): field \"lim\" is only allowed");
+	            "'lim':{}}"),
+	        C, "(id \"x\"): field \"lim\" is only allowed");
 	refused(POL("{'id':'x','subjects':['a'],'audiences':['b'],'actions':['c']}"), C,
-		"rules[0] (id \"x\"): missing field \"effect\"");
+	        "rules[0] (id \"x\"): missing field \"effect\"");
 	refused(
 	    POL("{'id':'x','effect':'permit','subjects':['a'],'audiences':['b'],'actions':['c']}"),
 	    C, "(id \"x\"): field \"effect\" must be \"allow\" or \"deny\"");
 	refused(POL("{'effect':'allow','subjects':['a'],'audiences':['b'],'actions':['c']}"), C,
-		"rules[0]: missing field \"id\"");
+	        "rules[0]: missing field \"id\"");
 	refused(POL(ALLOW("bad id", "'a'", "'b'", "'c'", "")), C, "rules[0]: field \"id\" must be");
 	refused(POL(ALLOW("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-			  "'a'", "'b'", "'c'", "")),
-		C, "rules[0]: field \"id\" must be 1..64");
+	                  "'a'", "'b'", "'c'", "")),
+	        C, "rules[0]: field \"id\" must be 1..64");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", "") "," ALLOW("x", "'a'", "'b'", "'c'", "")), C,
-		"rules[1] (id \"x\"): duplicate id (also rules[0])");
+	        "rules[1] (id \"x\"): duplicate id (also rules[0])");
 	refused(POL("{'id':'x','effect':'allow','audiences':['b'],'actions':['c']}"), C,
-		"(id \"x\"): missing field \"subjects\"");
+	        "(id \"x\"): missing field \"subjects\"");
 	refused(POL(ALLOW("x", "", "'b'", "'c'", "")), C,
-		"(id \"x\"): field \"subjects\" must be a non-empty array");
+	        "(id \"x\"): field \"subjects\" must be a non-empty array");
 	refused(POL(ALLOW("x", "'a'", "''", "'c'", "")), C, "(id \"x\"): audiences[0] must be");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c','d e'", "")), C,
-		"(id \"x\"): actions[1] must be");
+	        "(id \"x\"): actions[1] must be");
 	refused(POL(ALLOW("x", "'a'", "'b'", "5", "")), C, "(id \"x\"): actions[0] must be");
 	refused(POL(ALLOW("x", "'group:'", "'b'", "'c'", "")), C,
-		"(id \"x\"): subjects[0]: \"group:\" needs a group name");
+	        "(id \"x\"): subjects[0]: \"group:\" needs a group name");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'rate':'60/minute'")), C,
-		"(id \"x\"): field \"rate\" must be");
+	        "(id \"x\"): field \"rate\" must be");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'rate':'0/min'")), C, "field \"rate\"");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'rate':'1000001/min'")), C, "field \"rate\"");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'rate':'+5/min'")), C, "field \"rate\"");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'rate':60")), C, "field \"rate\"");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':{'rps':-1}")), C,
-		"(id \"x\"): lim: \"rps\" must be an integer");
+	        "(id \"x\"): lim: \"rps\" must be an integer");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':{'r-s':1}")), C,
-		"(id \"x\"): lim: name \"r-s\"");
+	        "(id \"x\"): lim: name \"r-s\"");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':[1]")), C,
-		"(id \"x\"): field \"lim\" must be an object");
+	        "(id \"x\"): field \"lim\" must be an object");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'description':'a\\nb'")), C,
-		"(id \"x\"): field \"description\"");
+	        "(id \"x\"): field \"description\"");
 	refused(POL("'not an object'"), C, "rules[0]: not an object");
 	refused("{'rules':[]}", C, "t.json: missing field \"version\"");
 	refused("{'version':2,'rules':[]}", C, "t.json: unsupported \"version\"");
@@ -373,10 +373,10 @@ static void test_duplicate_json_keys_refused(void)
 {
 	refused("{'version':1,'version':1,'rules':[]}", WRIT_ERR_MALFORMED, "duplicate");
 	refused(POL("{'id':'x','effect':'deny','effect':'allow','subjects':['a'],"
-		    "'audiences':['b'],'actions':['c']}"),
-		WRIT_ERR_MALFORMED, "duplicate");
+	            "'audiences':['b'],'actions':['c']}"),
+	        WRIT_ERR_MALFORMED, "duplicate");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':{'rps':1,'rps':100}")),
-		WRIT_ERR_MALFORMED, "duplicate");
+	        WRIT_ERR_MALFORMED, "duplicate");
 }
 
 /* Append to a growing test buffer; the cases below stay far below cap. */
@@ -406,8 +406,8 @@ static void test_caps(void)
 
 	/* 257 patterns in one list */
 	w = put(buf, end,
-		"{\"version\":1,\"rules\":[{\"id\":\"x\",\"effect\":\"allow\","
-		"\"subjects\":[\"a\"],\"audiences\":[\"b\"],\"actions\":[");
+	        "{\"version\":1,\"rules\":[{\"id\":\"x\",\"effect\":\"allow\","
+	        "\"subjects\":[\"a\"],\"audiences\":[\"b\"],\"actions\":[");
 	for (i = 0; i <= POLICY_MAX_PATTERNS; i++) {
 		snprintf(one, sizeof(one), "%s\"a%zu\"", i == 0 ? "" : ",", i);
 		w = put(w, end, one);
@@ -418,8 +418,8 @@ static void test_caps(void)
 
 	/* a 257-byte pattern */
 	w = put(buf, end,
-		"{\"version\":1,\"rules\":[{\"id\":\"x\",\"effect\":\"allow\","
-		"\"subjects\":[\"a\"],\"audiences\":[\"");
+	        "{\"version\":1,\"rules\":[{\"id\":\"x\",\"effect\":\"allow\","
+	        "\"subjects\":[\"a\"],\"audiences\":[\"");
 	for (i = 0; i <= POLICY_PATTERN_MAX; i++)
 		w = put(w, end, "b");
 	w = put(w, end, "\"],\"actions\":[\"c\"]}]}");
@@ -430,9 +430,9 @@ static void test_caps(void)
 	w = put(buf, end, "{\"version\":1,\"rules\":[");
 	for (i = 0; i <= POLICY_MAX_RULES; i++) {
 		snprintf(one, sizeof(one),
-			 "%s{\"id\":\"r%zu\",\"effect\":\"deny\",\"subjects\":[\"a\"],"
-			 "\"audiences\":[\"b\"],\"actions\":[\"c\"]}",
-			 i == 0 ? "" : ",", i);
+		         "%s{\"id\":\"r%zu\",\"effect\":\"deny\",\"subjects\":[\"a\"],"
+		         "\"audiences\":[\"b\"],\"actions\":[\"c\"]}",
+		         i == 0 ? "" : ",", i);
 		w = put(w, end, one);
 	}
 	w = put(w, end, "]}");
@@ -450,9 +450,9 @@ static void test_caps(void)
 	w = put(buf, end, "{\"version\":1,\"rules\":[");
 	for (i = 0; i <= POLICY_LIM_MAX; i++) {
 		snprintf(one, sizeof(one),
-			 "%s{\"id\":\"r%zu\",\"effect\":\"allow\",\"subjects\":[\"a\"],"
-			 "\"audiences\":[\"b\"],\"actions\":[\"c\"],\"lim\":{\"l%zu\":1}}",
-			 i == 0 ? "" : ",", i, i);
+		         "%s{\"id\":\"r%zu\",\"effect\":\"allow\",\"subjects\":[\"a\"],"
+		         "\"audiences\":[\"b\"],\"actions\":[\"c\"],\"lim\":{\"l%zu\":1}}",
+		         i == 0 ? "" : ",", i, i);
 		w = put(w, end, one);
 	}
 	w = put(w, end, "]}");
@@ -473,9 +473,9 @@ static void test_too_many_rate_limits_fail_closed(void)
 	w = put(buf, end, "{\"version\":1,\"rules\":[");
 	for (i = 0; i <= POLICY_MAX_RATES; i++) {
 		snprintf(one, sizeof(one),
-			 "%s{\"id\":\"r%zu\",\"effect\":\"allow\",\"subjects\":[\"*\"],"
-			 "\"audiences\":[\"svc\"],\"actions\":[\"c\"],\"rate\":\"5/sec\"}",
-			 i == 0 ? "" : ",", i);
+		         "%s{\"id\":\"r%zu\",\"effect\":\"allow\",\"subjects\":[\"*\"],"
+		         "\"audiences\":[\"svc\"],\"actions\":[\"c\"],\"rate\":\"5/sec\"}",
+		         i == 0 ? "" : ",", i);
 		w = put(w, end, one);
 	}
 	w = put(w, end, "]}");
@@ -554,7 +554,7 @@ static void test_hash_is_sha256_of_the_bytes(void)
 	CHECK_RC(policy_parse(doc2, strlen(doc2), "c", &c, NULL), WRIT_OK);
 	REQUIRE(a != NULL && b != NULL && c != NULL);
 	CHECK(strcmp(policy_hash(a),
-		     "6be6bac38f2d35217ca3cd98e36322f9e8fb6638564f5a87ff660589f6302103") == 0);
+	             "6be6bac38f2d35217ca3cd98e36322f9e8fb6638564f5a87ff660589f6302103") == 0);
 	CHECK(strcmp(policy_hash(a), policy_hash(b)) == 0);
 	CHECK(strcmp(policy_hash(a), policy_hash(c)) != 0);
 	CHECK(policy_rule_count(a) == 0);

@@ -105,8 +105,8 @@ static char *group_jwk(const json_t *g, writ_alg alg)
 		x = hex_b64(hx, 0);
 		y = hex_b64(hy, 0);
 		out = dump_new(json_pack("{s:s,s:s,s:s,s:s,s:s}", "kty", "EC", "crv",
-					 alg == WRIT_ALG_ES256 ? "P-256" : "P-384", "alg",
-					 writ_alg_name(alg), "x", x, "y", y));
+		                         alg == WRIT_ALG_ES256 ? "P-256" : "P-384", "alg",
+		                         writ_alg_name(alg), "x", x, "y", y));
 		break;
 	}
 	case WRIT_ALG_RS256:
@@ -117,7 +117,8 @@ static char *group_jwk(const json_t *g, writ_alg alg)
 		if (mod == NULL || exp == NULL || sha == NULL || strcmp(sha, "SHA-256") != 0)
 			return NULL;
 		if (alg == WRIT_ALG_PS256) {
-			const char *mgf = str_at(g, "mgf", NULL), *mgfsha = str_at(g, "mgfSha", NULL);
+			const char *mgf = str_at(g, "mgf", NULL),
+			           *mgfsha = str_at(g, "mgfSha", NULL);
 			if (json_integer_value(json_object_get(g, "sLen")) != 32 || mgf == NULL ||
 			    strcmp(mgf, "MGF1") != 0 || mgfsha == NULL ||
 			    strcmp(mgfsha, "SHA-256") != 0)
@@ -126,7 +127,7 @@ static char *group_jwk(const json_t *g, writ_alg alg)
 		n = hex_b64(mod, 1);
 		e = hex_b64(exp, 1);
 		out = dump_new(json_pack("{s:s,s:s,s:s,s:s}", "kty", "RSA", "alg",
-					 writ_alg_name(alg), "n", n, "e", e));
+		                         writ_alg_name(alg), "n", n, "e", e));
 		break;
 	}
 	case WRIT_ALG_EDDSA: {
@@ -136,12 +137,11 @@ static char *group_jwk(const json_t *g, writ_alg alg)
 		if (pk == NULL || curve == NULL || strcmp(curve, "edwards25519") != 0)
 			return NULL;
 		x = hex_b64(pk, 0);
-		out = dump_new(json_pack("{s:s,s:s,s:s,s:s}", "kty", "OKP", "crv", "Ed25519",
-					 "alg", "EdDSA", "x", x));
+		out = dump_new(json_pack("{s:s,s:s,s:s,s:s}", "kty", "OKP", "crv", "Ed25519", "alg",
+		                         "EdDSA", "x", x));
 		break;
 	}
-	default:
-		break;
+	default: break;
 	}
 	free(x);
 	free(y);
@@ -166,7 +166,7 @@ static void run_file(const char *name, writ_alg alg)
 	declared = (long)json_integer_value(json_object_get(root, "numberOfTests"));
 	groups = json_object_get(root, "testGroups");
 	REQUIRE(json_is_array(groups));
-	json_array_foreach (groups, gi, g) {
+	json_array_foreach(groups, gi, g) {
 		const json_t *tests = json_object_get(g, "tests"), *t;
 		char *jwkjson = group_jwk(g, alg);
 		writ_jwk *key = NULL;
@@ -179,14 +179,14 @@ static void run_file(const char *name, writ_alg alg)
 				fprintf(stderr, "%s: group %zu skipped: %s\n", name, gi, err.msg);
 			else
 				fprintf(stderr, "%s: group %zu skipped: not this algorithm\n", name,
-					gi);
+				        gi);
 			c.skipped += json_array_size(tests);
 			c.tests += json_array_size(tests);
 			free(jwkjson);
 			continue;
 		}
 		free(jwkjson);
-		json_array_foreach (tests, ti, t) {
+		json_array_foreach(tests, ti, t) {
 			const char *msgh = str_at(t, "msg", NULL), *sigh = str_at(t, "sig", NULL);
 			const char *res = str_at(t, "result", NULL);
 			unsigned char *msg, *sig;
@@ -208,10 +208,11 @@ static void run_file(const char *name, writ_alg alg)
 			} else {
 				c.fail++;
 				fprintf(stderr, "%s: tcId %lld (%s) expected %s, got %s\n", name,
-					(long long)json_integer_value(json_object_get(t, "tcId")),
-					str_at(t, "comment", NULL) != NULL ? str_at(t, "comment", NULL)
-									   : "",
-					res, ok ? "accepted" : "refused");
+				        (long long)json_integer_value(json_object_get(t, "tcId")),
+				        str_at(t, "comment", NULL) != NULL
+				            ? str_at(t, "comment", NULL)
+				            : "",
+				        res, ok ? "accepted" : "refused");
 			}
 			free(msg);
 			free(sig);
@@ -219,9 +220,10 @@ static void run_file(const char *name, writ_alg alg)
 		writ_jwk_free(key);
 	}
 	fprintf(stderr,
-		"%s: %zu tests: %zu pass, %zu fail, %zu acceptable (%zu accepted, %zu refused), "
-		"%zu skipped\n",
-		name, c.tests, c.pass, c.fail, c.acc_yes + c.acc_no, c.acc_yes, c.acc_no, c.skipped);
+	        "%s: %zu tests: %zu pass, %zu fail, %zu acceptable (%zu accepted, %zu refused), "
+	        "%zu skipped\n",
+	        name, c.tests, c.pass, c.fail, c.acc_yes + c.acc_no, c.acc_yes, c.acc_no,
+	        c.skipped);
 	CHECK(c.fail == 0);
 	/* Every vector was looked at, and the file was not skipped wholesale. */
 	CHECK(declared > 0 && c.tests == (size_t)declared);

@@ -60,8 +60,8 @@ int tu_token_new(tu_token *t)
 	int fd, i;
 
 	memset(t, 0, sizeof(*t));
-	t->module = getenv("WRIT_TEST_MODULE") != NULL ? getenv("WRIT_TEST_MODULE")
-						       : SOFTHSM_MODULE;
+	t->module =
+	    getenv("WRIT_TEST_MODULE") != NULL ? getenv("WRIT_TEST_MODULE") : SOFTHSM_MODULE;
 	t->label = "writ-test";
 	if (access(t->module, R_OK) != 0) {
 		fprintf(stderr, "SKIP: no PKCS#11 module at %s\n", t->module);
@@ -76,7 +76,7 @@ int tu_token_new(tu_token *t)
 	if (mkdir(t->tokens, 0700) != 0 || (f = fopen(t->conf, "w")) == NULL)
 		return 1;
 	fprintf(f, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
-		t->tokens);
+	        t->tokens);
 	fclose(f);
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
 		return 1;

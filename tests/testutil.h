@@ -16,42 +16,40 @@
 extern int tu_failures;
 extern int tu_checks;
 
-#define CHECK(cond)                                                                    \
-	do {                                                                           \
-		tu_checks++;                                                           \
-		if (!(cond)) {                                                         \
-			tu_failures++;                                                 \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, \
-				#cond);                                                \
-		}                                                                      \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		tu_checks++;                                                                       \
+		if (!(cond)) {                                                                     \
+			tu_failures++;                                                             \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
+		}                                                                                  \
 	} while (0)
 
-#define CHECK_RC(expr, want)                                                           \
-	do {                                                                           \
-		writ_rc rc_ = (expr);                                                  \
-		tu_checks++;                                                           \
-		if (rc_ != (want)) {                                                   \
-			tu_failures++;                                                 \
-			fprintf(stderr, "%s:%d: %s = %s (%d), want %s\n", __FILE__,   \
-				__LINE__, #expr, writ_strerror(rc_), rc_, #want);      \
-		}                                                                      \
+#define CHECK_RC(expr, want)                                                                       \
+	do {                                                                                       \
+		writ_rc rc_ = (expr);                                                              \
+		tu_checks++;                                                                       \
+		if (rc_ != (want)) {                                                               \
+			tu_failures++;                                                             \
+			fprintf(stderr, "%s:%d: %s = %s (%d), want %s\n", __FILE__, __LINE__,      \
+			        #expr, writ_strerror(rc_), rc_, #want);                            \
+		}                                                                                  \
 	} while (0)
 
-#define REQUIRE(cond)                                                                  \
-	do {                                                                           \
-		tu_checks++;                                                           \
-		if (!(cond)) {                                                         \
-			fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__,      \
-				__LINE__, #cond);                                      \
-			exit(1);                                                       \
-		}                                                                      \
+#define REQUIRE(cond)                                                                              \
+	do {                                                                                       \
+		tu_checks++;                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond); \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
 
-#define RUN(fn)                                                                        \
-	do {                                                                           \
-		int before_ = tu_failures;                                             \
-		fn();                                                                  \
-		fprintf(stderr, "%s %s\n", tu_failures == before_ ? "ok  " : "FAIL", #fn); \
+#define RUN(fn)                                                                                    \
+	do {                                                                                       \
+		int before_ = tu_failures;                                                         \
+		fn();                                                                              \
+		fprintf(stderr, "%s %s\n", tu_failures == before_ ? "ok  " : "FAIL", #fn);         \
 	} while (0)
 
 int tu_finish(void);

@@ -26,19 +26,19 @@ typedef struct writ_verifier writ_verifier;
 
 /* Where the JWK Set comes from: exactly one of url, file or bytes. */
 typedef struct writ_verifier_cfg {
-	const char *issuer;   /* required: the exact "iss" of accepted tokens */
-	const char *audience; /* required: this service's name, the exact "aud" */
-	const char *jwks_url; /* http(s) URL of the issuer's JWK Set, or */
-	const char *jwks_file; /* a file holding a JWK Set, or */
+	const char *issuer;     /* required: the exact "iss" of accepted tokens */
+	const char *audience;   /* required: this service's name, the exact "aud" */
+	const char *jwks_url;   /* http(s) URL of the issuer's JWK Set, or */
+	const char *jwks_file;  /* a file holding a JWK Set, or */
 	const char *jwks_bytes; /* a JWK Set in memory (copied) */
 	size_t jwks_len;
-	const char *ca_file;	  /* optional CA bundle for https */
-	unsigned leeway;	  /* clock skew, s, <= WRIT_LEEWAY_MAX; 0 means 30 */
-	unsigned max_ttl;	  /* cap on exp - iat; 0 means WRIT_TTL_HARD_CAP */
-	unsigned min_refresh;	  /* least seconds between two fetches; 0 means 30 */
-	unsigned max_stale;	  /* issuer unreachable: keep the last good set this
-				     long past its expiry, then fail closed; 0 means 300 */
-	size_t cache_entries;	  /* verified-token cache size; 0 means 10000 */
+	const char *ca_file;  /* optional CA bundle for https */
+	unsigned leeway;      /* clock skew, s, <= WRIT_LEEWAY_MAX; 0 means 30 */
+	unsigned max_ttl;     /* cap on exp - iat; 0 means WRIT_TTL_HARD_CAP */
+	unsigned min_refresh; /* least seconds between two fetches; 0 means 30 */
+	unsigned max_stale;   /* issuer unreachable: keep the last good set this
+	                         long past its expiry, then fail closed; 0 means 300 */
+	size_t cache_entries; /* verified-token cache size; 0 means 10000 */
 } writ_verifier_cfg;
 
 /*
@@ -47,7 +47,7 @@ typedef struct writ_verifier_cfg {
  * *out is the caller's (writ_verifier_free). Strings in cfg are copied.
  */
 WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verifier_new(const writ_verifier_cfg *cfg,
-						      writ_verifier **out, writ_err *err);
+                                                      writ_verifier **out, writ_err *err);
 /* Free; no other thread may be using v. NULL is fine. */
 WRIT_EXPORT void writ_verifier_free(writ_verifier *v);
 
@@ -59,8 +59,8 @@ WRIT_EXPORT void writ_verifier_free(writ_verifier *v);
  * (if not NULL) receives the claims, owned by the caller (writ_claims_free).
  */
 WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verifier_verify(writ_verifier *v, const char *token,
-							 size_t len, writ_claims **out,
-							 writ_err *err);
+                                                         size_t len, writ_claims **out,
+                                                         writ_err *err);
 
 /* Does the verified token grant `action` (an exact member of "scope")? */
 WRIT_EXPORT int writ_claims_has_scope(const writ_claims *c, const char *action);
@@ -72,7 +72,7 @@ WRIT_EXPORT int writ_claims_has_scope(const writ_claims *c, const char *action);
  * A token without "lim" is always admitted.
  */
 WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verifier_admit(writ_verifier *v, const writ_claims *c,
-							double *retry_after);
+                                                        double *retry_after);
 
 /* One decision, for the service's own log: join it with the issuer's audit
  * by jti. Strings are borrowed for the duration of the callback. */
@@ -94,18 +94,18 @@ WRIT_EXPORT void writ_verifier_on_decision(writ_verifier *v, writ_decision_fn fn
  * callback. *out as for writ_verifier_verify.
  */
 WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verifier_check(writ_verifier *v, const char *token,
-							size_t len, const char *action,
-							writ_claims **out, double *retry_after,
-							writ_err *err);
+                                                        size_t len, const char *action,
+                                                        writ_claims **out, double *retry_after,
+                                                        writ_err *err);
 
 /* Counters, for tests and the service's metrics. */
 typedef struct writ_verifier_stats {
-	uint64_t fetches;	 /* JWK Set requests sent */
-	uint64_t not_modified;	 /* of which answered 304 */
+	uint64_t fetches;      /* JWK Set requests sent */
+	uint64_t not_modified; /* of which answered 304 */
 	uint64_t fetch_failures;
-	uint64_t cache_hits;	 /* tokens admitted from the verified-token cache */
-	uint64_t verifications;	 /* full signature verifications */
-	size_t keys;		 /* keys in the current set */
+	uint64_t cache_hits;    /* tokens admitted from the verified-token cache */
+	uint64_t verifications; /* full signature verifications */
+	size_t keys;            /* keys in the current set */
 } writ_verifier_stats;
 WRIT_EXPORT void writ_verifier_get_stats(writ_verifier *v, writ_verifier_stats *st);
 

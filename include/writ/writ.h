@@ -19,7 +19,7 @@ extern "C" {
 
 #if defined(__GNUC__)
 #define WRIT_MUST_CHECK __attribute__((warn_unused_result))
-#define WRIT_EXPORT __attribute__((visibility("default")))
+#define WRIT_EXPORT     __attribute__((visibility("default")))
 #else
 #define WRIT_MUST_CHECK
 #define WRIT_EXPORT
@@ -28,31 +28,31 @@ extern "C" {
 /* One error type for the whole project. 0 is success. */
 typedef enum writ_rc {
 	WRIT_OK = 0,
-	WRIT_ERR_NOMEM,		  /* allocation failed */
-	WRIT_ERR_ARG,		  /* caller passed an invalid argument */
-	WRIT_ERR_TOO_LARGE,	  /* input over its size cap */
-	WRIT_ERR_MALFORMED,	  /* not a compact JWS / bad base64url / bad JSON */
-	WRIT_ERR_HEADER,	  /* forbidden or unexpected JOSE header */
-	WRIT_ERR_ALG,		  /* algorithm unsupported or not the key's */
-	WRIT_ERR_TYP,		  /* wrong "typ" */
-	WRIT_ERR_UNKNOWN_KID,	  /* no key with that kid */
-	WRIT_ERR_SIGNATURE,	  /* signature does not verify */
-	WRIT_ERR_CLAIM,		  /* a claim is missing or of the wrong type */
-	WRIT_ERR_EXPIRED,	  /* exp is in the past (beyond leeway) */
-	WRIT_ERR_NOT_YET_VALID,	  /* nbf or iat is in the future */
-	WRIT_ERR_ISS,		  /* issuer does not match */
-	WRIT_ERR_AUD,		  /* audience does not match */
-	WRIT_ERR_TTL,		  /* exp - iat above the cap */
-	WRIT_ERR_JWK,		  /* a JWK or JWK Set is invalid */
-	WRIT_ERR_CONFIG,	  /* configuration error */
-	WRIT_ERR_IO,		  /* file or network I/O failed */
-	WRIT_ERR_PIN,		  /* PIN missing, unreadable or refused */
-	WRIT_ERR_HSM,		  /* the PKCS#11 token failed */
-	WRIT_ERR_NOT_FOUND,	  /* a named object does not exist */
-	WRIT_ERR_CRYPTO,	  /* the crypto library failed */
-	WRIT_ERR_UNAVAILABLE,	  /* a dependency is down: fail closed */
-	WRIT_ERR_SCOPE,		  /* valid token, action not granted */
-	WRIT_ERR_RATE_LIMITED,	  /* over a rate limit: retry later */
+	WRIT_ERR_NOMEM,         /* allocation failed */
+	WRIT_ERR_ARG,           /* caller passed an invalid argument */
+	WRIT_ERR_TOO_LARGE,     /* input over its size cap */
+	WRIT_ERR_MALFORMED,     /* not a compact JWS / bad base64url / bad JSON */
+	WRIT_ERR_HEADER,        /* forbidden or unexpected JOSE header */
+	WRIT_ERR_ALG,           /* algorithm unsupported or not the key's */
+	WRIT_ERR_TYP,           /* wrong "typ" */
+	WRIT_ERR_UNKNOWN_KID,   /* no key with that kid */
+	WRIT_ERR_SIGNATURE,     /* signature does not verify */
+	WRIT_ERR_CLAIM,         /* a claim is missing or of the wrong type */
+	WRIT_ERR_EXPIRED,       /* exp is in the past (beyond leeway) */
+	WRIT_ERR_NOT_YET_VALID, /* nbf or iat is in the future */
+	WRIT_ERR_ISS,           /* issuer does not match */
+	WRIT_ERR_AUD,           /* audience does not match */
+	WRIT_ERR_TTL,           /* exp - iat above the cap */
+	WRIT_ERR_JWK,           /* a JWK or JWK Set is invalid */
+	WRIT_ERR_CONFIG,        /* configuration error */
+	WRIT_ERR_IO,            /* file or network I/O failed */
+	WRIT_ERR_PIN,           /* PIN missing, unreadable or refused */
+	WRIT_ERR_HSM,           /* the PKCS#11 token failed */
+	WRIT_ERR_NOT_FOUND,     /* a named object does not exist */
+	WRIT_ERR_CRYPTO,        /* the crypto library failed */
+	WRIT_ERR_UNAVAILABLE,   /* a dependency is down: fail closed */
+	WRIT_ERR_SCOPE,         /* valid token, action not granted */
+	WRIT_ERR_RATE_LIMITED,  /* over a rate limit: retry later */
 	WRIT_ERR__COUNT
 } writ_rc;
 
@@ -93,8 +93,8 @@ typedef struct writ_jwks writ_jwks;
 
 /* Caps on outside input. A JWK Set larger than this is refused. */
 #define WRIT_JWKS_MAX_BYTES (256 * 1024)
-#define WRIT_JWKS_MAX_KEYS 64
-#define WRIT_KID_MAX 128
+#define WRIT_JWKS_MAX_KEYS  64
+#define WRIT_KID_MAX        128
 
 /*
  * Parse one public JWK. The key must carry "kty" and "alg" (the algorithm
@@ -104,15 +104,15 @@ typedef struct writ_jwks writ_jwks;
  * here; when absent the RFC 7638 thumbprint is used. If "use" is present it
  * must be "sig". On success *out is owned by the caller (writ_jwk_free).
  */
-WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_jwk_parse(const char *json, size_t len,
-						   writ_jwk **out, writ_err *err);
+WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_jwk_parse(const char *json, size_t len, writ_jwk **out,
+                                                   writ_err *err);
 WRIT_EXPORT void writ_jwk_free(writ_jwk *jwk);
 /* Borrowed; valid until the key (or its set) is freed. */
 WRIT_EXPORT const char *writ_jwk_kid(const writ_jwk *jwk);
 WRIT_EXPORT writ_alg writ_jwk_alg(const writ_jwk *jwk);
 /* RFC 7638 thumbprint (SHA-256, base64url) into buf of at least 44 bytes. */
 WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_jwk_thumbprint(const writ_jwk *jwk, char *buf,
-							size_t buflen);
+                                                        size_t buflen);
 /* Public JWK as JSON (kty, members, kid, alg, use); caller frees with free(). */
 WRIT_EXPORT char *writ_jwk_to_json(const writ_jwk *jwk);
 
@@ -125,9 +125,8 @@ WRIT_EXPORT char *writ_jwk_to_json(const writ_jwk *jwk);
  * base64url characters (no "/", "..", NUL); kids must be unique. A set with
  * no usable key is an error. *out is owned by the caller (writ_jwks_free).
  */
-WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_jwks_parse(const char *json, size_t len,
-						    unsigned flags, writ_jwks **out,
-						    writ_err *err);
+WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_jwks_parse(const char *json, size_t len, unsigned flags,
+                                                    writ_jwks **out, writ_err *err);
 WRIT_EXPORT void writ_jwks_free(writ_jwks *set);
 WRIT_EXPORT size_t writ_jwks_count(const writ_jwks *set);
 /* Borrowed; NULL if i is out of range or kid unknown. */
@@ -137,19 +136,19 @@ WRIT_EXPORT const writ_jwk *writ_jwks_find(const writ_jwks *set, const char *kid
 /* ---- Verification -------------------------------------------------------- */
 
 #define WRIT_TOKEN_MAX_BYTES (16 * 1024)
-#define WRIT_LEEWAY_MAX 60
-#define WRIT_TTL_HARD_CAP 3600
+#define WRIT_LEEWAY_MAX      60
+#define WRIT_TTL_HARD_CAP    3600
 
 typedef struct writ_verify_opts {
-	const char *iss;   /* required exact "iss"; NULL: not checked */
-	const char *aud;   /* required exact "aud" (a string); NULL: not checked */
-	const char *typ;   /* required "typ" (case-insensitive, "application/"
-			      prefix allowed); NULL: "typ" may be absent or "JWT" */
-	int64_t now;	   /* seconds since the epoch; 0 means time(NULL) */
-	unsigned leeway;   /* clock skew allowed, at most WRIT_LEEWAY_MAX */
-	unsigned max_ttl;  /* cap on exp - iat; 0 (or anything above it) means
-			      WRIT_TTL_HARD_CAP */
-	int require_sub;   /* non-zero: "sub" must be a non-empty string */
+	const char *iss;  /* required exact "iss"; NULL: not checked */
+	const char *aud;  /* required exact "aud" (a string); NULL: not checked */
+	const char *typ;  /* required "typ" (case-insensitive, "application/"
+	                     prefix allowed); NULL: "typ" may be absent or "JWT" */
+	int64_t now;      /* seconds since the epoch; 0 means time(NULL) */
+	unsigned leeway;  /* clock skew allowed, at most WRIT_LEEWAY_MAX */
+	unsigned max_ttl; /* cap on exp - iat; 0 (or anything above it) means
+	                     WRIT_TTL_HARD_CAP */
+	int require_sub;  /* non-zero: "sub" must be a non-empty string */
 } writ_verify_opts;
 
 typedef struct writ_claims writ_claims;
@@ -168,9 +167,9 @@ typedef struct writ_claims writ_claims;
  * caller (writ_claims_free). On failure *out is NULL and err (if given)
  * names the first problem found. Thread-safe for a shared set.
  */
-WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verify(const writ_jwks *set, const char *token,
-						size_t len, const writ_verify_opts *opts,
-						writ_claims **out, writ_err *err);
+WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verify(const writ_jwks *set, const char *token, size_t len,
+                                                const writ_verify_opts *opts, writ_claims **out,
+                                                writ_err *err);
 
 WRIT_EXPORT void writ_claims_free(writ_claims *c);
 /* The verified payload, re-serialised compactly; caller frees with free(). */
@@ -179,7 +178,7 @@ WRIT_EXPORT char *writ_claims_json(const writ_claims *c);
 WRIT_EXPORT const char *writ_claims_string(const writ_claims *c, const char *name);
 /* Integer claim; WRIT_ERR_CLAIM if absent or not an integer. */
 WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_claims_int(const writ_claims *c, const char *name,
-						    int64_t *v);
+                                                    int64_t *v);
 /* The kid of the key that verified the token; borrowed from the claims. */
 WRIT_EXPORT const char *writ_claims_kid(const writ_claims *c);
 WRIT_EXPORT writ_alg writ_claims_alg(const writ_claims *c);

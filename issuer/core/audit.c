@@ -33,8 +33,8 @@
 #include "writ_int.h"
 
 #define DEFAULT_EVERY 1000
-#define DEFAULT_SECS 60
-#define TAIL_WINDOW (4 * AUDIT_LINE_MAX) /* read from the end at open */
+#define DEFAULT_SECS  60
+#define TAIL_WINDOW   (4 * AUDIT_LINE_MAX) /* read from the end at open */
 /* {"seq":<20>,"ts":"<24>",  ...  ,"prev":"<64>"}\n */
 #define LINE_OVERHEAD (8 + 20 + 7 + AUDIT_TS_LEN + 2 + 9 + AUDIT_HASH_HEX + 3)
 
@@ -57,7 +57,7 @@ struct audit_log {
 	/* The chain as written (page cache), under mu. */
 	uint64_t next_seq;
 	unsigned char prev[SHA256_DIGEST_LENGTH]; /* hash of the last line */
-	off_t good_len;				  /* file ends at a line end here */
+	off_t good_len;                           /* file ends at a line end here */
 
 	/* The chain as known durable. A failed fdatasync truncates back here:
 	 * after one, the kernel may have dropped the dirty pages, and a later
@@ -68,7 +68,7 @@ struct audit_log {
 	int syncing;
 	struct waiter *wait_head, *wait_tail;
 
-	int failed;	  /* refuse until a resume succeeds */
+	int failed;       /* refuse until a resume succeeds */
 	int needs_rescan; /* ftruncate failed too: re-read the tail */
 	char fail_msg[200];
 
@@ -123,7 +123,7 @@ void audit_ts_format(int64_t ms, char out[AUDIT_TS_LEN + 1])
 	/* A roomy buffer keeps -Wformat-truncation quiet; the year is
 	 * checked above, so the result is exactly AUDIT_TS_LEN. */
 	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 	memcpy(out, buf, AUDIT_TS_LEN);
 	out[AUDIT_TS_LEN] = '\0';
 }
@@ -135,7 +135,7 @@ static void fail_locked(audit_log *log, const char *what, int e)
 	if (strerror_r(e, buf, sizeof(buf)) != 0)
 		snprintf(buf, sizeof(buf), "errno %d", e);
 	snprintf(log->fail_msg, sizeof(log->fail_msg), "audit log %s: %s failed: %s", log->path,
-		 what, buf);
+	         what, buf);
 	log->failed = 1;
 }
 
@@ -195,10 +195,10 @@ static writ_rc write_line_locked(audit_log *log, const char *inner, size_t ilen,
 	audit_ts_format(now_ms(), ts);
 	hex32(log->prev, prevhex);
 	h = snprintf(log->line, sizeof(log->line), "{\"seq\":%" PRIu64 ",\"ts\":\"%s\",",
-		     log->next_seq, ts);
+	             log->next_seq, ts);
 	if (h < 0 || (size_t)h + ilen + 9 + AUDIT_HASH_HEX + 3 > sizeof(log->line))
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "audit record over %d bytes",
-				    AUDIT_LINE_MAX);
+		                    AUDIT_LINE_MAX);
 	n = (size_t)h;
 	memcpy(log->line + n, inner, ilen);
 	n += ilen;
@@ -244,17 +244,17 @@ static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err 
 	for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
 		if (json_object_get(rec, reserved[i]) != NULL)
 			return writ_err_set(err, WRIT_ERR_ARG,
-					    "audit record member \"%s\" is reserved", reserved[i]);
+			                    "audit record member \"%s\" is reserved", reserved[i]);
 	/* A caller must not be able to write what looks like the log's own
 	 * records: a fake checkpoint would at best confuse a reader. */
 	for (i = 0; i < sizeof(own_events) / sizeof(own_events[0]); i++)
 		if (strcmp(evs, own_events[i]) == 0)
 			return writ_err_set(err, WRIT_ERR_ARG, "audit event \"%s\" is reserved",
-					    evs);
+			                    evs);
 	o = json_object();
 	if (o == NULL || json_object_set(o, "event", (json_t *)ev) != 0)
 		goto nomem;
-	json_object_foreach ((json_t *)rec, k, v)
+	json_object_foreach((json_t *)rec, k, v)
 		if (strcmp(k, "event") != 0 && json_object_set(o, k, v) != 0)
 			goto nomem;
 	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -266,12 +266,13 @@ static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err 
 	 * newline would split one record into two lines of the chain. */
 	if (memchr(s, '\n', *len) != NULL || *len < 2 || s[0] != '{' || s[*len - 1] != '}') {
 		free(s);
-		return writ_err_set(err, WRIT_ERR_ARG, "audit record did not serialise to one line");
+		return writ_err_set(err, WRIT_ERR_ARG,
+		                    "audit record did not serialise to one line");
 	}
 	if (*len + LINE_OVERHEAD > AUDIT_LINE_MAX) {
 		free(s);
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "audit record over %d bytes",
-				    AUDIT_LINE_MAX);
+		                    AUDIT_LINE_MAX);
 	}
 	*out = s;
 	return WRIT_OK;
@@ -338,8 +339,9 @@ static uint64_t line_number_at(int fd, off_t off)
 	ssize_t r, i;
 
 	while (pos < off) {
-		r = pread(fd, buf, (size_t)(off - pos < (off_t)sizeof(buf) ? off - pos : (off_t)sizeof(buf)),
-			  pos);
+		r = pread(fd, buf,
+		          (size_t)(off - pos < (off_t)sizeof(buf) ? off - pos : (off_t)sizeof(buf)),
+		          pos);
 		if (r <= 0)
 			break;
 		for (i = 0; i < r; i++)
@@ -384,7 +386,8 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 
 	*dropped = 0;
 	if (fstat(log->fd, &st) != 0)
-		return writ_err_set(err, WRIT_ERR_IO, "audit log %s: %s", log->path, strerror(errno));
+		return writ_err_set(err, WRIT_ERR_IO, "audit log %s: %s", log->path,
+		                    strerror(errno));
 	log->next_seq = 1;
 	memcpy(log->prev, zero_hash, sizeof(zero_hash));
 	log->good_len = 0;
@@ -404,9 +407,9 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 		nl = last_nl(buf, pos);
 		if (nl == NULL && off != 0) {
 			rc = writ_err_set(err, WRIT_ERR_MALFORMED,
-					  "audit log %s: no line end in its last %zu bytes: "
-					  "not a crash, check it with 'writ audit verify'",
-					  log->path, win);
+			                  "audit log %s: no line end in its last %zu bytes: "
+			                  "not a crash, check it with 'writ audit verify'",
+			                  log->path, win);
 			goto out;
 		}
 		ls = nl == NULL ? 0 : (size_t)(nl - buf) + 1;
@@ -417,8 +420,8 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 		nl = pos >= 2 ? last_nl(buf, pos - 1) : NULL;
 		if (nl == NULL && off != 0) {
 			rc = writ_err_set(err, WRIT_ERR_MALFORMED,
-					  "audit log %s: last line is over %d bytes", log->path,
-					  AUDIT_LINE_MAX);
+			                  "audit log %s: last line is over %d bytes", log->path,
+			                  AUDIT_LINE_MAX);
 			goto out;
 		}
 		ls = nl == NULL ? 0 : (size_t)(nl - buf) + 1;
@@ -429,20 +432,19 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 		}
 		if (tries == 1) {
 			rc = writ_err_set(err, WRIT_ERR_MALFORMED,
-					  "audit log %s:%" PRIu64 ": not a valid record before "
-					  "the torn end: tampering or corruption, not a crash; "
-					  "check it with 'writ audit verify'",
-					  log->path, line_number_at(log->fd, off + (off_t)ls));
+			                  "audit log %s:%" PRIu64 ": not a valid record before "
+			                  "the torn end: tampering or corruption, not a crash; "
+			                  "check it with 'writ audit verify'",
+			                  log->path, line_number_at(log->fd, off + (off_t)ls));
 			goto out;
 		}
 		*dropped += pos - ls;
 		pos = ls;
 	}
 	log->good_len = off + (off_t)pos;
-	if (*dropped > 0 &&
-	    (truncate_to(log->fd, log->good_len) != 0 || sync_fd(log) != 0)) {
+	if (*dropped > 0 && (truncate_to(log->fd, log->good_len) != 0 || sync_fd(log) != 0)) {
 		rc = writ_err_set(err, WRIT_ERR_IO, "audit log %s: cannot cut the torn end: %s",
-				  log->path, strerror(errno));
+		                  log->path, strerror(errno));
 		goto out;
 	}
 out:
@@ -451,10 +453,10 @@ out:
 }
 
 static writ_rc write_recovered_locked(audit_log *log, size_t dropped, const char *reason,
-				      writ_err *err)
+                                      writ_err *err)
 {
-	json_t *o = json_pack("{s:s, s:I}", "event", "log_recovered", "dropped_bytes",
-			      (json_int_t)dropped);
+	json_t *o =
+	    json_pack("{s:s, s:I}", "event", "log_recovered", "dropped_bytes", (json_int_t)dropped);
 
 	if (o != NULL && reason != NULL && json_object_set_new(o, "reason", json_string(reason)))
 		o = (json_decref(o), NULL);
@@ -503,7 +505,7 @@ static int kid_ok(const char *kid)
 		return 0;
 	for (i = 0; i < n; i++)
 		if (strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-			   kid[i]) == NULL)
+		           kid[i]) == NULL)
 			return 0;
 	return 1;
 }
@@ -522,25 +524,24 @@ static writ_rc checkpoint_locked(audit_log *log, writ_err *err)
 	int n;
 
 	hex32(log->prev, head);
-	n = snprintf(msg, sizeof(msg), AUDIT_CHECKPOINT_CTX "%" PRIu64 ":%s", log->next_seq,
-		     head);
+	n = snprintf(msg, sizeof(msg), AUDIT_CHECKPOINT_CTX "%" PRIu64 ":%s", log->next_seq, head);
 	rc = log->o.sign(log->o.sign_arg, (const unsigned char *)msg, (size_t)n, kid, &alg, sig,
-			 &siglen, &se);
+	                 &siglen, &se);
 	kid[WRIT_KID_MAX] = '\0';
-	if (rc == WRIT_OK && (!kid_ok(kid) || writ_alg_name(alg) == NULL || siglen == 0 ||
-			      siglen > sizeof(sig)))
+	if (rc == WRIT_OK &&
+	    (!kid_ok(kid) || writ_alg_name(alg) == NULL || siglen == 0 || siglen > sizeof(sig)))
 		rc = writ_err_set(&se, WRIT_ERR_ARG, "signer returned a bad kid, alg or length");
 	if (rc != WRIT_OK) {
 		log->st.sign_failures++;
 		log->last_sign_fail_mono = mono_secs();
 		return writ_err_set(err, rc, "audit checkpoint: signing failed: %s",
-				    se.msg[0] ? se.msg : writ_strerror(rc));
+		                    se.msg[0] ? se.msg : writ_strerror(rc));
 	}
 	b64url_encode(sig, siglen, b64);
 	n = snprintf(inner, sizeof(inner),
-		     "\"event\":\"checkpoint\",\"head\":\"%s\",\"count\":%" PRIu64
-		     ",\"kid\":\"%s\",\"alg\":\"%s\",\"sig\":\"%s\"",
-		     head, log->next_seq - 1, kid, writ_alg_name(alg), b64);
+	             "\"event\":\"checkpoint\",\"head\":\"%s\",\"count\":%" PRIu64
+	             ",\"kid\":\"%s\",\"alg\":\"%s\",\"sig\":\"%s\"",
+	             head, log->next_seq - 1, kid, writ_alg_name(alg), b64);
 	rc = write_line_locked(log, inner, (size_t)n, err);
 	if (rc == WRIT_OK) {
 		log->st.checkpoints++;
@@ -765,21 +766,21 @@ static writ_rc open_fd(audit_log *log, int *created, writ_err *err)
 	log->fd = open(log->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (log->fd < 0)
 		return writ_err_set(err, WRIT_ERR_IO, "audit log %s: %s", log->path,
-				    strerror(errno));
+		                    strerror(errno));
 	if (fstat(log->fd, &st) != 0 || !S_ISREG(st.st_mode))
 		return writ_err_set(err, WRIT_ERR_IO, "audit log %s: not a regular file",
-				    log->path);
+		                    log->path);
 	if (st.st_mode & (S_IWGRP | S_IWOTH))
 		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "audit log %s is writable by group or others (chmod 600 it)",
-				    log->path);
+		                    "audit log %s is writable by group or others (chmod 600 it)",
+		                    log->path);
 	/* Two writers would each continue the chain from the same line:
 	 * a fork that verify reports as tampering. */
 	if (flock(log->fd, LOCK_EX | LOCK_NB) != 0)
 		return writ_err_set(err, errno == EWOULDBLOCK ? WRIT_ERR_UNAVAILABLE : WRIT_ERR_IO,
-				    "audit log %s: %s", log->path,
-				    errno == EWOULDBLOCK ? "in use by another writer"
-							 : strerror(errno));
+		                    "audit log %s: %s", log->path,
+		                    errno == EWOULDBLOCK ? "in use by another writer"
+		                                         : strerror(errno));
 	*created = st.st_size == 0;
 	return WRIT_OK;
 }
@@ -819,16 +820,16 @@ writ_rc audit_open(const char *path, const audit_opts *opts, audit_log **out, wr
 	log->st.last_seq = log->next_seq - 1;
 	log->last_ckpt_mono = mono_secs();
 	if (log->good_len == 0)
-		rc = write_own_locked(log, json_pack("{s:s, s:i}", "event", "log_opened", "version", 1),
-				      err);
+		rc = write_own_locked(
+		    log, json_pack("{s:s, s:i}", "event", "log_opened", "version", 1), err);
 	if (rc == WRIT_OK && dropped > 0)
 		rc = write_recovered_locked(log, dropped, "torn last line after a crash", err);
 	if (rc == WRIT_OK && log->next_seq - 1 > 0 && sync_fd(log) != 0)
 		rc = writ_err_set(err, WRIT_ERR_IO, "audit log %s: fsync failed: %s", log->path,
-				  strerror(errno));
+		                  strerror(errno));
 	if (rc == WRIT_OK && created && sync_parent_dir(path) != 0)
 		rc = writ_err_set(err, WRIT_ERR_IO, "audit log %s: cannot sync its directory: %s",
-				  path, strerror(errno));
+		                  path, strerror(errno));
 	if (rc != WRIT_OK)
 		goto out;
 	log->synced_seq = log->next_seq - 1;

@@ -35,10 +35,10 @@
 
 #include "writ/writ.h"
 
-#define AUDIT_LINE_MAX (16 * 1024) /* bytes per line, '\n' included */
-#define AUDIT_SIG_MAX 1024	   /* signature buffer handed to the signer */
-#define AUDIT_HASH_HEX 64	   /* lowercase hex SHA-256 */
-#define AUDIT_TS_LEN 24		   /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
+#define AUDIT_LINE_MAX       (16 * 1024) /* bytes per line, '\n' included */
+#define AUDIT_SIG_MAX        1024        /* signature buffer handed to the signer */
+#define AUDIT_HASH_HEX       64          /* lowercase hex SHA-256 */
+#define AUDIT_TS_LEN         24          /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
 #define AUDIT_CHECKPOINT_CTX "writ-audit-checkpoint:"
 
 /*
@@ -48,15 +48,15 @@
  * Called with the log's lock held: it must not call back into the log.
  */
 typedef writ_rc (*audit_sign_fn)(void *arg, const unsigned char *msg, size_t len,
-				 char kid[WRIT_KID_MAX + 1], writ_alg *alg, unsigned char *sig,
-				 size_t *siglen, writ_err *err);
+                                 char kid[WRIT_KID_MAX + 1], writ_alg *alg, unsigned char *sig,
+                                 size_t *siglen, writ_err *err);
 
 typedef struct audit_opts {
-	audit_sign_fn sign;	   /* NULL: no checkpoints are written */
-	void *sign_arg;		   /* passed to sign */
+	audit_sign_fn sign;        /* NULL: no checkpoints are written */
+	void *sign_arg;            /* passed to sign */
 	unsigned checkpoint_every; /* records between checkpoints; 0: 1000 */
 	unsigned checkpoint_secs;  /* also once this old (checked on append and by
-				      audit_checkpoint); 0: 60 */
+	                              audit_checkpoint); 0: 60 */
 	/* Fault injection for tests; NULL means the real system call. */
 	int (*sync_fn)(int fd);
 	ssize_t (*write_fn)(int fd, const void *buf, size_t n);
@@ -76,7 +76,7 @@ typedef struct audit_log audit_log;
  * opts may be NULL (no signer). *out is the caller's (audit_close).
  */
 WRIT_MUST_CHECK writ_rc audit_open(const char *path, const audit_opts *opts, audit_log **out,
-				   writ_err *err);
+                                   writ_err *err);
 
 /*
  * Append one record: rec (borrowed, not modified) is a JSON object with a
@@ -104,7 +104,7 @@ int audit_healthy(audit_log *log);
 
 typedef struct audit_stats {
 	uint64_t appends;     /* records appended by callers */
-	uint64_t syncs;	      /* fdatasync calls */
+	uint64_t syncs;       /* fdatasync calls */
 	uint64_t checkpoints; /* checkpoints written */
 	uint64_t sign_failures;
 	uint64_t failures; /* appends refused for a write/sync error */
@@ -127,14 +127,14 @@ writ_rc audit_close(audit_log *log, writ_err *err);
 typedef enum audit_problem {
 	AUDIT_OK = 0,
 	AUDIT_MALFORMED,      /* not a record: bad JSON, too long, bad fields */
-	AUDIT_EDITED,	      /* a line's hash is not the next line's prev */
-	AUDIT_DROPPED,	      /* seq gap: records removed */
+	AUDIT_EDITED,         /* a line's hash is not the next line's prev */
+	AUDIT_DROPPED,        /* seq gap: records removed */
 	AUDIT_REORDERED,      /* seq goes backwards or repeats */
 	AUDIT_TRUNCATED,      /* torn last line */
 	AUDIT_BAD_CHECKPOINT, /* checkpoint head/count/fields wrong */
 	AUDIT_BAD_SIGNATURE,  /* checkpoint signature does not verify */
 	AUDIT_UNKNOWN_KID,    /* checkpoint kid not in the JWK Set */
-	AUDIT_IO,	      /* the file could not be read */
+	AUDIT_IO,             /* the file could not be read */
 } audit_problem;
 
 /* "edited record" ...; static, never NULL. */
@@ -142,14 +142,14 @@ const char *audit_problem_name(audit_problem p);
 
 typedef struct audit_report {
 	audit_problem problem; /* the first problem found, AUDIT_OK if none */
-	uint64_t line;	       /* 1-based line of that problem */
+	uint64_t line;         /* 1-based line of that problem */
 	char detail[256];      /* one line saying what is wrong there */
-	uint64_t lines;	       /* complete lines read */
+	uint64_t lines;        /* complete lines read */
 	uint64_t records;      /* records, checkpoints included */
 	uint64_t checkpoints;
 	uint64_t last_seq;
-	uint64_t unsigned_tail; /* records after the last checkpoint (not an error) */
-	int sigs_checked;	/* 1: checkpoint signatures verified with keys */
+	uint64_t unsigned_tail;        /* records after the last checkpoint (not an error) */
+	int sigs_checked;              /* 1: checkpoint signatures verified with keys */
 	char head[AUDIT_HASH_HEX + 1]; /* hash of the last good line */
 } audit_report;
 
@@ -163,9 +163,9 @@ typedef struct audit_report {
  * error when it could not run (file unreadable: WRIT_ERR_IO). Thread-safe.
  */
 WRIT_MUST_CHECK writ_rc audit_verify_file(const char *path, const writ_jwks *keys,
-					  audit_report *rep, writ_err *err);
+                                          audit_report *rep, writ_err *err);
 WRIT_MUST_CHECK writ_rc audit_verify_buf(const char *buf, size_t len, const writ_jwks *keys,
-					 audit_report *rep, writ_err *err);
+                                         audit_report *rep, writ_err *err);
 
 typedef struct audit_filter {
 	const char *agent;    /* "agent" equals, or NULL */
@@ -186,9 +186,8 @@ typedef int (*audit_query_fn)(void *arg, const char *line, size_t len, const jso
  * lines that are not records are counted in *skipped (may be NULL) and
  * passed over. WRIT_ERR_IO if the file cannot be read.
  */
-WRIT_MUST_CHECK writ_rc audit_query_file(const char *path, const audit_filter *f,
-					 audit_query_fn fn, void *arg, uint64_t *skipped,
-					 writ_err *err);
+WRIT_MUST_CHECK writ_rc audit_query_file(const char *path, const audit_filter *f, audit_query_fn fn,
+                                         void *arg, uint64_t *skipped, writ_err *err);
 
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" (exactly AUDIT_TS_LEN chars) <-> ms since the
  * epoch. audit_ts_parse returns 0, or -1 for anything else. */

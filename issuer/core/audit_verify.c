@@ -27,7 +27,7 @@ enum { LR_EOF, LR_LINE, LR_TORN, LR_LONG, LR_IOERR };
 /* Lines of a file (read in chunks) or of a buffer, at most AUDIT_LINE_MAX
  * bytes each with the '\n'. */
 struct lreader {
-	int fd;		  /* -1 for a buffer */
+	int fd;           /* -1 for a buffer */
 	const char *data; /* the buffer, or own */
 	char *own;
 	size_t start, end;
@@ -172,7 +172,7 @@ const char *audit_problem_name(audit_problem p)
 }
 
 static void problem(audit_report *rep, audit_problem p, uint64_t line, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static void problem(audit_report *rep, audit_problem p, uint64_t line, const char *fmt, ...)
 {
@@ -255,23 +255,25 @@ static int check_checkpoint(struct vstate *vs, const json_t *o, uint64_t seq, co
 
 	if (head == NULL || kid == NULL || alg == NULL || sigs == NULL || !json_is_integer(count)) {
 		problem(rep, AUDIT_BAD_CHECKPOINT, vs->lineno,
-			"checkpoint lacks head, count, kid, alg or sig");
+		        "checkpoint lacks head, count, kid, alg or sig");
 		return -1;
 	}
 	if (strcmp(head, prevhex) != 0) {
 		problem(rep, AUDIT_BAD_CHECKPOINT, vs->lineno,
-			"checkpoint head is not the hash of the line before it");
+		        "checkpoint head is not the hash of the line before it");
 		return -1;
 	}
 	if ((uint64_t)json_integer_value(count) != seq - 1) {
-		problem(rep, AUDIT_BAD_CHECKPOINT, vs->lineno, "checkpoint count %" JSON_INTEGER_FORMAT
-			" is not seq - 1", json_integer_value(count));
+		problem(rep, AUDIT_BAD_CHECKPOINT, vs->lineno,
+		        "checkpoint count %" JSON_INTEGER_FORMAT " is not seq - 1",
+		        json_integer_value(count));
 		return -1;
 	}
 	slen = strlen(sigs);
 	if (kid[0] == '\0' || strlen(kid) > WRIT_KID_MAX || slen > B64URL_LEN(AUDIT_SIG_MAX) ||
 	    b64url_decode(sigs, slen, sig, &siglen) != 0) {
-		problem(rep, AUDIT_BAD_CHECKPOINT, vs->lineno, "checkpoint kid or sig is malformed");
+		problem(rep, AUDIT_BAD_CHECKPOINT, vs->lineno,
+		        "checkpoint kid or sig is malformed");
 		return -1;
 	}
 	rep->checkpoints++;
@@ -280,21 +282,21 @@ static int check_checkpoint(struct vstate *vs, const json_t *o, uint64_t seq, co
 	jwk = writ_jwks_find(vs->keys, kid);
 	if (jwk == NULL) {
 		problem(rep, AUDIT_UNKNOWN_KID, vs->lineno,
-			"checkpoint key %s is not in the JWK Set (it must include retired keys)",
-			kid);
+		        "checkpoint key %s is not in the JWK Set (it must include retired keys)",
+		        kid);
 		return -1;
 	}
 	/* The key's pinned algorithm decides, never the record's "alg". */
 	if (strcmp(alg, writ_alg_name(writ_jwk_alg(jwk))) != 0) {
-		problem(rep, AUDIT_BAD_SIGNATURE, vs->lineno, "checkpoint alg %.20s is not key %s's",
-			alg, kid);
+		problem(rep, AUDIT_BAD_SIGNATURE, vs->lineno,
+		        "checkpoint alg %.20s is not key %s's", alg, kid);
 		return -1;
 	}
 	n = snprintf(msg, sizeof(msg), AUDIT_CHECKPOINT_CTX "%" PRIu64 ":%s", seq, head);
 	if (writ_sig_verify(jwk, (const unsigned char *)msg, (size_t)n, sig, siglen, &e) !=
 	    WRIT_OK) {
 		problem(rep, AUDIT_BAD_SIGNATURE, vs->lineno, "checkpoint signature by %s: %s", kid,
-			e.msg);
+		        e.msg);
 		return -1;
 	}
 	return 0;
@@ -318,7 +320,7 @@ static int check_line(struct vstate *vs, const char *line, size_t len)
 	if (o == NULL) {
 		if (lr_next(vs->r, &ts, &len) == LR_EOF)
 			problem(rep, AUDIT_TRUNCATED, vs->lineno,
-				"last line is not a whole record (torn write)");
+			        "last line is not a whole record (torn write)");
 		else
 			problem(rep, AUDIT_MALFORMED, vs->lineno, "%s", e.msg);
 		return -1;
@@ -331,28 +333,29 @@ static int check_line(struct vstate *vs, const char *line, size_t len)
 	    audit_ts_parse(ts, strlen(ts), &ms) != 0 || ev == NULL || ev[0] == '\0' ||
 	    !is_hash_hex(prev)) {
 		problem(rep, AUDIT_MALFORMED, vs->lineno,
-			"record needs seq, ts (RFC 3339 UTC, ms), event and prev (hex SHA-256)");
+		        "record needs seq, ts (RFC 3339 UTC, ms), event and prev (hex SHA-256)");
 		goto out;
 	}
 	seq = (uint64_t)json_integer_value(s);
 	if (seq < vs->expect) {
 		problem(rep, AUDIT_REORDERED, vs->lineno, "seq %" PRIu64 " after seq %" PRIu64, seq,
-			vs->expect - 1);
+		        vs->expect - 1);
 		goto out;
 	}
 	if (seq > vs->expect) {
 		next = peek_seq(vs);
 		if (vs->expect == 1)
 			problem(rep, AUDIT_DROPPED, vs->lineno,
-				"log starts at seq %" PRIu64 ": its first records are missing", seq);
+			        "log starts at seq %" PRIu64 ": its first records are missing",
+			        seq);
 		else if (next != 0 && next < seq)
 			problem(rep, AUDIT_REORDERED, vs->lineno,
-				"seq %" PRIu64 " comes before seq %" PRIu64, seq, next);
+			        "seq %" PRIu64 " comes before seq %" PRIu64, seq, next);
 		else
 			problem(rep, AUDIT_DROPPED, vs->lineno,
-				"seq jumps from %" PRIu64 " to %" PRIu64 ": %" PRIu64
-				" records missing",
-				vs->expect - 1, seq, seq - vs->expect);
+			        "seq jumps from %" PRIu64 " to %" PRIu64 ": %" PRIu64
+			        " records missing",
+			        vs->expect - 1, seq, seq - vs->expect);
 		goto out;
 	}
 	hex32(vs->prev, prevhex);
@@ -361,9 +364,9 @@ static int check_line(struct vstate *vs, const char *line, size_t len)
 			problem(rep, AUDIT_EDITED, 1, "the first record's prev is not 64 zeros");
 		else
 			problem(rep, AUDIT_EDITED, vs->lineno - 1,
-				"prev hash mismatch: line %" PRIu64 " does not hash to line %" PRIu64
-				"'s prev",
-				vs->lineno - 1, vs->lineno);
+			        "prev hash mismatch: line %" PRIu64
+			        " does not hash to line %" PRIu64 "'s prev",
+			        vs->lineno - 1, vs->lineno);
 		goto out;
 	}
 	if (strcmp(ev, "checkpoint") == 0) {
@@ -384,7 +387,7 @@ out:
 }
 
 static writ_rc verify_lines(struct lreader *r, const writ_jwks *keys, audit_report *rep,
-			    writ_err *err)
+                            writ_err *err)
 {
 	struct vstate vs = {.r = r, .keys = keys, .rep = rep, .expect = 1};
 	const char *line;
@@ -398,17 +401,18 @@ static writ_rc verify_lines(struct lreader *r, const writ_jwks *keys, audit_repo
 		if (k == LR_EOF)
 			break;
 		if (k == LR_IOERR)
-			return writ_err_set(err, WRIT_ERR_IO, "read error after line %" PRIu64 ": %s",
-					    vs.lineno, strerror(errno));
+			return writ_err_set(err, WRIT_ERR_IO,
+			                    "read error after line %" PRIu64 ": %s", vs.lineno,
+			                    strerror(errno));
 		vs.lineno++;
 		if (k == LR_LONG) {
 			problem(rep, AUDIT_MALFORMED, vs.lineno, "line is over %d bytes",
-				AUDIT_LINE_MAX);
+			        AUDIT_LINE_MAX);
 			break;
 		}
 		if (k == LR_TORN) {
 			problem(rep, AUDIT_TRUNCATED, vs.lineno,
-				"torn last line: %zu bytes without a newline", len);
+			        "torn last line: %zu bytes without a newline", len);
 			break;
 		}
 		rep->lines++;
@@ -419,8 +423,7 @@ static writ_rc verify_lines(struct lreader *r, const writ_jwks *keys, audit_repo
 	return WRIT_OK;
 }
 
-writ_rc audit_verify_file(const char *path, const writ_jwks *keys, audit_report *rep,
-			  writ_err *err)
+writ_rc audit_verify_file(const char *path, const writ_jwks *keys, audit_report *rep, writ_err *err)
 {
 	struct lreader r;
 	writ_rc rc;
@@ -435,7 +438,7 @@ writ_rc audit_verify_file(const char *path, const writ_jwks *keys, audit_report 
 }
 
 writ_rc audit_verify_buf(const char *buf, size_t len, const writ_jwks *keys, audit_report *rep,
-			 writ_err *err)
+                         writ_err *err)
 {
 	struct lreader r;
 
@@ -473,7 +476,7 @@ static int matches(const json_t *o, const audit_filter *f)
 }
 
 writ_rc audit_query_file(const char *path, const audit_filter *f, audit_query_fn fn, void *arg,
-			 uint64_t *skipped, writ_err *err)
+                         uint64_t *skipped, writ_err *err)
 {
 	struct lreader r;
 	const char *line;
@@ -490,8 +493,8 @@ writ_rc audit_query_file(const char *path, const audit_filter *f, audit_query_fn
 		lineno++;
 		if (k == LR_IOERR || k == LR_LONG) {
 			rc = writ_err_set(err, k == LR_LONG ? WRIT_ERR_MALFORMED : WRIT_ERR_IO,
-					  "%s:%" PRIu64 ": %s", path, lineno,
-					  k == LR_LONG ? "line too long" : strerror(errno));
+			                  "%s:%" PRIu64 ": %s", path, lineno,
+			                  k == LR_LONG ? "line too long" : strerror(errno));
 			break;
 		}
 		o = k == LR_LINE ? wjson_parse_object(line, len, "record", NULL) : NULL;

@@ -4,11 +4,11 @@
 #include "config.h"
 
 #include <ctype.h>
-#include <openssl/crypto.h>
-#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <openssl/crypto.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,30 +29,30 @@ typedef struct ckey {
 
 #define S(f, t) #f, t, offsetof(writ_config, f), sizeof(((writ_config *)0)->f)
 static const ckey keys[] = {
-	{S(pkcs11_module, T_PATH), 0, 0},
-	{S(token_label, T_LABEL), 0, 0},
-	{S(pin_file, T_PATH), 0, 0},
-	{S(pin_env, T_STR), 0, 0},
-	{S(softhsm_conf, T_PATH), 0, 0},
-	{S(signing_alg, T_ALG), 0, 0},
-	{S(issuer, T_URL), 0, 0},
-	{S(token_ttl, T_UINT), 1, WRIT_TTL_HARD_CAP},
-	{S(token_ttl_max, T_UINT), 1, WRIT_TTL_HARD_CAP},
-	{S(leeway, T_UINT), 0, WRIT_LEEWAY_MAX},
-	{S(listen, T_STR), 0, 0},
-	{S(state_db, T_PATH), 0, 0},
-	{S(policy, T_PATH), 0, 0},
-	{S(audit_log, T_PATH), 0, 0},
-	{S(tls_cert, T_PATH), 0, 0},
-	{S(tls_key, T_PATH), 0, 0},
-	{S(http_threads, T_UINT), 1, 64},
-	{S(max_connections, T_UINT), 1, 65536},
-	{S(conn_timeout, T_UINT), 1, 3600},
-	{S(jwks_max_age, T_UINT), 0, 86400},
-	{S(checkpoint_every, T_UINT), 1, 1000000},
-	{S(rotation_period, T_UINT), 0, 10u * 366 * 86400},
-	{S(key_pending_secs, T_UINT), 0, 30u * 86400},
-	{S(key_retired_secs, T_UINT), 0, 30u * 86400},
+    {S(pkcs11_module, T_PATH), 0, 0},
+    {S(token_label, T_LABEL), 0, 0},
+    {S(pin_file, T_PATH), 0, 0},
+    {S(pin_env, T_STR), 0, 0},
+    {S(softhsm_conf, T_PATH), 0, 0},
+    {S(signing_alg, T_ALG), 0, 0},
+    {S(issuer, T_URL), 0, 0},
+    {S(token_ttl, T_UINT), 1, WRIT_TTL_HARD_CAP},
+    {S(token_ttl_max, T_UINT), 1, WRIT_TTL_HARD_CAP},
+    {S(leeway, T_UINT), 0, WRIT_LEEWAY_MAX},
+    {S(listen, T_STR), 0, 0},
+    {S(state_db, T_PATH), 0, 0},
+    {S(policy, T_PATH), 0, 0},
+    {S(audit_log, T_PATH), 0, 0},
+    {S(tls_cert, T_PATH), 0, 0},
+    {S(tls_key, T_PATH), 0, 0},
+    {S(http_threads, T_UINT), 1, 64},
+    {S(max_connections, T_UINT), 1, 65536},
+    {S(conn_timeout, T_UINT), 1, 3600},
+    {S(jwks_max_age, T_UINT), 0, 86400},
+    {S(checkpoint_every, T_UINT), 1, 1000000},
+    {S(rotation_period, T_UINT), 0, 10u * 366 * 86400},
+    {S(key_pending_secs, T_UINT), 0, 30u * 86400},
+    {S(key_retired_secs, T_UINT), 0, 30u * 86400},
 };
 #undef S
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -61,7 +61,7 @@ void config_defaults(writ_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	snprintf(cfg->pkcs11_module, sizeof(cfg->pkcs11_module), "%s",
-		 "/usr/lib/softhsm/libsofthsm2.so");
+	         "/usr/lib/softhsm/libsofthsm2.so");
 	snprintf(cfg->token_label, sizeof(cfg->token_label), "%s", "writ");
 	snprintf(cfg->issuer, sizeof(cfg->issuer), "%s", "http://127.0.0.1:8080");
 	cfg->signing_alg = WRIT_ALG_ES256;
@@ -89,7 +89,7 @@ static char *trim(char *s)
 }
 
 static writ_rc set_value(const ckey *k, const char *v, const char *basedir, writ_config *cfg,
-			 const char *where, writ_err *err)
+                         const char *where, writ_err *err)
 {
 	char *dst = (char *)cfg + k->off;
 	char *end;
@@ -103,41 +103,40 @@ static writ_rc set_value(const ckey *k, const char *v, const char *basedir, writ
 		if (!isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 || n < k->min ||
 		    n > k->max)
 			return writ_err_set(err, WRIT_ERR_CONFIG,
-					    "%s: %s must be an integer in %u..%u, got \"%.40s\"",
-					    where, k->name, k->min, k->max, v);
+			                    "%s: %s must be an integer in %u..%u, got \"%.40s\"",
+			                    where, k->name, k->min, k->max, v);
 		*(unsigned *)(void *)dst = (unsigned)n;
 		return WRIT_OK;
 	case T_ALG:
 		*(writ_alg *)(void *)dst = writ_alg_from_name(v);
 		if (*(writ_alg *)(void *)dst == WRIT_ALG_NONE)
 			return writ_err_set(err, WRIT_ERR_CONFIG,
-					    "%s: unknown algorithm \"%.40s\" (ES256, ES384, RS256, "
-					    "PS256, EdDSA)",
-					    where, v);
+			                    "%s: unknown algorithm \"%.40s\" (ES256, ES384, RS256, "
+			                    "PS256, EdDSA)",
+			                    where, v);
 		return WRIT_OK;
 	case T_URL:
 		if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)
 			return writ_err_set(err, WRIT_ERR_CONFIG,
-					    "%s: %s must be an http:// or https:// URL", where,
-					    k->name);
+			                    "%s: %s must be an http:// or https:// URL", where,
+			                    k->name);
 		break;
 	case T_LABEL:
 		if (strlen(v) > 32)
 			return writ_err_set(err, WRIT_ERR_CONFIG,
-					    "%s: %s is longer than 32 bytes (PKCS#11 limit)", where,
-					    k->name);
+			                    "%s: %s is longer than 32 bytes (PKCS#11 limit)", where,
+			                    k->name);
 		break;
-	default:
-		break;
+	default: break;
 	}
 	for (i = 0; v[i] != '\0'; i++)
 		if ((unsigned char)v[i] < 0x20)
 			return writ_err_set(err, WRIT_ERR_CONFIG, "%s: control character in %s",
-					    where, k->name);
+			                    where, k->name);
 	if (k->type == T_PATH && v[0] != '/' && basedir != NULL) {
 		if ((size_t)snprintf(dst, k->size, "%s/%s", basedir, v) >= k->size)
 			return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s is too long", where,
-					    k->name);
+			                    k->name);
 		return WRIT_OK;
 	}
 	if ((size_t)snprintf(dst, k->size, "%s", v) >= k->size)
@@ -146,7 +145,7 @@ static writ_rc set_value(const ckey *k, const char *v, const char *basedir, writ
 }
 
 static writ_rc parse_line(char *line, const char *where, const char *basedir, writ_config *cfg,
-			  unsigned char *seen, writ_err *err)
+                          unsigned char *seen, writ_err *err)
 {
 	char *eq, *k, *v;
 	size_t i;
@@ -162,9 +161,9 @@ static writ_rc parse_line(char *line, const char *where, const char *basedir, wr
 	v = trim(eq + 1);
 	if (strcmp(k, "pin") == 0 || strcmp(k, "so_pin") == 0)
 		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "%s: a PIN may not be written in the config; use pin_file "
-				    "(mode 0600) or pin_env",
-				    where);
+		                    "%s: a PIN may not be written in the config; use pin_file "
+		                    "(mode 0600) or pin_env",
+		                    where);
 	for (i = 0; i < NKEYS; i++)
 		if (strcmp(k, keys[i].name) == 0)
 			break;
@@ -196,9 +195,10 @@ static size_t key_index(const char *name)
  * windows take the smallest value that satisfies the rule.
  */
 static writ_rc check_lifecycle(writ_config *cfg, const unsigned char *seen, const char *name,
-			       writ_err *err)
+                               writ_err *err)
 {
-	unsigned need_p = cfg->jwks_max_age + cfg->leeway, need_r = cfg->token_ttl_max + cfg->leeway;
+	unsigned need_p = cfg->jwks_max_age + cfg->leeway,
+	         need_r = cfg->token_ttl_max + cfg->leeway;
 
 	if (!seen[key_index("key_pending_secs")])
 		cfg->key_pending_secs = need_p;
@@ -206,26 +206,28 @@ static writ_rc check_lifecycle(writ_config *cfg, const unsigned char *seen, cons
 		cfg->key_retired_secs = need_r;
 	if (cfg->key_pending_secs < need_p)
 		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "%s: key_pending_secs (%u) is below jwks_max_age (%u) + leeway "
-				    "(%u): verifiers could meet a token before its key",
-				    name, cfg->key_pending_secs, cfg->jwks_max_age, cfg->leeway);
+		                    "%s: key_pending_secs (%u) is below jwks_max_age (%u) + leeway "
+		                    "(%u): verifiers could meet a token before its key",
+		                    name, cfg->key_pending_secs, cfg->jwks_max_age, cfg->leeway);
 	if (cfg->key_retired_secs < need_r)
-		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "%s: key_retired_secs (%u) is below token_ttl_max (%u) + leeway "
-				    "(%u): a retired key could leave the JWKS before its tokens expire",
-				    name, cfg->key_retired_secs, cfg->token_ttl_max, cfg->leeway);
+		return writ_err_set(
+		    err, WRIT_ERR_CONFIG,
+		    "%s: key_retired_secs (%u) is below token_ttl_max (%u) + leeway "
+		    "(%u): a retired key could leave the JWKS before its tokens expire",
+		    name, cfg->key_retired_secs, cfg->token_ttl_max, cfg->leeway);
 	if (cfg->rotation_period != 0 && cfg->rotation_period <= cfg->key_pending_secs)
-		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "%s: rotation_period (%u) must be above key_pending_secs (%u) "
-				    "(jwks_max_age %u + leeway %u at least): the next key is published "
-				    "key_pending_secs before it signs",
-				    name, cfg->rotation_period, cfg->key_pending_secs,
-				    cfg->jwks_max_age, cfg->leeway);
+		return writ_err_set(
+		    err, WRIT_ERR_CONFIG,
+		    "%s: rotation_period (%u) must be above key_pending_secs (%u) "
+		    "(jwks_max_age %u + leeway %u at least): the next key is published "
+		    "key_pending_secs before it signs",
+		    name, cfg->rotation_period, cfg->key_pending_secs, cfg->jwks_max_age,
+		    cfg->leeway);
 	return WRIT_OK;
 }
 
 writ_rc config_parse(const char *buf, size_t len, const char *name, const char *basedir,
-		     writ_config *cfg, writ_err *err)
+                     writ_config *cfg, writ_err *err)
 {
 	unsigned char seen[NKEYS] = {0};
 	char line[CONFIG_VALUE_MAX + 128], where[1100];
@@ -234,7 +236,7 @@ writ_rc config_parse(const char *buf, size_t len, const char *name, const char *
 
 	if (len > CONFIG_MAX_BYTES)
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: larger than %d bytes", name,
-				    CONFIG_MAX_BYTES);
+		                    CONFIG_MAX_BYTES);
 	if (memchr(buf, '\0', len) != NULL)
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: contains a NUL byte", name);
 	while (pos < len) {
@@ -254,17 +256,17 @@ writ_rc config_parse(const char *buf, size_t len, const char *name, const char *
 	}
 	if (cfg->token_ttl > cfg->token_ttl_max)
 		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "%s: token_ttl (%u) is above token_ttl_max (%u)", name,
-				    cfg->token_ttl, cfg->token_ttl_max);
+		                    "%s: token_ttl (%u) is above token_ttl_max (%u)", name,
+		                    cfg->token_ttl, cfg->token_ttl_max);
 	rc = check_lifecycle(cfg, seen, name, err);
 	if (rc != WRIT_OK)
 		return rc;
 	if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0'))
-		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: set both tls_cert and tls_key, or neither",
-				    name);
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+		                    "%s: set both tls_cert and tls_key, or neither", name);
 	if (cfg->pin_file[0] != '\0' && cfg->pin_env[0] != '\0')
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: set pin_file or pin_env, not both",
-				    name);
+		                    name);
 	return WRIT_OK;
 }
 

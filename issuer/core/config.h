@@ -26,20 +26,20 @@ typedef struct writ_config {
 	writ_alg signing_alg;
 	/* tokens */
 	char issuer[CONFIG_VALUE_MAX];
-	unsigned token_ttl;	/* default lifetime, s */
+	unsigned token_ttl;     /* default lifetime, s */
 	unsigned token_ttl_max; /* cap, s; <= WRIT_TTL_HARD_CAP */
-	unsigned leeway;	/* clock skew, s; <= WRIT_LEEWAY_MAX */
+	unsigned leeway;        /* clock skew, s; <= WRIT_LEEWAY_MAX */
 	/* the issuer daemon */
-	char listen[256];	   /* "127.0.0.1:8080", "[::1]:8080" */
+	char listen[256];                 /* "127.0.0.1:8080", "[::1]:8080" */
 	char state_db[CONFIG_VALUE_MAX];  /* SQLite file */
-	char policy[CONFIG_VALUE_MAX];	   /* policy file (JSON) */
+	char policy[CONFIG_VALUE_MAX];    /* policy file (JSON) */
 	char audit_log[CONFIG_VALUE_MAX]; /* JSON-lines audit file */
 	char tls_cert[CONFIG_VALUE_MAX];  /* PEM; HTTPS when set with tls_key */
 	char tls_key[CONFIG_VALUE_MAX];
-	unsigned http_threads;	   /* worker threads */
+	unsigned http_threads;     /* worker threads */
 	unsigned max_connections;  /* concurrent connections */
-	unsigned conn_timeout;	   /* idle seconds before a connection is dropped */
-	unsigned jwks_max_age;	   /* Cache-Control max-age of the JWKS, s */
+	unsigned conn_timeout;     /* idle seconds before a connection is dropped */
+	unsigned jwks_max_age;     /* Cache-Control max-age of the JWKS, s */
 	unsigned checkpoint_every; /* audit records between signed checkpoints */
 	/* key lifecycle (SPEC s.2); 0 in the file's absence = the minimum */
 	unsigned rotation_period;  /* s between scheduled rotations; 0 = none */
@@ -57,7 +57,7 @@ WRIT_MUST_CHECK writ_rc config_load(const char *path, writ_config *cfg, writ_err
 
 /* Parse a buffer (for tests and fuzzing); `name` is used in messages. */
 WRIT_MUST_CHECK writ_rc config_parse(const char *buf, size_t len, const char *name,
-				     const char *basedir, writ_config *cfg, writ_err *err);
+                                     const char *basedir, writ_config *cfg, writ_err *err);
 
 /* The HSM part of cfg as the pkcs11 layer wants it; pointers into cfg. */
 void config_p11(const writ_config *cfg, p11_cfg *out);

@@ -73,7 +73,7 @@ writ_rc form_parse(const char *body, size_t len, form *f, writ_err *err)
 	memset(f, 0, sizeof(*f));
 	if (len > FORM_MAX_BYTES)
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "request body larger than %d bytes",
-				    FORM_MAX_BYTES);
+		                    FORM_MAX_BYTES);
 	if (len == 0)
 		return writ_err_set(err, WRIT_ERR_MALFORMED, "empty request body");
 	f->buf = malloc(len + 1);
@@ -90,19 +90,20 @@ writ_rc form_parse(const char *body, size_t len, form *f, writ_err *err)
 		eq = memchr(pair, '=', plen);
 		if (eq == NULL || !name_ok(pair, (size_t)(eq - pair)))
 			return writ_err_set(err, WRIT_ERR_MALFORMED,
-					    "malformed parameter at byte %zu (want name=value)", pos);
+			                    "malformed parameter at byte %zu (want name=value)",
+			                    pos);
 		*eq = '\0';
 		if (decode(eq + 1, plen - (size_t)(eq + 1 - pair)) < 0)
 			return writ_err_set(err, WRIT_ERR_MALFORMED,
-					    "parameter \"%s\": bad %%-escape or control character",
-					    pair);
+			                    "parameter \"%s\": bad %%-escape or control character",
+			                    pair);
 		for (i = 0; i < f->n; i++)
 			if (strcmp(f->p[i].name, pair) == 0)
 				return writ_err_set(err, WRIT_ERR_MALFORMED,
-						    "parameter \"%s\" repeated", pair);
+				                    "parameter \"%s\" repeated", pair);
 		if (f->n == FORM_MAX_PARAMS)
 			return writ_err_set(err, WRIT_ERR_MALFORMED, "more than %d parameters",
-					    FORM_MAX_PARAMS);
+			                    FORM_MAX_PARAMS);
 		f->p[f->n].name = pair;
 		f->p[f->n].value = eq + 1;
 		f->n++;

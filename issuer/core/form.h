@@ -16,7 +16,7 @@
 
 #include "writ/writ.h"
 
-#define FORM_MAX_BYTES (32 * 1024)
+#define FORM_MAX_BYTES  (32 * 1024)
 #define FORM_MAX_PARAMS 16
 
 typedef struct form {

@@ -112,7 +112,7 @@ out:
 }
 
 writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ,
-			 const json_t *payload, char **out, writ_err *err)
+                         const json_t *payload, char **out, writ_err *err)
 {
 	writ_alg alg = writ_jwk_alg(key->jwk);
 	unsigned char sig[P11_SIG_MAX];
@@ -123,13 +123,13 @@ writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ
 
 	*out = NULL;
 	hdr = json_pack("{s:s, s:s, s:s}", "alg", writ_alg_name(alg), "typ", typ, "kid",
-			writ_jwk_kid(key->jwk));
+	                writ_jwk_kid(key->jwk));
 	input = hdr != NULL ? writ_jws_signing_input(hdr, payload, &inlen) : NULL;
 	json_decref(hdr);
 	if (input == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	rc = p11_sign(p11, key->id, key->id_len, alg, (const unsigned char *)input, inlen, sig,
-		      &siglen, err);
+	              &siglen, err);
 	if (rc != WRIT_OK)
 		goto out;
 	tok = malloc(inlen + 1 + B64URL_LEN(siglen) + 1);

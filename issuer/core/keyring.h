@@ -14,7 +14,7 @@
 #include "writ/writ.h"
 
 typedef struct keyring_entry {
-	writ_jwk *jwk;	/* public key, kid = thumbprint, alg pinned */
+	writ_jwk *jwk;                /* public key, kid = thumbprint, alg pinned */
 	unsigned char id[P11_ID_MAX]; /* CKA_ID in the token */
 	size_t id_len;
 	char label[P11_LABEL_MAX + 1];
@@ -39,8 +39,7 @@ char *keyring_jwks_json(const keyring *kr);
  * Sign a JWS: header {"alg","typ","kid"} and the payload object, in the
  * HSM with the entry's key. Returns a malloc'd compact JWS in *out.
  */
-WRIT_MUST_CHECK writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key,
-					 const char *typ, const json_t *payload, char **out,
-					 writ_err *err);
+WRIT_MUST_CHECK writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ,
+                                         const json_t *payload, char **out, writ_err *err);
 
 #endif

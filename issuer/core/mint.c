@@ -23,7 +23,7 @@ static int claim_ok(const char *s)
 }
 
 writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req, mint_out *out,
-		   writ_err *err)
+                   writ_err *err)
 {
 	unsigned char rnd[16];
 	json_t *c = NULL;
@@ -33,7 +33,7 @@ writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req, 
 	if (!claim_ok(req->iss) || !claim_ok(req->sub) || !claim_ok(req->aud) ||
 	    !claim_ok(req->scope))
 		return writ_err_set(err, WRIT_ERR_ARG,
-				    "iss, sub, aud and scope must be non-empty printable strings");
+		                    "iss, sub, aud and scope must be non-empty printable strings");
 	if (req->ttl == 0 || req->ttl > WRIT_TTL_HARD_CAP)
 		return writ_err_set(err, WRIT_ERR_ARG, "ttl must be 1..%d s", WRIT_TTL_HARD_CAP);
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
@@ -43,9 +43,9 @@ writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req, 
 	out->exp = out->iat + req->ttl;
 	/* Member order follows SPEC s.3's table so tokens read the same way. */
 	c = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "iss", req->iss, "sub",
-		      req->sub, "client_id", req->sub, "aud", req->aud, "scope", req->scope, "iat",
-		      (json_int_t)out->iat, "nbf", (json_int_t)out->iat, "exp",
-		      (json_int_t)out->exp, "jti", out->jti);
+	              req->sub, "client_id", req->sub, "aud", req->aud, "scope", req->scope, "iat",
+	              (json_int_t)out->iat, "nbf", (json_int_t)out->iat, "exp",
+	              (json_int_t)out->exp, "jti", out->jti);
 	if (c == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	if (req->extra != NULL && json_object_update_missing(c, (json_t *)req->extra) != 0) {

@@ -12,23 +12,23 @@
 #define MINT_JTI_LEN 22 /* 128 bits, base64url, no padding */
 
 typedef struct mint_req {
-	const char *iss;   /* issuer URL */
-	const char *sub;   /* agent id; also client_id */
-	const char *aud;   /* exactly one target service */
-	const char *scope; /* space-separated actions granted */
-	unsigned ttl;	   /* seconds, 1..WRIT_TTL_HARD_CAP */
-	int64_t now;	   /* 0: time(NULL) */
+	const char *iss;     /* issuer URL */
+	const char *sub;     /* agent id; also client_id */
+	const char *aud;     /* exactly one target service */
+	const char *scope;   /* space-separated actions granted */
+	unsigned ttl;        /* seconds, 1..WRIT_TTL_HARD_CAP */
+	int64_t now;         /* 0: time(NULL) */
 	const json_t *extra; /* optional members merged in (grp, act, cnf, lim) */
 } mint_req;
 
 typedef struct mint_out {
-	char *token;		     /* malloc'd compact JWS; caller frees */
+	char *token; /* malloc'd compact JWS; caller frees */
 	char jti[MINT_JTI_LEN + 1];
 	int64_t iat, exp;
 } mint_out;
 
 /* Build the claims and sign them in the HSM. On failure out->token is NULL. */
 WRIT_MUST_CHECK writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req,
-				   mint_out *out, writ_err *err);
+                                   mint_out *out, writ_err *err);
 
 #endif

@@ -59,7 +59,7 @@ static writ_rc rule_err(writ_err *err, const where *w, const char *fmt, ...)
 	va_end(ap);
 	if (w->id != NULL)
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: rules[%zu] (id \"%s\"): %s", w->name,
-				    w->idx, w->id, msg);
+		                    w->idx, w->id, msg);
 	return writ_err_set(err, WRIT_ERR_CONFIG, "%s: rules[%zu]: %s", w->name, w->idx, msg);
 }
 
@@ -110,7 +110,7 @@ static int valid_pattern(const char *s, size_t len)
 }
 
 static writ_rc parse_patterns(const json_t *v, const char *field, int subject, const where *w,
-			      policy_pattern **out, size_t *n, writ_err *err)
+                              policy_pattern **out, size_t *n, writ_err *err)
 {
 	size_t i, count;
 
@@ -121,7 +121,7 @@ static writ_rc parse_patterns(const json_t *v, const char *field, int subject, c
 	count = json_array_size(v);
 	if (count > POLICY_MAX_PATTERNS)
 		return rule_err(err, w, "field \"%s\" has %zu patterns (at most %d)", field, count,
-				POLICY_MAX_PATTERNS);
+		                POLICY_MAX_PATTERNS);
 	*out = calloc(count, sizeof(**out));
 	if (*out == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "%s: out of memory", w->name);
@@ -143,7 +143,7 @@ static writ_rc parse_patterns(const json_t *v, const char *field, int subject, c
 			s += 6;
 			if (*s == '\0')
 				return rule_err(err, w, "%s[%zu]: \"group:\" needs a group name",
-						field, i);
+				                field, i);
 		}
 		pt->s = strdup(s);
 		if (pt->s == NULL)
@@ -192,8 +192,8 @@ static writ_rc parse_rate(const json_t *v, const where *w, policy_rule *r, writ_
 	}
 bad:
 	return rule_err(err, w,
-			"field \"rate\" must be \"N/sec\", \"N/min\" or \"N/hour\" with N in 1..%d",
-			POLICY_RATE_MAX);
+	                "field \"rate\" must be \"N/sec\", \"N/min\" or \"N/hour\" with N in 1..%d",
+	                POLICY_RATE_MAX);
 }
 
 static writ_rc parse_lim(policy *p, const json_t *v, const where *w, policy_rule *r, writ_err *err)
@@ -210,11 +210,11 @@ static writ_rc parse_lim(policy *p, const json_t *v, const where *w, policy_rule
 
 		if (!valid_lim_name(key))
 			return rule_err(err, w, "lim: name \"%s\" must be 1..%d of [A-Za-z0-9_]",
-					safe(key, sb, sizeof(sb), 40), POLICY_LIM_KEY_MAX);
+			                safe(key, sb, sizeof(sb), 40), POLICY_LIM_KEY_MAX);
 		n = json_is_integer(val) ? json_integer_value(val) : -1;
 		if (n < 0 || n > POLICY_LIM_VALUE_MAX)
 			return rule_err(err, w, "lim: \"%s\" must be an integer in 0..%d", key,
-					POLICY_LIM_VALUE_MAX);
+			                POLICY_LIM_VALUE_MAX);
 		for (k = 0; k < p->nlim_names; k++)
 			if (strcmp(p->lim_names[k], key) == 0)
 				break;
@@ -238,7 +238,7 @@ static writ_rc parse_lim(policy *p, const json_t *v, const where *w, policy_rule
 }
 
 static const char *const rule_fields[] = {"id",  "effect", "subjects", "audiences",  "actions",
-					  "ttl", "rate",   "lim",      "description"};
+                                          "ttl", "rate",   "lim",      "description"};
 
 static writ_rc parse_rule(policy *p, const json_t *o, where *w, policy_rule *r, writ_err *err)
 {
@@ -256,7 +256,7 @@ static writ_rc parse_rule(policy *p, const json_t *o, where *w, policy_rule *r, 
 		return rule_err(err, w, "missing field \"id\"");
 	if (!json_is_string(id) || !valid_id(json_string_value(id)))
 		return rule_err(err, w, "field \"id\" must be 1..%d characters of [A-Za-z0-9_.:-]",
-				POLICY_ID_MAX);
+		                POLICY_ID_MAX);
 	snprintf(r->id, sizeof(r->id), "%s", json_string_value(id));
 	w->id = r->id;
 
@@ -266,7 +266,7 @@ static writ_rc parse_rule(policy *p, const json_t *o, where *w, policy_rule *r, 
 				break;
 		if (i == sizeof(rule_fields) / sizeof(rule_fields[0]))
 			return rule_err(err, w, "unknown field \"%s\"",
-					safe(key, sb, sizeof(sb), 40));
+			                safe(key, sb, sizeof(sb), 40));
 	}
 
 	effect = json_object_get(o, "effect");
@@ -278,13 +278,13 @@ static writ_rc parse_rule(policy *p, const json_t *o, where *w, policy_rule *r, 
 		return rule_err(err, w, "field \"effect\" must be \"allow\" or \"deny\"");
 
 	rc = parse_patterns(json_object_get(o, "subjects"), "subjects", 1, w, &r->subj, &r->nsubj,
-			    err);
+	                    err);
 	if (rc == WRIT_OK)
 		rc = parse_patterns(json_object_get(o, "audiences"), "audiences", 0, w, &r->aud,
-				    &r->naud, err);
+		                    &r->naud, err);
 	if (rc == WRIT_OK)
 		rc = parse_patterns(json_object_get(o, "actions"), "actions", 0, w, &r->act,
-				    &r->nact, err);
+		                    &r->nact, err);
 	if (rc != WRIT_OK)
 		return rc;
 
@@ -297,7 +297,7 @@ static writ_rc parse_rule(policy *p, const json_t *o, where *w, policy_rule *r, 
 			return rule_err(err, w, "field \"ttl\" is only allowed on allow rules");
 		if (t < 1 || t > POLICY_TTL_MAX)
 			return rule_err(err, w, "field \"ttl\" must be an integer in 1..%d",
-					POLICY_TTL_MAX);
+			                POLICY_TTL_MAX);
 		r->ttl = (unsigned)t;
 	}
 	if ((v = json_object_get(o, "rate")) != NULL) {
@@ -330,9 +330,9 @@ static writ_rc parse_rule(policy *p, const json_t *o, where *w, policy_rule *r, 
 	return WRIT_OK;
 bad_description:
 	return rule_err(err, w,
-			"field \"description\" must be a string of at most %d bytes without "
-			"control characters",
-			POLICY_DESCRIPTION_MAX);
+	                "field \"description\" must be a string of at most %d bytes without "
+	                "control characters",
+	                POLICY_DESCRIPTION_MAX);
 }
 
 static void rule_clear(policy_rule *r)
@@ -376,31 +376,31 @@ static writ_rc parse_top(policy *p, const json_t *root, const json_t **rules, wr
 		if (strcmp(key, "version") != 0 && strcmp(key, "rules") != 0 &&
 		    strcmp(key, "description") != 0)
 			return writ_err_set(err, WRIT_ERR_CONFIG,
-					    "%s: unknown top-level field \"%s\" (version, rules, "
-					    "description)",
-					    p->name, safe(key, sb, sizeof(sb), 40));
+			                    "%s: unknown top-level field \"%s\" (version, rules, "
+			                    "description)",
+			                    p->name, safe(key, sb, sizeof(sb), 40));
 	}
 	v = json_object_get(root, "version");
 	if (v == NULL)
 		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "%s: missing field \"version\" (must be 1)", p->name);
+		                    "%s: missing field \"version\" (must be 1)", p->name);
 	if (!json_is_integer(v) || json_integer_value(v) != 1)
 		return writ_err_set(err, WRIT_ERR_CONFIG,
-				    "%s: unsupported \"version\" (this writ reads version 1)",
-				    p->name);
+		                    "%s: unsupported \"version\" (this writ reads version 1)",
+		                    p->name);
 	v = json_object_get(root, "description");
 	if (v != NULL && !json_is_string(v))
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: \"description\" must be a string",
-				    p->name);
+		                    p->name);
 	v = json_object_get(root, "rules");
 	if (v == NULL)
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: missing field \"rules\"", p->name);
 	if (!json_is_array(v))
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: \"rules\" must be an array",
-				    p->name);
+		                    p->name);
 	if (json_array_size(v) > POLICY_MAX_RULES)
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %zu rules (at most %d)", p->name,
-				    json_array_size(v), POLICY_MAX_RULES);
+		                    json_array_size(v), POLICY_MAX_RULES);
 	*rules = v;
 	return WRIT_OK;
 }
@@ -430,7 +430,7 @@ static writ_rc parse_rules(policy *p, const json_t *rules, writ_err *err)
 		prev = json_object_get(ids, p->rules[i].id);
 		if (prev != NULL) {
 			rc = rule_err(err, &w, "duplicate id (also rules[%lld])",
-				      (long long)json_integer_value(prev));
+			              (long long)json_integer_value(prev));
 			goto out;
 		}
 		if (json_object_set_new(ids, p->rules[i].id, json_integer((json_int_t)i)) != 0) {
@@ -479,7 +479,7 @@ writ_rc policy_parse(const char *buf, size_t len, const char *name, policy **out
 		name = "policy";
 	if (len > POLICY_MAX_BYTES)
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "%s: larger than %d bytes", name,
-				    POLICY_MAX_BYTES);
+		                    POLICY_MAX_BYTES);
 	p = calloc(1, sizeof(*p));
 	if (p == NULL || (p->name = strdup(name)) == NULL) {
 		rc = writ_err_set(err, WRIT_ERR_NOMEM, "%s: out of memory", name);

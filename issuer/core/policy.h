@@ -74,7 +74,7 @@ typedef struct policy policy;
  * on failure *out is NULL. Thread-safe.
  */
 WRIT_MUST_CHECK writ_rc policy_parse(const char *buf, size_t len, const char *name, policy **out,
-				     writ_err *err);
+                                     writ_err *err);
 
 /* Read path (regular file, at most POLICY_MAX_BYTES) and policy_parse it.
  * WRIT_ERR_IO if it cannot be read. */
@@ -174,8 +174,8 @@ typedef struct policy_decision {
  * and out->scope is empty. Thread-safe; allocates nothing.
  */
 WRIT_MUST_CHECK writ_rc policy_decide(const policy *p, const policy_subject *subject,
-				      const char *audience, const char *scope, policy_decision *out,
-				      writ_err *err);
+                                      const char *audience, const char *scope, policy_decision *out,
+                                      writ_err *err);
 
 /* "granted", "nothing_granted", "audience_unknown". */
 const char *policy_outcome_name(policy_outcome o);

@@ -55,14 +55,14 @@ static writ_rc parse_scope(const char *scope, policy_decision *d, writ_err *err)
 		n = (size_t)(e - s);
 		if (n == 0)
 			return writ_err_set(err, WRIT_ERR_MALFORMED,
-					    "scope: empty action (separate actions by one space)");
+			                    "scope: empty action (separate actions by one space)");
 		if (n > POLICY_ACTION_MAX)
 			return writ_err_set(err, WRIT_ERR_MALFORMED,
-					    "scope: action %zu is longer than %d bytes", count + 1,
-					    POLICY_ACTION_MAX);
+			                    "scope: action %zu is longer than %d bytes", count + 1,
+			                    POLICY_ACTION_MAX);
 		if (++count > POLICY_MAX_ACTIONS)
 			return writ_err_set(err, WRIT_ERR_MALFORMED, "scope: more than %d actions",
-					    POLICY_MAX_ACTIONS);
+			                    POLICY_MAX_ACTIONS);
 		for (i = 0; i < d->naction; i++)
 			if (strncmp(d->action[i].name, s, n) == 0 && d->action[i].name[n] == '\0')
 				break;
@@ -148,7 +148,7 @@ static uint64_t covered_actions(const policy_rule *r, const policy_decision *d)
 }
 
 static writ_rc check_args(const policy *p, const policy_subject *subj, const char *audience,
-			  const char *scope, writ_err *err)
+                          const char *scope, writ_err *err)
 {
 	size_t g;
 
@@ -160,7 +160,7 @@ static writ_rc check_args(const policy *p, const policy_subject *subj, const cha
 		return writ_err_set(err, WRIT_ERR_ARG, "policy: invalid audience");
 	if (subj->ngroups > POLICY_MAX_GROUPS || (subj->ngroups > 0 && subj->groups == NULL))
 		return writ_err_set(err, WRIT_ERR_ARG, "policy: more than %d groups",
-				    POLICY_MAX_GROUPS);
+		                    POLICY_MAX_GROUPS);
 	for (g = 0; g < subj->ngroups; g++)
 		if (!valid_name(subj->groups[g], POLICY_NAME_MAX))
 			return writ_err_set(err, WRIT_ERR_ARG, "policy: invalid group name");
@@ -169,7 +169,7 @@ static writ_rc check_args(const policy *p, const policy_subject *subj, const cha
 
 /* An allow rule that grants: its ttl, lim and rate constrain the token. */
 static writ_rc apply_grant(const policy *p, const policy_rule *r, policy_decision *d,
-			   unsigned *limv, unsigned *limset, writ_err *err)
+                           unsigned *limv, unsigned *limset, writ_err *err)
 {
 	unsigned k;
 
@@ -200,7 +200,7 @@ static writ_rc apply_grant(const policy *p, const policy_rule *r, policy_decisio
 }
 
 writ_rc policy_decide(const policy *p, const policy_subject *subj, const char *audience,
-		      const char *scope, policy_decision *out, writ_err *err)
+                      const char *scope, policy_decision *out, writ_err *err)
 {
 	unsigned limv[POLICY_LIM_MAX], limset = 0;
 	uint64_t allowed = 0, denied = 0, granted, m;
@@ -321,7 +321,7 @@ void policy_decision_explain(const policy_decision *d, FILE *f)
 		fprintf(f, "  %-*s  ", (int)width, a->name);
 		if (a->verdict == POLICY_DENIED && a->allowed_by != NULL)
 			fprintf(f, "denied by rule \"%s\" (allowed by \"%s\", but deny wins)\n",
-				a->denied_by, a->allowed_by);
+			        a->denied_by, a->allowed_by);
 		else if (a->verdict == POLICY_DENIED)
 			fprintf(f, "denied by rule \"%s\"\n", a->denied_by);
 		else if (a->verdict == POLICY_ALLOWED)
@@ -332,7 +332,7 @@ void policy_decision_explain(const policy_decision *d, FILE *f)
 	fprintf(f, "granted: %s\n", d->scope[0] != '\0' ? d->scope : "(nothing)");
 	if (d->outcome == POLICY_AUDIENCE_UNKNOWN)
 		fprintf(f, "result: no rule names this audience (the issuer answers "
-			   "invalid_target)\n");
+		           "invalid_target)\n");
 	if (d->outcome == POLICY_NOTHING_GRANTED)
 		fprintf(f, "result: nothing granted (the issuer answers invalid_scope)\n");
 	if (d->outcome != POLICY_GRANTED)
@@ -340,15 +340,15 @@ void policy_decision_explain(const policy_decision *d, FILE *f)
 	fprintf(f, "rule: %s\n", d->rule_id);
 	if (d->ttl != 0)
 		fprintf(f, "ttl: %u s (the issuer also caps it by the request and config)\n",
-			d->ttl);
+		        d->ttl);
 	else
 		fprintf(f, "ttl: not set by policy (the issuer's default applies)\n");
 	for (i = 0; i < d->nlim; i++)
 		fprintf(f, "%s%s=%u%s", i == 0 ? "lim: " : ", ", d->lim[i].name, d->lim[i].value,
-			i + 1 == d->nlim ? "\n" : "");
+		        i + 1 == d->nlim ? "\n" : "");
 	for (i = 0; i < d->nrate; i++)
 		fprintf(f, "rate: %u/%s per agent (rule \"%s\")\n", d->rate[i].n,
-			period_name(d->rate[i].period_s), d->rate[i].rule_id);
+		        period_name(d->rate[i].period_s), d->rate[i].rule_id);
 }
 
 static json_t *lim_object(const policy_decision *d)
@@ -392,10 +392,10 @@ char *policy_decision_json(const policy_decision *d)
 		const policy_action *a = &d->action[i];
 
 		bad |= json_array_append_new(acts,
-					     json_pack("{s:s, s:s, s:o, s:o}", "action", a->name,
-						       "verdict", policy_verdict_name(a->verdict),
-						       "allowed_by", str_or_null(a->allowed_by),
-						       "denied_by", str_or_null(a->denied_by)));
+		                             json_pack("{s:s, s:s, s:o, s:o}", "action", a->name,
+		                                       "verdict", policy_verdict_name(a->verdict),
+		                                       "allowed_by", str_or_null(a->allowed_by),
+		                                       "denied_by", str_or_null(a->denied_by)));
 	}
 	bad |= json_object_set_new(o, "scope", json_string(d->scope));
 	bad |= json_object_set_new(o, "rule", str_or_null(d->rule_id));
@@ -404,11 +404,11 @@ char *policy_decision_json(const policy_decision *d)
 	bad |= json_object_set_new(o, "rates", rates);
 	for (i = 0; i < d->nrate; i++) {
 		snprintf(rate, sizeof(rate), "%u/%s", d->rate[i].n,
-			 period_name(d->rate[i].period_s));
+		         period_name(d->rate[i].period_s));
 		bad |= json_array_append_new(rates, json_pack("{s:s, s:s, s:i, s:i}", "rule",
-							      d->rate[i].rule_id, "rate", rate, "n",
-							      (int)d->rate[i].n, "period",
-							      (int)d->rate[i].period_s));
+		                                              d->rate[i].rule_id, "rate", rate, "n",
+		                                              (int)d->rate[i].n, "period",
+		                                              (int)d->rate[i].period_s));
 	}
 	if (!bad)
 		s = wjson_dump(o);

@@ -175,8 +175,8 @@ static ratelimit_result take(rl_bucket *b, double now, double *retry_after)
 }
 
 ratelimit_result ratelimit_take(ratelimit *rl, const char *agent, const char *rule_id,
-				unsigned n_per_period, unsigned period_s, double now,
-				double *retry_after)
+                                unsigned n_per_period, unsigned period_s, double now,
+                                double *retry_after)
 {
 	char key[RATELIMIT_KEY_MAX + 2];
 	size_t alen, rlen, keylen;

@@ -40,10 +40,10 @@ typedef enum ratelimit_result {
 	RATELIMIT_OK = 0,  /* a token was taken */
 	RATELIMIT_LIMITED, /* the bucket is empty; *retry_after > 0 */
 	RATELIMIT_FULL,    /* no room for a new bucket: refused, fail closed;
-			      *retry_after is when an idle bucket may free up
-			      (at least 1 s) */
+	                      *retry_after is when an idle bucket may free up
+	                      (at least 1 s) */
 	RATELIMIT_INVALID, /* NULL or empty key, key over RATELIMIT_KEY_MAX,
-			      n_per_period or period_s of 0: refused */
+	                      n_per_period or period_s of 0: refused */
 } ratelimit_result;
 
 /* A limiter holding at most max_buckets buckets (0: the default). Caller
@@ -63,8 +63,8 @@ void ratelimit_free(ratelimit *rl);
  * agent and rule_id are copied.
  */
 WRIT_MUST_CHECK ratelimit_result ratelimit_take(ratelimit *rl, const char *agent,
-						const char *rule_id, unsigned n_per_period,
-						unsigned period_s, double now, double *retry_after);
+                                                const char *rule_id, unsigned n_per_period,
+                                                unsigned period_s, double now, double *retry_after);
 
 /* Buckets currently held (for /metrics and tests). Thread-safe. */
 size_t ratelimit_count(ratelimit *rl);

@@ -213,7 +213,7 @@ typedef struct store_replay_item {
  * to it.
  */
 WRIT_MUST_CHECK writ_rc store_replay_check_batch(store *s, store_replay_item *items, size_t n,
-						 int64_t now, writ_err *err);
+                                                 int64_t now, writ_err *err);
 
 /*
  * Delete every replay row past exp + STORE_REPLAY_LEEWAY at `now`, in

@@ -36,8 +36,8 @@ static void event_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 		if (sqlite3_value_type(argv[i + 1]) == SQLITE_INTEGER)
 			json_object_set_new(o, k, json_integer(sqlite3_value_int64(argv[i + 1])));
 		else
-			json_object_set_new(o, k,
-					    json_string((const char *)sqlite3_value_text(argv[i + 1])));
+			json_object_set_new(
+			    o, k, json_string((const char *)sqlite3_value_text(argv[i + 1])));
 	}
 	out = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
@@ -53,15 +53,15 @@ int store_actor_register(store *s)
 	struct passwd *pw = getpwuid(geteuid());
 
 	snprintf(s->actor, sizeof(s->actor), "uid:%u(%.64s)", (unsigned)geteuid(),
-		 pw != NULL ? pw->pw_name : "?");
+	         pw != NULL ? pw->pw_name : "?");
 	/* INNOCUOUS: callable from triggers with trusted_schema off; it only
 	 * reads the connection's actor string. */
 	if (sqlite3_create_function(s->db, "writ_event", -1,
-				    SQLITE_UTF8 | SQLITE_INNOCUOUS | SQLITE_DETERMINISTIC, NULL, event_fn,
-				    NULL, NULL) != SQLITE_OK)
+	                            SQLITE_UTF8 | SQLITE_INNOCUOUS | SQLITE_DETERMINISTIC, NULL,
+	                            event_fn, NULL, NULL) != SQLITE_OK)
 		return sqlite3_errcode(s->db);
 	return sqlite3_create_function(s->db, "writ_actor", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, s,
-				       actor_fn, NULL, NULL);
+	                               actor_fn, NULL, NULL);
 }
 
 void store_set_actor(store *s, const char *actor)

@@ -109,7 +109,7 @@ static writ_rc upsert_one(store *s, store_replay_item *it, int64_t cutoff, writ_
 }
 
 writ_rc store_replay_check_batch(store *s, store_replay_item *items, size_t n, int64_t now,
-				 writ_err *err)
+                                 writ_err *err)
 {
 	int64_t cutoff = now - STORE_REPLAY_LEEWAY;
 	writ_rc rc;

@@ -2,7 +2,8 @@
 # The README's test command: install dependencies, then
 #   1. a -Werror build + every ctest (unit, SoftHSM2 integration, interop);
 #   2. the same under AddressSanitizer + UndefinedBehaviorSanitizer;
-#   3. the HSM integration test again under valgrind (leaks, bad reads);
+#   3. the HSM integration test again under valgrind (leaks, bad reads),
+#      and the verifier library's threads under ThreadSanitizer;
 #   4. clang builds of the libFuzzer targets, replaying every corpus;
 #   5. style and hygiene: clang-format, banned functions.
 # Exits non-zero on the first failure.
@@ -33,6 +34,9 @@ cmake --build build-asan -j"$JOBS"
 
 step "valgrind on the HSM integration test"
 bash ci/valgrind.sh build
+
+step "ThreadSanitizer: verifiers racing a key-set refresh"
+bash ci/tsan.sh
 
 step "fuzz targets: corpus replay"
 CC=clang cmake -S . -B build-fuzz -DWRIT_FUZZ=ON -DWRIT_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null

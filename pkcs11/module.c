@@ -24,7 +24,10 @@ writ_rc p11_module_load(const char *path, const char *softhsm_conf, void **dl, C
 	if (softhsm_conf != NULL && setenv("SOFTHSM2_CONF", softhsm_conf, 1) != 0)
 		return writ_err_set(err, WRIT_ERR_CONFIG, "cannot set SOFTHSM2_CONF");
 	/* RTLD_LOCAL: the module's symbols must not satisfy anyone else's. */
-	*dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	/* RTLD_NODELETE: a module's atexit handlers and thread-local data must
+	 * not outlive its code (some modules register them), and leak reports
+	 * and profiles can still name the module's frames after p11_close. */
+	*dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
 	if (*dl == NULL)
 		return writ_err_set(err, WRIT_ERR_HSM, "cannot load PKCS#11 module %s: %s", path,
 		                    dlerror());

@@ -41,6 +41,12 @@ class Err(C.Structure):
     _fields_ = [("rc", C.c_int), ("lib_code", C.c_ulong), ("msg", C.c_char * 256)]
 
 
+if os.environ.get("WRIT_SANITIZED") == "1":
+    # ASan's runtime must be the first library of the process; it cannot
+    # arrive later through ctypes. The same checks run in the plain build,
+    # and the library's C tests run sanitized.
+    print("SKIP: sanitizer build: libwrit cannot be loaded into python3")
+    sys.exit(77)
 lib = C.CDLL(LIB)
 lib.writ_verifier_new.argtypes = [C.POINTER(Cfg), C.POINTER(C.c_void_p), C.POINTER(Err)]
 lib.writ_verifier_verify.argtypes = [C.c_void_p, C.c_char_p, C.c_size_t,

@@ -26,7 +26,7 @@ if [ ! -f "$D/writ.conf" ]; then
   say "writ token init                 # SoftHSM2 token, random PIN in a 0600 file"
   "$WRIT" token init --issuer "$ISSUER"
 fi
-if [ -z "$("$WRIT" key list)" ]; then
+if ! "$WRIT" key list --json | grep -q '"kid"'; then
   say "writ key generate --alg ES256   # generated inside the token, never extractable"
   "$WRIT" key generate --alg ES256
 fi

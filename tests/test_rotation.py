@@ -55,7 +55,7 @@ def keys(fx):
 
 def hsm_kids(fx):
     """The token's writ keys, straight from the HSM (writ jwks lists them all)."""
-    return {k["kid"] for k in json.loads(fx.writ("jwks").stdout)["keys"]}
+    return {k["kid"] for k in json.loads(fx.writ("jwks", "--hsm").stdout)["keys"]}
 
 
 def jwks_kids(fx):

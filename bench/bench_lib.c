@@ -16,82 +16,13 @@
 #include <time.h>
 
 #include "bench.h"
+#include "bench_token.h"
 #include "writ/verifier.h"
 #include "writ_int.h"
 
 #define NTOK 4096
 
-static char *tokens[NTOK];
-static size_t lens[NTOK];
-static unsigned char der0[128];
-static size_t der0_len, input0_len;
-
-/* A distinct signed token (jti differs) for k; keeps token 0's DER
- * signature for the raw OpenSSL loop. */
-static void make_token(EVP_PKEY *k, const char *kid, int i)
-{
-	long now = (long)time(NULL);
-	json_t *h = json_pack("{s:s,s:s,s:s}", "alg", "ES256", "typ", "at+jwt", "kid", kid);
-	json_t *p =
-	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:i}", "iss", "https://issuer.example",
-	              "sub", "agent-1", "client_id", "agent-1", "aud", "orders-db", "scope",
-	              "db:read", "iat", (json_int_t)now, "nbf", (json_int_t)now, "exp",
-	              (json_int_t)now + 3000, "jti", "AAAAAAAAAAAAAAAAAAAAAA", "n", i);
-	size_t n, dl;
-	char *in = writ_jws_signing_input(h, p, &n);
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char der[128], raw[64];
-	const unsigned char *dp = der;
-	ECDSA_SIG *es;
-
-	dl = sizeof(der);
-	if (in == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k) != 1 ||
-	    EVP_DigestSign(ctx, der, &dl, (unsigned char *)in, n) != 1)
-		exit(1);
-	es = d2i_ECDSA_SIG(NULL, &dp, (long)dl);
-	BN_bn2binpad(ECDSA_SIG_get0_r(es), raw, 32);
-	BN_bn2binpad(ECDSA_SIG_get0_s(es), raw + 32, 32);
-	tokens[i] = malloc(n + 2 + B64URL_LEN(64));
-	memcpy(tokens[i], in, n);
-	tokens[i][n] = '.';
-	lens[i] = n + 1 + b64url_encode(raw, 64, tokens[i] + n + 1);
-	if (i == 0) {
-		memcpy(der0, der, dl);
-		der0_len = dl;
-		input0_len = n;
-	}
-	ECDSA_SIG_free(es);
-	EVP_MD_CTX_free(ctx);
-	free(in);
-	json_decref(h);
-	json_decref(p);
-}
-
-/* The fastest plain-OpenSSL verify we know: a prepared context
- * duplicated per call, a one-shot SHA-256, EVP_PKEY_verify on DER. */
-static double run_raw(EVP_PKEY *k, double secs)
-{
-	EVP_PKEY_CTX *tmpl = EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL);
-	double t0, t;
-	long n = 0;
-
-	if (tmpl == NULL || EVP_PKEY_verify_init(tmpl) != 1 ||
-	    EVP_PKEY_CTX_set_signature_md(tmpl, EVP_sha256()) != 1)
-		exit(1);
-	t0 = bench_now();
-	do {
-		for (int i = 0; i < 64; i++, n++) {
-			unsigned char md[32];
-			EVP_PKEY_CTX *p = EVP_PKEY_CTX_dup(tmpl);
-			SHA256((unsigned char *)tokens[0], input0_len, md);
-			if (p == NULL || EVP_PKEY_verify(p, der0, der0_len, md, 32) != 1)
-				exit(1);
-			EVP_PKEY_CTX_free(p);
-		}
-	} while ((t = bench_now() - t0) < secs);
-	EVP_PKEY_CTX_free(tmpl);
-	return (double)n / t;
-}
+static bench_token tokens[NTOK];
 
 /* Distinct tokens through a cache far smaller than NTOK: every call
  * misses, verifies in full and inserts (evicting). */
@@ -103,8 +34,8 @@ static double run_lib(writ_verifier *v, double secs, size_t *next)
 
 	do {
 		for (int i = 0; i < 64; i++, n++, *next = (*next + 1) % NTOK) {
-			if (writ_verifier_verify(v, tokens[*next], lens[*next], &c, NULL) !=
-			    WRIT_OK)
+			if (writ_verifier_verify(v, tokens[*next].tok, tokens[*next].len, &c,
+			                         NULL) != WRIT_OK)
 				exit(1);
 			writ_claims_free(c);
 		}
@@ -120,7 +51,8 @@ static double run_cached(writ_verifier *v, double secs)
 
 	do {
 		for (int i = 0; i < 1024; i++, n++) {
-			if (writ_verifier_verify(v, tokens[0], lens[0], &c, NULL) != WRIT_OK)
+			if (writ_verifier_verify(v, tokens[0].tok, tokens[0].len, &c, NULL) !=
+			    WRIT_OK)
 				exit(1);
 			writ_claims_free(c);
 		}
@@ -157,11 +89,11 @@ int main(void)
 	jwk_json = writ_jwk_to_json(jwk);
 	snprintf(set_json, sizeof(set_json), "{\"keys\":[%s]}", jwk_json);
 	for (int i = 0; i < NTOK; i++)
-		make_token(k, writ_jwk_kid(jwk), i);
+		bench_token_make(k, writ_jwk_kid(jwk), (int64_t)time(NULL), 3000, i, &tokens[i]);
 	vmiss = verifier(set_json, 64);
 	vhit = verifier(set_json, 0);
 	for (int r = 0; r < BENCH_REPEATS; r++) {
-		raw[r] = run_raw(k, secs);
+		raw[r] = bench_raw_verify(k, &tokens[0], secs);
 		lib[r] = run_lib(vmiss, secs, &next);
 		ratio[r] = lib[r] / raw[r];
 		hit[r] = run_cached(vhit, secs);
@@ -177,7 +109,7 @@ int main(void)
 	writ_verifier_free(vmiss);
 	writ_verifier_free(vhit);
 	for (int i = 0; i < NTOK; i++)
-		free(tokens[i]);
+		free(tokens[i].tok);
 	free(jwk_json);
 	writ_jwk_free(jwk);
 	EVP_PKEY_free(k);

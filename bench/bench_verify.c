@@ -12,14 +12,12 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_token.h"
 #include "writ_int.h"
 
 #define NOW 1900000000
 
-static char token[2048];
-static size_t token_len, input_len;
-static unsigned char der[128];
-static size_t der_len;
+static bench_token tok;
 
 static EVP_PKEY *make_key(void)
 {
@@ -27,67 +25,6 @@ static EVP_PKEY *make_key(void)
 	if (k == NULL)
 		exit(1);
 	return k;
-}
-
-/* Sign "<header>.<claims>" with OpenSSL and build the compact token. */
-static void make_token(EVP_PKEY *k, const char *kid)
-{
-	json_t *h = json_pack("{s:s,s:s,s:s}", "alg", "ES256", "typ", "at+jwt", "kid", kid);
-	json_t *p =
-	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s}", "iss", "https://issuer.example",
-	              "sub", "agent-1", "client_id", "agent-1", "aud", "orders-db", "scope",
-	              "db:read", "iat", (json_int_t)NOW, "nbf", (json_int_t)NOW, "exp",
-	              (json_int_t)NOW + 300, "jti", "AAAAAAAAAAAAAAAAAAAAAA");
-	char *in = writ_jws_signing_input(h, p, &input_len);
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char raw[64];
-	const BIGNUM *r, *s;
-	const unsigned char *dp;
-	ECDSA_SIG *es;
-
-	der_len = sizeof(der);
-	if (in == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k) != 1 ||
-	    EVP_DigestSign(ctx, der, &der_len, (unsigned char *)in, input_len) != 1)
-		exit(1);
-	dp = der;
-	es = d2i_ECDSA_SIG(NULL, &dp, (long)der_len);
-	ECDSA_SIG_get0(es, &r, &s);
-	BN_bn2binpad(r, raw, 32);
-	BN_bn2binpad(s, raw + 32, 32);
-	memcpy(token, in, input_len);
-	token[input_len] = '.';
-	token_len = input_len + 1 + b64url_encode(raw, 64, token + input_len + 1);
-	ECDSA_SIG_free(es);
-	EVP_MD_CTX_free(ctx);
-	free(in);
-	json_decref(h);
-	json_decref(p);
-}
-
-/* The fastest plain-OpenSSL verify we know: a prepared context
- * duplicated per call, a one-shot SHA-256, EVP_PKEY_verify on DER. */
-static double run_raw(EVP_PKEY *k, double secs)
-{
-	EVP_PKEY_CTX *tmpl = EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL);
-	double t0, t;
-	long n = 0;
-
-	if (tmpl == NULL || EVP_PKEY_verify_init(tmpl) != 1 ||
-	    EVP_PKEY_CTX_set_signature_md(tmpl, EVP_sha256()) != 1)
-		exit(1);
-	t0 = bench_now();
-	do {
-		for (int i = 0; i < 64; i++, n++) {
-			unsigned char md[32];
-			EVP_PKEY_CTX *p = EVP_PKEY_CTX_dup(tmpl);
-			SHA256((unsigned char *)token, input_len, md);
-			if (p == NULL || EVP_PKEY_verify(p, der, der_len, md, 32) != 1)
-				exit(1);
-			EVP_PKEY_CTX_free(p);
-		}
-	} while ((t = bench_now() - t0) < secs);
-	EVP_PKEY_CTX_free(tmpl);
-	return (double)n / t;
 }
 
 static double run_writ(const writ_jwks *set, double secs)
@@ -102,7 +39,7 @@ static double run_writ(const writ_jwks *set, double secs)
 
 	do {
 		for (int i = 0; i < 64; i++, n++)
-			if (writ_verify(set, token, token_len, &o, NULL, NULL) != WRIT_OK)
+			if (writ_verify(set, tok.tok, tok.len, &o, NULL, NULL) != WRIT_OK)
 				exit(1);
 	} while ((t = bench_now() - t0) < secs);
 	return (double)n / t;
@@ -124,10 +61,10 @@ int main(void)
 	if (writ_jwks_parse(set_json, strlen(set_json), WRIT_JWKS_KID_IS_THUMBPRINT, &set, NULL) !=
 	    WRIT_OK)
 		return 1;
-	make_token(k, writ_jwk_kid(jwk));
+	bench_token_make(k, writ_jwk_kid(jwk), NOW, 300, 0, &tok);
 	/* Interleave the two so drift on a shared machine hits both alike. */
 	for (int r = 0; r < BENCH_REPEATS; r++) {
-		raw[r] = run_raw(k, secs);
+		raw[r] = bench_raw_verify(k, &tok, secs);
 		wr[r] = run_writ(set, secs);
 		ratio[r] = wr[r] / raw[r];
 	}
@@ -137,6 +74,7 @@ int main(void)
 	printf("  ratio writ / OpenSSL      %9.3f  (target >= 0.85)\n",
 	       bench_median(ratio, BENCH_REPEATS));
 	free(jwk_json);
+	free(tok.tok);
 	writ_jwks_free(set);
 	writ_jwk_free(jwk);
 	EVP_PKEY_free(k);

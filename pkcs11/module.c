@@ -85,8 +85,10 @@ writ_rc p11_recover(p11_ctx *ctx, unsigned long seen_gen, writ_err *err)
 	pthread_rwlock_wrlock(&ctx->lock);
 	/* Another thread re-initialised after we saw the fault: retry on its
 	 * work instead of tearing it down again (no thundering re-inits). */
-	if (ctx->gen == seen_gen)
+	if (ctx->gen == seen_gen) {
+		ctx->reinit_at = time(NULL);
 		rc = reinit(ctx, err);
+	}
 	pthread_rwlock_unlock(&ctx->lock);
 	return rc;
 }

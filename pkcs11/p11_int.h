@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "p11.h"
 #include "writ_int.h"
@@ -53,6 +54,7 @@ struct p11_ctx {
 	pthread_rwlock_t lock;
 	unsigned long gen; /* bumped by every re-initialisation; under lock */
 	int broken;        /* last re-initialisation failed: next call retries */
+	time_t reinit_at;  /* when the last re-initialisation was attempted */
 	pid_t pid;         /* process that initialised the module */
 	CK_SLOT_ID slot;
 	/* Keeps the login alive: PKCS#11 logs the user out when the last

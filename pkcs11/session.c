@@ -91,6 +91,17 @@ static writ_rc run_once(p11_ctx *ctx, p11_op_fn fn, void *arg, p11_op *op, unsig
 	return rc;
 }
 
+/* Did a re-initialisation happen in the last few seconds? */
+static int recent_reinit(p11_ctx *ctx)
+{
+	time_t at;
+
+	pthread_rwlock_rdlock(&ctx->lock);
+	at = ctx->reinit_at;
+	pthread_rwlock_unlock(&ctx->lock);
+	return at != 0 && time(NULL) - at < 10;
+}
+
 writ_rc p11_run(p11_ctx *ctx, p11_op_fn fn, void *arg, writ_err *err)
 {
 	p11_op op = {NULL, CKR_OK};
@@ -102,6 +113,13 @@ writ_rc p11_run(p11_ctx *ctx, p11_op_fn fn, void *arg, writ_err *err)
 	if (rc != WRIT_OK)
 		return rc;
 	rc = run_once(ctx, fn, arg, &op, &gen, err);
+	if (rc == WRIT_ERR_NOT_FOUND && op.rv == CKR_OK && recent_reinit(ctx)) {
+		/* A re-initialisation that raced with the token's files coming
+		 * back can leave a view of the token without its objects; a key
+		 * that "vanished" right after one gets one more fresh start. */
+		op.rv = CKR_OBJECT_HANDLE_INVALID;
+		op.call = "find key after re-initialisation";
+	}
 	if (rc == WRIT_OK || op.rv == CKR_OK)
 		return rc;
 	if (!p11_rv_recoverable(op.rv))

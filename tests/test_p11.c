@@ -476,11 +476,13 @@ static void threads_ride_out_a_lost_token(void)
 		w[i] = (storm){ctx, &k, &stop, 0, 0, 0};
 		REQUIRE(pthread_create(&th[i], NULL, sign_through_faults, &w[i]) == 0);
 	}
-	usleep(50000);
+	/* Long enough for every thread to sign in each phase even under
+	 * valgrind, which runs this test in CI. */
+	usleep(200000);
 	REQUIRE(rename(tok.tokens, away) == 0);
-	usleep(50000);
+	usleep(200000);
 	REQUIRE(rename(away, tok.tokens) == 0);
-	usleep(50000);
+	usleep(300000);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < THREADS; i++) {
 		pthread_join(th[i], NULL);

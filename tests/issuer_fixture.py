@@ -57,10 +57,21 @@ class Agent:
 
 
 class Issuer:
-    def __init__(self, policy, extra_conf="", token_dir=None):
+    def __init__(self, policy, extra_conf="", token_dir=None, tls=False):
         self.dir = tempfile.mkdtemp(prefix="writ-issuer-")
         self.port = free_port()
-        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.ssl = None
+        if tls:
+            # A self-signed certificate for 127.0.0.1, trusted by this client.
+            cert, key = (os.path.join(self.dir, n) for n in ("tls.crt", "tls.key"))
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                            "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            extra_conf += f"tls_cert = {cert}\ntls_key = {key}\n"
+            import ssl
+            self.ssl = ssl.create_default_context(cafile=cert)
+        self.issuer = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         subprocess.run([WRIT, "token", "init", "--dir", self.dir, "--issuer", self.issuer],
                        check=True, capture_output=True)
         self.conf = os.path.join(self.dir, "writ.conf")
@@ -114,7 +125,7 @@ class Issuer:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl) as r:
                 return r.status, dict(r.headers), r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read().decode()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jwt  # noqa: E402
@@ -283,6 +284,24 @@ def test_disk_full(analyst_groups=("analysts",)):
         fx.close()
 
 
+def test_https():
+    fx = Issuer(POLICY, tls=True)
+    try:
+        fx.start()
+        a = Agent(fx, "tls-1", ["analysts"])
+        st, _, doc = fx.token(a.assertion())
+        check(st == 200 and doc.get("scope") == "db:read",
+              "HTTPS (tls_cert/tls_key): a token is exchanged over TLS")
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/healthz" % fx.port, timeout=5)
+            plain = True
+        except Exception:
+            plain = False
+        check(not plain, "HTTPS: plain HTTP is not answered")
+    finally:
+        fx.close()
+
+
 def test_kill9_under_load():
     fx = Issuer(POLICY)
     fx.start()
@@ -346,6 +365,7 @@ def main():
     finally:
         fx.close()
     test_disk_full()
+    test_https()
     test_kill9_under_load()
     print(f"{failures} failed")
     return 1 if failures else 0

@@ -540,7 +540,11 @@ int main(void)
 	RUN(unknown_token_label_is_not_found);
 	RUN(lost_token_fails_cleanly_then_recovers);
 	RUN(threads_and_forked_children_sign);
-	RUN(threads_ride_out_a_lost_token);
+	/* Timing-driven (the token vanishes under threads for 200 ms): under
+	 * valgrind's 50x slowdown a phase can pass with no thread getting a
+	 * turn, so ci/valgrind.sh skips it; the plain and ASan runs keep it. */
+	if (getenv("WRIT_TEST_UNDER_VALGRIND") == NULL)
+		RUN(threads_ride_out_a_lost_token);
 	RUN(destroyed_key_is_gone_and_cannot_sign);
 	tu_token_destroy(&tok);
 	return tu_finish();

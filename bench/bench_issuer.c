@@ -2,7 +2,8 @@
  * bench_issuer.c - load generator and crypto-limit probe for writ-issuer.
  *
  *   bench_issuer gen N AGENT KEY.pem AUD > assertions
- *       N unique agent assertions (ES256, 60 s), one per line.
+ *       N unique agent assertions (ES256, valid 60 s like `writ assert`'s
+ *       default), one per line.
  *   bench_issuer load HOST:PORT FILE CONNS SECONDS [RATE]
  *       POST /token over CONNS keep-alive connections with the assertions
  *       of FILE (until they or SECONDS run out), closed loop, or paced at
@@ -77,7 +78,7 @@ static int gen(long n, const char *agent, const char *keyfile, const char *aud)
 		RAND_bytes(rnd, sizeof(rnd));
 		b64url_encode(rnd, sizeof(rnd), jti);
 		p = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s}", "iss", agent, "sub", agent, "aud", aud,
-		              "iat", (json_int_t)now, "exp", (json_int_t)now + 300, "jti", jti);
+		              "iat", (json_int_t)now, "exp", (json_int_t)now + 60, "jti", jti);
 		in = p != NULL ? writ_jws_signing_input(h, p, &inlen) : NULL;
 		if (in == NULL || inlen + 100 > sizeof(tok))
 			return 1;

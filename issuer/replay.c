@@ -38,8 +38,11 @@ static void run_batch(replay_batcher *rb, waiter **w, size_t n)
 
 	for (i = 0; i < n; i++)
 		items[i] = w[i]->item;
-	if (rb->st == NULL && store_open(rb->path, 0, &rb->st, &e) != WRIT_OK)
+	if (rb->st == NULL && (store_open(rb->path, 0, &rb->st, &e) != WRIT_OK ||
+	                       store_cache_size(rb->st, 64 * 1024, &e) != WRIT_OK)) {
+		store_close(rb->st);
 		rb->st = NULL;
+	}
 	if (rb->st == NULL ||
 	    store_replay_check_batch(rb->st, items, n, (int64_t)time(NULL), &e) != WRIT_OK) {
 		/* A broken connection is reopened for the next batch. */

@@ -196,6 +196,11 @@ WRIT_MUST_CHECK writ_rc store_agent_key_remove(store *s, const char *id, const c
 WRIT_MUST_CHECK writ_rc store_replay_check_and_insert(store *s, const char *agent_id,
                                                       const char *jti, int64_t exp, int64_t now,
                                                       writ_err *err);
+/* Let this connection's page cache hold kib KiB: the replay writer keeps
+ * the replay table's B-tree (a few hundred thousand live rows under load)
+ * in memory instead of re-reading pages through the OS. */
+WRIT_MUST_CHECK writ_rc store_cache_size(store *s, unsigned kib, writ_err *err);
+
 /* One entry of a batch: in agent_id, jti, exp; out rc (WRIT_OK: first
  * use; WRIT_ERR_CLAIM: replayed; other: could not be checked). */
 typedef struct store_replay_item {

@@ -8,6 +8,7 @@
  * table holds the assertions of the last exp-window plus leeway, whatever
  * the number of tokens issued so far.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "store_int.h"
@@ -132,6 +133,16 @@ writ_rc store_replay_check_batch(store *s, store_replay_item *items, size_t n, i
 		for (i = 0; i < n; i++)
 			items[i].rc = rc;
 	return rc;
+}
+
+writ_rc store_cache_size(store *s, unsigned kib, writ_err *err)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%u", kib);
+	if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return store_sqlerr(s, err, "cache_size");
+	return WRIT_OK;
 }
 
 writ_rc store_replay_purge(store *s, int64_t now, uint64_t *deleted, writ_err *err)

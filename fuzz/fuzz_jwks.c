@@ -12,22 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_util.h"
 #include "writ_int.h"
-
-#define ENSURE(c)                                                                                  \
-	do {                                                                                       \
-		if (!(c))                                                                          \
-			__builtin_trap();                                                          \
-	} while (0)
-
-static void check_err(writ_rc rc, const writ_err *err)
-{
-	ENSURE((unsigned)rc < WRIT_ERR__COUNT);
-	if (rc != WRIT_OK) {
-		ENSURE(err->rc == rc);
-		ENSURE(memchr(err->msg, '\0', sizeof(err->msg)) != NULL);
-	}
-}
 
 /* The key survives a round trip through its own JSON. */
 static void round_trip(const writ_jwk *k)

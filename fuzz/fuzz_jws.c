@@ -18,38 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_util.h"
 #include "writ_int.h"
 
-static const char jwks_json[] =
-    "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"UgP8zdZmeWhnvnoDF_j"
-    "la5I6EG9ip5u5gi_vOSJUMSY\",\"y\":\"1NfZp9N9ppcQjZacY6fJ-DPnvWSUccQ3H73PJ"
-    "MAt1hA\",\"kid\":\"-UZJPbmwric--mLoVg2YlxlAPK0Dq0CFx3VVwIulwbo\",\"alg\""
-    ":\"ES256\",\"use\":\"sig\"},{\"kty\":\"RSA\",\"n\":\"qKC7M16Vc5-iKM9RQNa"
-    "KAq-gT58To05SrBOC-BYcdc0gh6cnlruRcNt0xs50MPg_eOIbxjo-kVVkvnWN0CDkdGPM1CE"
-    "6P0X0XKKHethSNoTLRrK0K6yYl6O_H8scWjADWQPm7XEpEYLnGyQYmJtT8wqrreI8pDy4nhK"
-    "hbVxwlcxiAWbTqP7hcpDidhoqgOBZ2mBKgD31RoKEvaiHForw7ZjUtSIuySRsYOCzq6-CL-s"
-    "G9dQdY3HxmWrsdHqbEwvE5_EdG63vd-NyaQ--zIvs4w38p3NTh7N-zOgbC9vkzJ9vuLs_jlx"
-    "gTH-npgTMI1tnHkHLF_8nBJIYLOj3L7_-lQ\",\"e\":\"AQAB\",\"kid\":\"MTHLmkUM0"
-    "dh-v48-reZnRc8glpAJzCFe4VH1bXniuZk\",\"alg\":\"RS256\",\"use\":\"sig\"}]"
-    "}";
-
 static writ_jwks *set;
-
-/* An invariant the verifier promises its callers; a breach is a crash. */
-#define ENSURE(c)                                                                                  \
-	do {                                                                                       \
-		if (!(c))                                                                          \
-			__builtin_trap();                                                          \
-	} while (0)
-
-static void check_err(writ_rc rc, const writ_err *err)
-{
-	ENSURE((unsigned)rc < WRIT_ERR__COUNT);
-	if (rc != WRIT_OK) {
-		ENSURE(err->rc == rc);
-		ENSURE(memchr(err->msg, '\0', sizeof(err->msg)) != NULL);
-	}
-}
 
 static void verify(const char *tok, size_t len, const writ_verify_opts *o)
 {
@@ -139,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	writ_verify_opts plain = {.now = 1700000100, .leeway = 60};
 	char *copy;
 
-	if (set == NULL && writ_jwks_parse(jwks_json, strlen(jwks_json),
+	if (set == NULL && writ_jwks_parse(fuzz_jwks_json, strlen(fuzz_jwks_json),
 	                                   WRIT_JWKS_KID_IS_THUMBPRINT, &set, NULL) != WRIT_OK)
 		abort(); /* the fixed set must parse */
 	if (size > 0 && data[0] == 0) {

@@ -14,26 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_util.h"
 #include "verifier_int.h"
-
-static const char jwks_json[] =
-    "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"UgP8zdZmeWhnvnoDF_j"
-    "la5I6EG9ip5u5gi_vOSJUMSY\",\"y\":\"1NfZp9N9ppcQjZacY6fJ-DPnvWSUccQ3H73PJ"
-    "MAt1hA\",\"kid\":\"-UZJPbmwric--mLoVg2YlxlAPK0Dq0CFx3VVwIulwbo\",\"alg\""
-    ":\"ES256\",\"use\":\"sig\"},{\"kty\":\"RSA\",\"n\":\"qKC7M16Vc5-iKM9RQNa"
-    "KAq-gT58To05SrBOC-BYcdc0gh6cnlruRcNt0xs50MPg_eOIbxjo-kVVkvnWN0CDkdGPM1CE"
-    "6P0X0XKKHethSNoTLRrK0K6yYl6O_H8scWjADWQPm7XEpEYLnGyQYmJtT8wqrreI8pDy4nhK"
-    "hbVxwlcxiAWbTqP7hcpDidhoqgOBZ2mBKgD31RoKEvaiHForw7ZjUtSIuySRsYOCzq6-CL-s"
-    "G9dQdY3HxmWrsdHqbEwvE5_EdG63vd-NyaQ--zIvs4w38p3NTh7N-zOgbC9vkzJ9vuLs_jlx"
-    "gTH-npgTMI1tnHkHLF_8nBJIYLOj3L7_-lQ\",\"e\":\"AQAB\",\"kid\":\"MTHLmkUM0"
-    "dh-v48-reZnRc8glpAJzCFe4VH1bXniuZk\",\"alg\":\"RS256\",\"use\":\"sig\"}]"
-    "}";
-
-#define ENSURE(c)                                                                                  \
-	do {                                                                                       \
-		if (!(c))                                                                          \
-			abort();                                                                   \
-	} while (0)
 
 static writ_verifier *make(const char *js, size_t len)
 {
@@ -68,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (nul != NULL)
 		v = make((const char *)nul + 1, size - tlen - 1);
 	if (v == NULL)
-		v = make(jwks_json, sizeof(jwks_json) - 1);
+		v = make(fuzz_jwks_json, sizeof(fuzz_jwks_json) - 1);
 	ENSURE(v != NULL);
 	rc = writ_verifier_verify(v, tok, tlen, &c, NULL);
 	ENSURE((rc == WRIT_OK) == (c != NULL));

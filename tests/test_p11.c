@@ -411,6 +411,14 @@ static void threads_and_forked_children_sign(void)
 		pthread_join(th[i], NULL);
 		CHECK(w[i].good == SIGNS);
 	}
+	/* Under valgrind a forked child is still instrumented, and its own
+	 * exit-time report (the parent's heap it inherits) sets its exit
+	 * status: the fork checks run in the plain and ASan builds. */
+	if (getenv("WRIT_TEST_UNDER_VALGRIND") != NULL) {
+		EVP_PKEY_free(k.pub);
+		p11_close(ctx);
+		return;
+	}
 	pid = fork();
 	REQUIRE(pid >= 0);
 	if (pid == 0) {

@@ -4,7 +4,9 @@
  * signature is checked before anything about the agent is revealed, so
  * only the key holder learns that an agent is disabled or revoked.
  */
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,8 +15,7 @@
 #include "replay.h"
 #include "writ_int.h"
 
-#define ASSERTION_MAX_TTL 300 /* SPEC s.5: exp at most 5 minutes after iat */
-#define AGENT_CACHE       32
+#define AGENT_CACHE 32
 
 /*
  * Parsing an agent's registered keys (point validation, thumbprint) costs
@@ -30,7 +31,7 @@ typedef struct agent_cache {
 } agent_cache;
 
 static pthread_key_t cache_key;
-static replay_batcher *replay;
+static replay *replay_cache;
 
 static void cache_free(void *p)
 {
@@ -44,15 +45,27 @@ static void cache_free(void *p)
 
 writ_rc attest_init(issuer *is, writ_err *err)
 {
+	writ_rc rc;
+
 	if (pthread_key_create(&cache_key, cache_free) != 0)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	return replay_start(is->cfg.state_db, &replay, err);
+	rc = replay_start(&is->cfg, &replay_cache, err);
+	if (rc != WRIT_OK)
+		return rc;
+	if (is->cfg.replay_sqlite)
+		fprintf(stderr, "writ-issuer: replay cache: sqlite (%s)\n", is->cfg.state_db);
+	else
+		fprintf(stderr,
+		        "writ-issuer: replay cache: memory, %" PRIu64
+		        " unexpired assertions reloaded from the audit log\n",
+		        replay_loaded(replay_cache));
+	return WRIT_OK;
 }
 
 void attest_shutdown(void)
 {
-	replay_stop(replay);
-	replay = NULL;
+	replay_stop(replay_cache);
+	replay_cache = NULL;
 }
 
 /* The agent `id`, parsed, from this thread's cache or the store. The
@@ -194,7 +207,7 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 		         store_status_name(out->agent.status));
 		goto out;
 	}
-	rc = replay_check(replay, out->agent.id, out->jti, out->exp, &e);
+	rc = replay_check(replay_cache, out->agent.id, out->jti, out->exp, &e);
 	if (rc == WRIT_ERR_CLAIM) {
 		refuse(why, "assertion already used", "token_denied", &e);
 		goto out;

@@ -65,8 +65,9 @@ static json_t *audit_base(const char *event, const ask *a)
 		json_object_set_new(r, "agent", json_string(a->who->agent.id));
 		json_object_set_new(r, "groups", groups_json(&a->who->agent));
 		json_object_set_new(r, "attestation",
-		                    json_pack("{s:s, s:s, s:s}", "kind", "agent_key", "jkt",
-		                              a->who->key_kid, "jti", a->who->jti));
+		                    json_pack("{s:s, s:s, s:s, s:I}", "kind", "agent_key", "jkt",
+		                              a->who->key_kid, "jti", a->who->jti, "exp",
+		                              (json_int_t)a->who->exp));
 	}
 	if (a->pol != NULL)
 		json_object_set_new(r, "policy_hash", json_string(policy_hash(a->pol)));

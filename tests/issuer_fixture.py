@@ -98,6 +98,7 @@ class Issuer:
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if "listening" not in line:
+            self.proc.kill()  # so reading its stderr cannot hang
             raise RuntimeError("issuer did not start: " + line + self.proc.stderr.read())
         return self
 

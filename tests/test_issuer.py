@@ -302,6 +302,35 @@ def test_https():
         fx.close()
 
 
+def test_replay_after_restart(fx, analyst):
+    asr = analyst.assertion()
+    check(fx.token(asr)[0] == 200, "fresh assertion accepted")
+    fx.stop()
+    fx.start()
+    check(err_of(fx.token(asr)) == (400, "invalid_grant"),
+          "replay_after_restart: an assertion used before a restart is refused after it")
+    check(fx.token(analyst.assertion())[0] == 200, "a fresh assertion still works after restart")
+
+
+def test_replay_shared_sqlite():
+    # replay_cache = sqlite: the set lives in the shared database, for
+    # several issuers on one host.
+    fx = Issuer(POLICY, extra_conf="replay_cache = sqlite\n")
+    try:
+        fx.start()
+        a = Agent(fx, "sq-1", ["analysts"])
+        asr = a.assertion()
+        check(fx.token(asr)[0] == 200, "sqlite replay cache: fresh assertion accepted")
+        check(err_of(fx.token(asr)) == (400, "invalid_grant"),
+              "sqlite replay cache: replayed assertion refused")
+        fx.stop()
+        fx.start()
+        check(err_of(fx.token(asr)) == (400, "invalid_grant"),
+              "sqlite replay cache: replay_after_restart refused")
+    finally:
+        fx.close()
+
+
 def test_kill9_under_load():
     fx = Issuer(POLICY)
     fx.start()
@@ -309,14 +338,18 @@ def test_kill9_under_load():
     got = []
     stop = threading.Event()
 
+    used = []
+
     def loop():
         while not stop.is_set():
+            asr = a.assertion()
             try:
-                st, _, doc = fx.token(a.assertion())
+                st, _, doc = fx.token(asr)
             except Exception:
                 return
             if st == 200:
                 got.append(jwt.decode(doc["access_token"], options={"verify_signature": False})["jti"])
+                used.append(asr)
 
     ts = [threading.Thread(target=loop) for _ in range(4)]
     for t in ts:
@@ -337,6 +370,11 @@ def test_kill9_under_load():
           f"after kill -9, all {len(got)} tokens clients received are in the log")
     check(any(r["event"] == "log_recovered" for r in fx.audit_records()),
           "the torn last line is reported and recovered on restart")
+    # replay_after_kill9: the replay cache is rebuilt from the audit log,
+    # so no assertion a client got a token for is accepted again.
+    replays = [err_of(fx.token(asr)) for asr in used[-100:]]
+    check(used and all(r == (400, "invalid_grant") for r in replays),
+          f"after kill -9, none of {len(replays)} used assertions is accepted again", replays[:3])
     fx.stop()
     v = subprocess.run([WRIT, "audit", "verify", fx.audit], capture_output=True, text=True)
     check(v.returncode == 0, "the recovered log verifies", v.stdout + v.stderr)
@@ -357,6 +395,7 @@ def main():
         test_rate_limit(fx)
         test_http_abuse(fx, analyst)
         test_revocation(fx)
+        test_replay_after_restart(fx, analyst)
         rc = fx.stop()
         check(rc == 0, "SIGTERM: the issuer exits 0")
         check(fx.audit_records()[-1]["event"] in ("issuer_stopped", "checkpoint"),
@@ -367,6 +406,7 @@ def main():
     test_disk_full()
     test_https()
     test_kill9_under_load()
+    test_replay_shared_sqlite()
     print(f"{failures} failed")
     return 1 if failures else 0
 

@@ -189,6 +189,18 @@ typedef int (*audit_query_fn)(void *arg, const char *line, size_t len, const jso
 WRIT_MUST_CHECK writ_rc audit_query_file(const char *path, const audit_filter *f, audit_query_fn fn,
                                          void *arg, uint64_t *skipped, writ_err *err);
 
+/*
+ * Call fn for each record from about since_ms to the end of the file,
+ * without reading what comes before: the start is found by bisection on
+ * the records' "ts", so the cost follows the records since then, not the
+ * log's size. Records are in write order and ts follows the wall clock, so
+ * a clock stepped back can put a few records after since_ms before it:
+ * callers ask from a margin earlier. Lines that are not records (a torn
+ * tail) are passed over. WRIT_ERR_IO if the file cannot be read.
+ */
+WRIT_MUST_CHECK writ_rc audit_scan_since(const char *path, int64_t since_ms, audit_query_fn fn,
+                                         void *arg, writ_err *err);
+
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" (exactly AUDIT_TS_LEN chars) <-> ms since the
  * epoch. audit_ts_parse returns 0, or -1 for anything else. */
 void audit_ts_format(int64_t ms, char out[AUDIT_TS_LEN + 1]);

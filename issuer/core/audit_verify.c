@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -509,5 +510,90 @@ writ_rc audit_query_file(const char *path, const audit_filter *f, audit_query_fn
 	lr_close(&r);
 	if (skipped != NULL)
 		*skipped = bad;
+	return rc;
+}
+
+/* ---- the recent tail ---- */
+
+/* The ts of the first whole line starting after byte off (the line at 0
+ * if off is 0), and where that line starts. -1 when there is none or it
+ * has no readable ts. Records begin {"seq":N,"ts":"..." (audit.c). */
+static int first_ts_after(int fd, off_t off, off_t size, int64_t *ms, off_t *start)
+{
+	char buf[2 * AUDIT_LINE_MAX];
+	const char *p, *nl, *ts;
+	ssize_t n;
+	size_t ls = 0;
+
+	n = pread(fd, buf, sizeof(buf), off);
+	if (n <= 0 || off >= size)
+		return -1;
+	if (off > 0) {
+		nl = memchr(buf, '\n', (size_t)n);
+		if (nl == NULL)
+			return -1;
+		ls = (size_t)(nl - buf) + 1;
+	}
+	nl = memchr(buf + ls, '\n', (size_t)n - ls);
+	if (nl == NULL)
+		return -1;
+	*start = off + (off_t)ls;
+	p = buf + ls;
+	ts = memchr(p, ',', (size_t)(nl - p));
+	if (ts == NULL || (size_t)(nl - ts) < 7 + AUDIT_TS_LEN || memcmp(ts, ",\"ts\":\"", 7) != 0)
+		return -1;
+	return audit_ts_parse(ts + 7, AUDIT_TS_LEN, ms);
+}
+
+writ_rc audit_scan_since(const char *path, int64_t since_ms, audit_query_fn fn, void *arg,
+                         writ_err *err)
+{
+	struct lreader r;
+	struct stat st;
+	const char *line;
+	size_t len;
+	off_t lo = 0, hi, mid, start, from = 0;
+	int64_t ms;
+	json_t *o;
+	writ_rc rc;
+	int k, stop = 0;
+
+	rc = lr_open_file(&r, path, err);
+	if (rc != WRIT_OK)
+		return rc;
+	if (fstat(r.fd, &st) != 0) {
+		rc = writ_err_set(err, WRIT_ERR_IO, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	/* Invariant: the record starting at `from` has ts < since_ms (or from
+	 * is 0), so every record at or after since_ms starts at or after it. */
+	hi = st.st_size;
+	while (hi - lo > 2 * AUDIT_LINE_MAX) {
+		mid = lo + (hi - lo) / 2;
+		if (first_ts_after(r.fd, mid, st.st_size, &ms, &start) != 0 || ms >= since_ms) {
+			hi = mid;
+		} else {
+			lo = mid;
+			from = start;
+		}
+	}
+	if (from > 0 && lseek(r.fd, from, SEEK_SET) != from) {
+		rc = writ_err_set(err, WRIT_ERR_IO, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	while (!stop && (k = lr_next(&r, &line, &len)) != LR_EOF) {
+		if (k == LR_IOERR || k == LR_LONG) {
+			rc = writ_err_set(err, k == LR_LONG ? WRIT_ERR_MALFORMED : WRIT_ERR_IO,
+			                  "%s: %s", path,
+			                  k == LR_LONG ? "line too long" : strerror(errno));
+			break;
+		}
+		o = k == LR_LINE ? wjson_parse_object(line, len, "record", NULL) : NULL;
+		if (o != NULL)
+			stop = fn(arg, line, len, o);
+		json_decref(o);
+	}
+out:
+	lr_close(&r);
 	return rc;
 }

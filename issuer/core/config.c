@@ -17,7 +17,7 @@
 
 #include "writ_int.h"
 
-typedef enum { T_STR, T_PATH, T_UINT, T_ALG, T_URL, T_LABEL } ctype;
+typedef enum { T_STR, T_PATH, T_UINT, T_ALG, T_URL, T_LABEL, T_REPLAY } ctype;
 
 typedef struct ckey {
 	const char *name;
@@ -50,6 +50,7 @@ static const ckey keys[] = {
     {S(conn_timeout, T_UINT), 1, 3600},
     {S(jwks_max_age, T_UINT), 0, 86400},
     {S(checkpoint_every, T_UINT), 1, 1000000},
+    {"replay_cache", T_REPLAY, offsetof(writ_config, replay_sqlite), sizeof(int), 0, 0},
     {S(rotation_period, T_UINT), 0, 10u * 366 * 86400},
     {S(key_pending_secs, T_UINT), 0, 30u * 86400},
     {S(key_retired_secs, T_UINT), 0, 30u * 86400},
@@ -116,6 +117,13 @@ static writ_rc set_value(const ckey *k, const char *v, const char *basedir, writ
 			                    "%s: unknown algorithm \"%.40s\" (ES256, ES384, RS256, "
 			                    "PS256, EdDSA)",
 			                    where, v);
+		return WRIT_OK;
+	case T_REPLAY:
+		if (strcmp(v, "memory") != 0 && strcmp(v, "sqlite") != 0)
+			return writ_err_set(
+			    err, WRIT_ERR_CONFIG,
+			    "%s: replay_cache must be memory or sqlite, got \"%.40s\"", where, v);
+		*(int *)(void *)dst = strcmp(v, "sqlite") == 0;
 		return WRIT_OK;
 	case T_URL:
 		if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)

@@ -41,6 +41,7 @@ typedef struct writ_config {
 	unsigned conn_timeout;     /* idle seconds before a connection is dropped */
 	unsigned jwks_max_age;     /* Cache-Control max-age of the JWKS, s */
 	unsigned checkpoint_every; /* audit records between signed checkpoints */
+	int replay_sqlite;         /* replay_cache = sqlite (shared) rather than memory */
 	/* key lifecycle (SPEC s.2); 0 in the file's absence = the minimum */
 	unsigned rotation_period;  /* s between scheduled rotations; 0 = none */
 	unsigned key_pending_secs; /* published before signing: >= jwks_max_age + leeway */

@@ -2,6 +2,9 @@
  * exchange.c - POST /token: RFC 8693 token exchange of an agent assertion
  * for a scoped access token. Every path ends in exactly one audit record;
  * a token leaves only after its record is durable (SPEC s.4: fail closed).
+ * The response is held (http.h) while the audit log's sync thread makes
+ * the record durable, so the HTTP thread serves other requests meanwhile
+ * instead of waiting on fdatasync.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +23,8 @@
 
 /* What the request asked for, for audit records. Borrowed strings. */
 typedef struct ask {
+	void *hold; /* the request's http_release handle */
+	struct timespec t0;
 	const char *client, *audience, *scope;
 	const attest_result *who; /* NULL before attestation succeeded */
 	const policy *pol;
@@ -76,25 +81,75 @@ static json_t *audit_base(const char *event, const ask *a)
 	return r;
 }
 
+static double since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* A response waiting for its audit record (audit_done_fn). */
+typedef struct pending {
+	void *hold;
+	struct timespec t0;
+	int issued;
+	metric_deny why;
+} pending;
+
+static void audited(void *arg, writ_rc rc)
+{
+	pending *p = arg;
+
+	if (rc != WRIT_OK)
+		metrics_denied(DENY_UNAVAILABLE);
+	else if (p->issued)
+		metrics_issued();
+	else
+		metrics_denied(p->why);
+	metrics_latency(since(&p->t0));
+	http_release(p->hold, rc);
+	free(p);
+}
+
+/* Answer with resp once rec (taken) is durable. If rec cannot even be
+ * written, answer 503 now: resp's body, which may hold a token, is wiped
+ * unsent. */
+static void finish(issuer *is, http_resp *resp, const ask *a, json_t *rec, int issued,
+                   metric_deny why)
+{
+	pending *p = malloc(sizeof(*p));
+	writ_err e = {0};
+
+	if (p != NULL)
+		*p = (pending){.hold = a->hold, .t0 = a->t0, .issued = issued, .why = why};
+	if (p == NULL || rec == NULL ||
+	    audit_append_async(is->audit, rec, audited, p, &e) != WRIT_OK) {
+		free(p);
+		json_decref(rec);
+		if (resp->body != NULL)
+			OPENSSL_cleanse(resp->body, strlen(resp->body));
+		metrics_denied(DENY_UNAVAILABLE);
+		metrics_latency(since(&a->t0));
+		resp_error(resp, 503, "temporarily_unavailable", "the audit log is unavailable");
+		return;
+	}
+	json_decref(rec);
+	resp->held = 1;
+}
+
 /* Refuse, audited. If the refusal cannot be audited the answer is 503. */
 static void deny(issuer *is, http_resp *resp, const ask *a, int status, const char *error,
                  const char *desc, const char *event, const char *detail)
 {
 	json_t *r = audit_base(event != NULL ? event : "token_denied", a);
-	writ_err e = {0};
 
 	if (r != NULL) {
 		json_object_set_new(r, "reason", json_string(error));
 		json_object_set_new(r, "detail", json_string(detail != NULL ? detail : desc));
 	}
-	if (r == NULL || audit_append(is->audit, r, &e) != WRIT_OK) {
-		status = 503;
-		error = "temporarily_unavailable";
-		desc = "the audit log is unavailable";
-	}
-	json_decref(r);
-	metrics_denied(deny_metric(error, status));
 	resp_error(resp, status, error, desc);
+	finish(is, resp, a, r, 0, deny_metric(error, status));
 }
 
 /* RFC 8693 s.2.1 parameters. Returns 0 or fills the refusal. */
@@ -156,7 +211,7 @@ static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask 
 	unsigned ttl = d->ttl != 0 && d->ttl < is->cfg.token_ttl ? d->ttl : is->cfg.token_ttl;
 	mint_req mr = {
 	    .iss = is->cfg.issuer, .sub = a->who->agent.id, .aud = a->audience, .scope = d->scope};
-	json_t *extra = json_object(), *rec = NULL;
+	json_t *extra = json_object(), *rec = NULL, *body;
 	char *lim = policy_decision_lim_json(d);
 	writ_err e = {0};
 	mint_out mo;
@@ -184,30 +239,24 @@ static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask 
 		json_object_set_new(rec, "kid", json_string(writ_jwk_kid(ks->signing->jwk)));
 		json_object_set_new(rec, "exp", json_integer(mo.exp));
 	}
-	/* Durable before the token leaves: a token nobody can account for is
-	 * worse than no token. */
-	if (rec == NULL || audit_append(is->audit, rec, &e) != WRIT_OK) {
-		OPENSSL_cleanse(mo.token, strlen(mo.token));
-		free(mo.token);
-		json_decref(rec);
-		json_decref(extra);
-		metrics_denied(DENY_UNAVAILABLE);
-		resp_error(resp, 503, "temporarily_unavailable", "the audit log is unavailable");
-		return;
-	}
-	json_decref(rec);
 	json_decref(extra);
-	rec = json_pack("{s:s, s:s, s:s, s:I, s:s}", "access_token", mo.token, "issued_token_type",
-	                TT_ACCESS, "token_type", "Bearer", "expires_in", (json_int_t)mr.ttl,
-	                "scope", d->scope);
+	body = json_pack("{s:s, s:s, s:s, s:I, s:s}", "access_token", mo.token, "issued_token_type",
+	                 TT_ACCESS, "token_type", "Bearer", "expires_in", (json_int_t)mr.ttl,
+	                 "scope", d->scope);
 	OPENSSL_cleanse(mo.token, strlen(mo.token));
 	free(mo.token);
 	resp->status = 200;
-	resp->body = rec != NULL ? wjson_dump(rec) : NULL;
-	json_decref(rec);
-	if (resp->body == NULL)
-		resp_error(resp, 500, "server_error", "out of memory");
-	metrics_issued();
+	resp->body = body != NULL ? wjson_dump(body) : NULL;
+	json_decref(body);
+	if (resp->body == NULL) {
+		/* The token never leaves: account for the refusal instead. */
+		json_decref(rec);
+		deny(is, resp, a, 500, "server_error", "out of memory", NULL, NULL);
+		return;
+	}
+	/* Durable before the token leaves: a token nobody can account for is
+	 * worse than no token. */
+	finish(is, resp, a, rec, 1, DENY_UNAVAILABLE);
 }
 
 static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decision *d)
@@ -215,7 +264,8 @@ static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decisi
 	keyset *ks = keyset_get(&is->keys);
 
 	if (ks == NULL) {
-		resp_error(resp, 503, "temporarily_unavailable", "signing is unavailable");
+		deny(is, resp, a, 503, "temporarily_unavailable", "signing is unavailable", NULL,
+		     "no signing key set");
 		return;
 	}
 	issue_with(is, ks, resp, a, d);
@@ -276,12 +326,13 @@ out:
 
 void exchange_handle(issuer *is, const http_req *req, http_resp *resp)
 {
-	ask a = {.client = req->client};
+	ask a = {.hold = req->hold, .client = req->client};
 	const char *why, *error;
 	writ_err e = {0};
 	store *st;
 	form f;
 
+	clock_gettime(CLOCK_MONOTONIC, &a.t0);
 	if (form_parse(req->body != NULL ? req->body : "", req->body_len, &f, &e) != WRIT_OK) {
 		deny(is, resp, &a, 400, "invalid_request", e.msg, NULL, NULL);
 		goto out;

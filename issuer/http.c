@@ -7,11 +7,14 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "writ_int.h"
 
@@ -20,6 +23,12 @@ struct http_server {
 	http_handler fn;
 	void *arg;
 	char *tls_cert, *tls_key;
+	/* Held responses whose connection is (about to be) suspended, and
+	 * whether http_stop has begun: microhttpd must not be stopped with a
+	 * connection suspended, so once closing is set a held response is
+	 * waited for on the HTTP thread instead. */
+	atomic_int suspended;
+	atomic_int closing;
 };
 
 /* Per-request state, from the first handler call to completion. */
@@ -28,6 +37,14 @@ typedef struct req_state {
 	size_t len;
 	int too_large;
 	int bad_type;
+	/* a held response (http_release) */
+	http_server *srv;
+	struct MHD_Connection *conn;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int hold_init, released, suspended;
+	writ_rc rc;
+	http_resp held;
 } req_state;
 
 static const char *const form_type = "application/x-www-form-urlencoded";
@@ -104,13 +121,15 @@ static void client_addr(struct MHD_Connection *c, char *buf, size_t len)
 /* First call for a request: decide early what can be decided from the
  * headers alone. Returning without a response here keeps keep-alive
  * (queuing on the first call forces Connection: close: FACTS.md). */
-static req_state *req_begin(struct MHD_Connection *c, const char *method)
+static req_state *req_begin(http_server *s, struct MHD_Connection *c, const char *method)
 {
 	req_state *st = calloc(1, sizeof(*st));
 	const char *cl;
 
 	if (st == NULL)
 		return NULL;
+	st->srv = s;
+	st->conn = c;
 	if (strcmp(method, "POST") == 0) {
 		st->bad_type = !content_type_ok(
 		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type"));
@@ -144,6 +163,61 @@ static void req_body(req_state *st, const char *data, size_t n)
 	st->body[st->len] = '\0';
 }
 
+/* Send the held response, or a 503 in its place if its release failed
+ * (its body may hold a token: wiped, never sent). */
+static enum MHD_Result send_held(struct MHD_Connection *c, req_state *st)
+{
+	http_resp r = st->held;
+
+	st->held.body = NULL; /* sent or wiped here, never again */
+	if (st->rc == WRIT_OK)
+		return send_resp(c, &r);
+	if (r.body != NULL) {
+		OPENSSL_cleanse(r.body, r.body_len != 0 ? r.body_len : strlen(r.body));
+		free(r.body);
+	}
+	return send_error(c, 503, "temporarily_unavailable", "the audit log is unavailable");
+}
+
+/* The handler held its response: suspend the connection until
+ * http_release, unless that already happened or the server is closing. */
+static enum MHD_Result hold(http_server *s, struct MHD_Connection *c, req_state *st,
+                            http_resp *resp)
+{
+	pthread_mutex_lock(&st->mu);
+	st->held = *resp;
+	if (!st->released) {
+		/* Count first, then look at closing; http_stop sets closing,
+		 * then waits for the count: one of the two sees the other. */
+		atomic_fetch_add(&s->suspended, 1);
+		if (!atomic_load(&s->closing)) {
+			st->suspended = 1;
+			MHD_suspend_connection(c);
+			pthread_mutex_unlock(&st->mu);
+			return MHD_YES;
+		}
+		atomic_fetch_sub(&s->suspended, 1);
+		while (!st->released)
+			pthread_cond_wait(&st->cv, &st->mu);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return send_held(c, st);
+}
+
+void http_release(void *hold, writ_rc rc)
+{
+	req_state *st = hold;
+
+	pthread_mutex_lock(&st->mu);
+	st->released = 1;
+	st->rc = rc;
+	if (st->suspended)
+		MHD_resume_connection(st->conn);
+	else
+		pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -162,8 +236,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			                "\"method not allowed\"}");
 			return send_resp(c, &r);
 		}
-		*con_cls = st = req_begin(c, method);
+		*con_cls = st = req_begin(s, c, method);
 		return st != NULL ? MHD_YES : MHD_NO;
+	}
+	if (st->hold_init) {
+		int resumed;
+
+		pthread_mutex_lock(&st->mu);
+		resumed = st->suspended;
+		st->suspended = 0;
+		pthread_mutex_unlock(&st->mu);
+		if (resumed) { /* by http_release */
+			atomic_fetch_sub(&s->suspended, 1);
+			return send_held(c, st);
+		}
 	}
 	if (*upload_data_size != 0) {
 		req_body(st, upload_data, *upload_data_size);
@@ -175,14 +261,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		                  "Content-Type must be application/x-www-form-urlencoded");
 	if (st->too_large)
 		return send_error(c, 413, "invalid_request", "request body too large");
+	req.hold = st;
 	req.method = method;
 	req.path = url;
 	req.body = st->body;
 	req.body_len = st->len;
 	req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
 	client_addr(c, req.client, sizeof(req.client));
+	if (strcmp(method, "POST") == 0) {
+		pthread_mutex_init(&st->mu, NULL);
+		pthread_cond_init(&st->cv, NULL);
+		st->hold_init = 1;
+	}
 	s->fn(s->arg, &req, &resp);
-	return send_resp(c, &resp);
+	if (!resp.held)
+		return send_resp(c, &resp);
+	return hold(s, c, st, &resp);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -193,6 +287,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	(void)cls, (void)c, (void)toe;
 	if (st == NULL)
 		return;
+	if (st->hold_init) {
+		pthread_cond_destroy(&st->cv);
+		pthread_mutex_destroy(&st->mu);
+	}
+	if (st->held.body != NULL) { /* never sent (connection gone) */
+		OPENSSL_cleanse(st->held.body, strlen(st->held.body));
+		free(st->held.body);
+	}
 	if (st->body != NULL) {
 		OPENSSL_cleanse(st->body, st->len); /* held an assertion */
 		free(st->body);
@@ -259,7 +361,8 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
                    writ_err *err)
 {
 	struct sockaddr_storage ss;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY | MHD_USE_ITC;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY | MHD_USE_ITC |
+	                 MHD_ALLOW_SUSPEND_RESUME;
 	http_server *s;
 	writ_rc rc;
 	int v6 = 0;
@@ -308,8 +411,16 @@ void http_quiesce(http_server *s)
 
 void http_stop(http_server *s)
 {
+	int i;
+
 	if (s == NULL)
 		return;
+	/* Let every held response be released and its connection resumed
+	 * (the audit syncs in flight take milliseconds) before microhttpd
+	 * stops: it refuses to stop with a connection suspended. */
+	atomic_store(&s->closing, 1);
+	for (i = 0; i < 10000 && atomic_load(&s->suspended) > 0; i++)
+		usleep(1000);
 	if (s->d != NULL)
 		MHD_stop_daemon(s->d);
 	if (s->tls_key != NULL) {

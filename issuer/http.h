@@ -16,6 +16,7 @@
 #define HTTP_BODY_MAX (32 * 1024)
 
 typedef struct http_req {
+	void *hold;         /* for a held response: see http_release */
 	const char *method; /* "GET", "POST" */
 	const char *path;
 	const char *body; /* NUL-terminated; NULL for GET */
@@ -33,6 +34,10 @@ typedef struct http_resp {
 	char etag[72];             /* sent when non-empty */
 	unsigned retry_after;      /* sent when non-zero */
 	const char *allow;         /* sent with 405 */
+	/* Held: the response leaves only once http_release(req->hold, WRIT_OK)
+	 * is called; http_release(req->hold, other) replaces it with a 503.
+	 * The handler that sets it must have arranged exactly one release. */
+	int held;
 } http_resp;
 
 typedef void (*http_handler)(void *arg, const http_req *req, http_resp *resp);
@@ -46,6 +51,15 @@ WRIT_MUST_CHECK writ_rc http_start(const writ_config *cfg, http_handler fn, void
 void http_quiesce(http_server *s);
 /* Finish requests in flight, close everything, free. NULL is fine. */
 void http_stop(http_server *s);
+/*
+ * Let a held response leave (rc WRIT_OK) or turn it into a 503 "the audit
+ * log is unavailable" (anything else). Any thread, exactly once per held
+ * response, possibly before the handler has returned. The connection is
+ * suspended meanwhile, so the HTTP thread serves other connections
+ * instead of waiting (the issuer: on its audit record's fdatasync).
+ */
+void http_release(void *hold, writ_rc rc);
+
 /* The port actually bound (for listen = ...:0 in tests). */
 unsigned http_port(const http_server *s);
 

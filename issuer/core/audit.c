@@ -9,11 +9,14 @@
  * turns into WRIT_ERR_UNAVAILABLE, never into a silent gap.
  *
  * Group commit: a caller writes its line under the mutex (so seq order is
- * file order), then waits. Whoever finds no sync in flight becomes the
- * syncer: it notes the last written line, drops the lock, fdatasyncs, and
- * on return marks every waiter up to that line durable. Lines written
- * meanwhile ride on the next sync, so N concurrent appends cost about one
- * fdatasync per disk round trip, not N.
+ * file order) and queues a waiter. The log's sync thread notes the last
+ * written line, drops the lock, fdatasyncs, and on return completes every
+ * waiter up to that line: a blocking caller is woken (alone: a broadcast
+ * would wake all of them on every sync, most only to sleep again), an
+ * asynchronous one gets its callback. Lines written during a sync ride on
+ * the next one, so N concurrent appends cost about one fdatasync per disk
+ * round trip, not N, and an asynchronous caller (the issuer's HTTP
+ * threads) never blocks on the disk at all.
  */
 #include "audit.h"
 
@@ -40,16 +43,19 @@
 
 enum { W_PENDING, W_DURABLE, W_FAILED };
 
-/* One caller waiting for its line to be synced; lives on its stack. */
+/* One line waiting to be synced: on a blocking caller's stack (cv), or
+ * on the heap for an asynchronous one (done). */
 struct waiter {
 	uint64_t seq;
 	int state;
+	pthread_cond_t cv;
+	audit_done_fn done;
+	void *done_arg;
 	struct waiter *next;
 };
 
 struct audit_log {
 	pthread_mutex_t mu;
-	pthread_cond_t cond;
 	int fd;
 	char *path;
 	audit_opts o;
@@ -65,8 +71,10 @@ struct audit_log {
 	uint64_t synced_seq;
 	off_t synced_len;
 	unsigned char synced_prev[SHA256_DIGEST_LENGTH];
-	int syncing;
 	struct waiter *wait_head, *wait_tail;
+	pthread_t syncer;
+	pthread_cond_t work; /* the sync thread: lines are waiting */
+	int syncer_started, stopping;
 
 	int failed;       /* refuse until a resume succeeds */
 	int needs_rescan; /* ftruncate failed too: re-read the tail */
@@ -230,7 +238,7 @@ static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err 
 	static const char *const reserved[] = {"seq", "ts", "prev", "sig"};
 	static const char *const own_events[] = {"checkpoint", "log_opened", "log_recovered"};
 	const json_t *ev = json_object_get(rec, "event");
-	json_t *o, *v;
+	json_t *o = NULL, *v;
 	const char *k, *evs;
 	char *s;
 	size_t i;
@@ -251,14 +259,20 @@ static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err 
 		if (strcmp(evs, own_events[i]) == 0)
 			return writ_err_set(err, WRIT_ERR_ARG, "audit event \"%s\" is reserved",
 			                    evs);
-	o = json_object();
-	if (o == NULL || json_object_set(o, "event", (json_t *)ev) != 0)
-		goto nomem;
-	json_object_foreach((json_t *)rec, k, v)
-		if (strcmp(k, "event") != 0 && json_object_set(o, k, v) != 0)
+	/* Callers usually put "event" first already: then one dump does. */
+	s = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (s != NULL && strncmp(s, "{\"event\":", 9) != 0) {
+		free(s);
+		s = NULL;
+		o = json_object();
+		if (o == NULL || json_object_set(o, "event", (json_t *)ev) != 0)
 			goto nomem;
-	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(o);
+		json_object_foreach((json_t *)rec, k, v)
+			if (strcmp(k, "event") != 0 && json_object_set(o, k, v) != 0)
+				goto nomem;
+		s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		json_decref(o);
+	}
 	if (s == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "cannot serialise the audit record");
 	*len = strlen(s);
@@ -577,19 +591,35 @@ static void enqueue_locked(audit_log *log, struct waiter *w)
 	w->seq = log->next_seq - 1;
 	w->state = W_PENDING;
 	w->next = NULL;
+	if (w->done == NULL)
+		pthread_cond_init(&w->cv, NULL);
 	if (log->wait_tail != NULL)
 		log->wait_tail->next = w;
 	else
 		log->wait_head = w;
 	log->wait_tail = w;
+	pthread_cond_signal(&log->work);
+}
+
+/* Complete w: wake a blocking caller, or move an asynchronous one to
+ * *done_list for a callback outside the lock. */
+static void complete_locked(struct waiter *w, int state, struct waiter **done_list)
+{
+	w->state = state;
+	if (w->done == NULL) {
+		pthread_cond_signal(&w->cv);
+	} else {
+		w->next = *done_list;
+		*done_list = w;
+	}
 }
 
 /* fdatasync failed: nothing after the last good sync can be trusted to be
  * on disk, so cut it away and fail everyone waiting on it. Their seqs are
  * reused by the next records: none of them was acknowledged. */
-static void sync_failed_locked(audit_log *log, int e)
+static void sync_failed_locked(audit_log *log, int e, struct waiter **done_list)
 {
-	struct waiter *w;
+	struct waiter *w, *next;
 
 	if (truncate_to(log->fd, log->synced_len) != 0)
 		log->needs_rescan = 1;
@@ -597,60 +627,108 @@ static void sync_failed_locked(audit_log *log, int e)
 	log->next_seq = log->synced_seq + 1;
 	log->st.last_seq = log->synced_seq;
 	memcpy(log->prev, log->synced_prev, sizeof(log->prev));
-	for (w = log->wait_head; w != NULL; w = w->next)
-		w->state = W_FAILED;
+	for (w = log->wait_head; w != NULL; w = next) {
+		next = w->next;
+		complete_locked(w, W_FAILED, done_list);
+	}
 	log->wait_head = log->wait_tail = NULL;
 	fail_locked(log, "fsync", e);
 }
 
-static void sync_locked(audit_log *log)
+/* One sync of everything written so far; completes the waiters it covers
+ * (asynchronous ones into *done_list). */
+static void sync_locked(audit_log *log, struct waiter **done_list)
 {
 	unsigned char tprev[SHA256_DIGEST_LENGTH];
 	uint64_t tseq = log->next_seq - 1;
 	off_t tlen = log->good_len;
+	struct waiter *w;
 	int r, e = 0;
 
 	memcpy(tprev, log->prev, sizeof(tprev));
-	log->syncing = 1;
 	pthread_mutex_unlock(&log->mu);
 	r = sync_fd(log);
 	if (r != 0)
 		e = errno;
 	pthread_mutex_lock(&log->mu);
-	log->syncing = 0;
 	log->st.syncs++;
-	if (r == 0) {
-		log->synced_seq = tseq;
-		log->synced_len = tlen;
-		memcpy(log->synced_prev, tprev, sizeof(tprev));
-		while (log->wait_head != NULL && log->wait_head->seq <= tseq) {
-			log->wait_head->state = W_DURABLE;
-			log->wait_head = log->wait_head->next;
-		}
-		if (log->wait_head == NULL)
-			log->wait_tail = NULL;
-	} else {
-		sync_failed_locked(log, e != 0 ? e : EIO);
+	if (r != 0) {
+		sync_failed_locked(log, e != 0 ? e : EIO, done_list);
+		return;
 	}
-	pthread_cond_broadcast(&log->cond);
+	log->synced_seq = tseq;
+	log->synced_len = tlen;
+	memcpy(log->synced_prev, tprev, sizeof(tprev));
+	while ((w = log->wait_head) != NULL && w->seq <= tseq) {
+		log->wait_head = w->next;
+		complete_locked(w, W_DURABLE, done_list);
+	}
+	if (log->wait_head == NULL)
+		log->wait_tail = NULL;
+}
+
+static void *syncer_main(void *arg)
+{
+	audit_log *log = arg;
+	struct waiter *done_list, *w;
+
+	pthread_mutex_lock(&log->mu);
+	for (;;) {
+		while (log->wait_head == NULL && !log->stopping)
+			pthread_cond_wait(&log->work, &log->mu);
+		if (log->wait_head == NULL)
+			break; /* stopping, and nothing left to sync */
+		done_list = NULL;
+		sync_locked(log, &done_list);
+		if (done_list == NULL)
+			continue;
+		pthread_mutex_unlock(&log->mu);
+		while ((w = done_list) != NULL) {
+			done_list = w->next;
+			w->done(w->done_arg,
+			        w->state == W_DURABLE ? WRIT_OK : WRIT_ERR_UNAVAILABLE);
+			free(w);
+		}
+		pthread_mutex_lock(&log->mu);
+	}
+	pthread_mutex_unlock(&log->mu);
+	return NULL;
 }
 
 static writ_rc wait_durable_locked(audit_log *log, struct waiter *w, writ_err *err)
 {
-	while (w->state == W_PENDING) {
-		if (!log->syncing)
-			sync_locked(log);
-		else
-			pthread_cond_wait(&log->cond, &log->mu);
-	}
+	while (w->state == W_PENDING)
+		pthread_cond_wait(&w->cv, &log->mu);
+	pthread_cond_destroy(&w->cv);
 	if (w->state == W_FAILED)
 		return writ_err_set(err, WRIT_ERR_UNAVAILABLE, "%s", log->fail_msg);
 	return WRIT_OK;
 }
 
+/* Write rec's line; on success queue w for the sync thread. */
+static writ_rc append_locked(audit_log *log, const char *body, size_t blen, struct waiter *w,
+                             writ_err *err)
+{
+	writ_rc rc = WRIT_OK;
+
+	if (log->failed)
+		rc = resume_locked(log, err);
+	if (rc == WRIT_OK)
+		rc = write_line_locked(log, body + 1, blen - 2, err);
+	if (rc == WRIT_OK) {
+		log->st.appends++;
+		log->since_ckpt++;
+		enqueue_locked(log, w);
+		maybe_checkpoint_locked(log);
+	}
+	if (rc == WRIT_ERR_UNAVAILABLE)
+		log->st.failures++;
+	return rc;
+}
+
 writ_rc audit_append(audit_log *log, const json_t *rec, writ_err *err)
 {
-	struct waiter w;
+	struct waiter w = {0};
 	char *body = NULL;
 	size_t blen = 0;
 	writ_rc rc;
@@ -661,27 +739,49 @@ writ_rc audit_append(audit_log *log, const json_t *rec, writ_err *err)
 	if (rc != WRIT_OK)
 		return rc;
 	pthread_mutex_lock(&log->mu);
-	if (log->failed)
-		rc = resume_locked(log, err);
-	if (rc == WRIT_OK)
-		rc = write_line_locked(log, body + 1, blen - 2, err);
+	rc = append_locked(log, body, blen, &w, err);
 	if (rc == WRIT_OK) {
-		log->st.appends++;
-		log->since_ckpt++;
-		enqueue_locked(log, &w);
-		maybe_checkpoint_locked(log);
 		rc = wait_durable_locked(log, &w, err);
+		if (rc == WRIT_ERR_UNAVAILABLE)
+			log->st.failures++;
 	}
-	if (rc == WRIT_ERR_UNAVAILABLE)
-		log->st.failures++;
 	pthread_mutex_unlock(&log->mu);
 	free(body);
 	return rc;
 }
 
+writ_rc audit_append_async(audit_log *log, const json_t *rec, audit_done_fn done, void *arg,
+                           writ_err *err)
+{
+	struct waiter *w;
+	char *body = NULL;
+	size_t blen = 0;
+	writ_rc rc;
+
+	if (log == NULL || done == NULL)
+		return writ_err_set(err, WRIT_ERR_ARG, "no audit log or no callback");
+	rc = dump_record(rec, &body, &blen, err);
+	if (rc != WRIT_OK)
+		return rc;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		free(body);
+		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
+	}
+	w->done = done;
+	w->done_arg = arg;
+	pthread_mutex_lock(&log->mu);
+	rc = append_locked(log, body, blen, w, err);
+	pthread_mutex_unlock(&log->mu);
+	free(body);
+	if (rc != WRIT_OK)
+		free(w); /* not queued: no callback */
+	return rc;
+}
+
 writ_rc audit_checkpoint(audit_log *log, writ_err *err)
 {
-	struct waiter w;
+	struct waiter w = {0};
 	writ_rc rc = WRIT_OK;
 
 	if (log == NULL)
@@ -747,11 +847,26 @@ static int sync_parent_dir(const char *path)
 	return r;
 }
 
+/* Stop the sync thread once every queued line is synced (and every
+ * callback made). */
+static void syncer_stop(audit_log *log)
+{
+	if (!log->syncer_started)
+		return;
+	pthread_mutex_lock(&log->mu);
+	log->stopping = 1;
+	pthread_cond_signal(&log->work);
+	pthread_mutex_unlock(&log->mu);
+	pthread_join(log->syncer, NULL);
+	log->syncer_started = 0;
+}
+
 static void log_free(audit_log *log)
 {
+	syncer_stop(log);
 	if (log->fd >= 0)
 		close(log->fd);
-	pthread_cond_destroy(&log->cond);
+	pthread_cond_destroy(&log->work);
 	pthread_mutex_destroy(&log->mu);
 	free(log->path);
 	free(log);
@@ -800,7 +915,7 @@ writ_rc audit_open(const char *path, const audit_opts *opts, audit_log **out, wr
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	log->fd = -1;
 	pthread_mutex_init(&log->mu, NULL);
-	pthread_cond_init(&log->cond, NULL);
+	pthread_cond_init(&log->work, NULL);
 	if (opts != NULL)
 		log->o = *opts;
 	if (log->o.checkpoint_every == 0)
@@ -835,6 +950,11 @@ writ_rc audit_open(const char *path, const audit_opts *opts, audit_log **out, wr
 	log->synced_seq = log->next_seq - 1;
 	log->synced_len = log->good_len;
 	memcpy(log->synced_prev, log->prev, sizeof(log->prev));
+	if (pthread_create(&log->syncer, NULL, syncer_main, log) != 0) {
+		rc = writ_err_set(err, WRIT_ERR_NOMEM, "audit log: cannot start its sync thread");
+		goto out;
+	}
+	log->syncer_started = 1;
 	*out = log;
 	return WRIT_OK;
 out:

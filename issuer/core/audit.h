@@ -93,6 +93,22 @@ WRIT_MUST_CHECK writ_rc audit_open(const char *path, const audit_opts *opts, aud
  */
 WRIT_MUST_CHECK writ_rc audit_append(audit_log *log, const json_t *rec, writ_err *err);
 
+/* Called once per asynchronous append, from the log's sync thread: rc is
+ * WRIT_OK when the line is durable, WRIT_ERR_UNAVAILABLE when its sync
+ * failed (the line is gone, as after audit_append's failure). Must not
+ * call into the log. */
+typedef void (*audit_done_fn)(void *arg, writ_rc rc);
+
+/*
+ * audit_append without the wait: returns once the line is written (its
+ * seq order fixed), and done(arg, ...) says later whether it became
+ * durable. What the record accounts for (a token) may leave only after
+ * done(arg, WRIT_OK). On an error return the line was not written and
+ * done is never called. Thread-safe.
+ */
+WRIT_MUST_CHECK writ_rc audit_append_async(audit_log *log, const json_t *rec, audit_done_fn done,
+                                           void *arg, writ_err *err);
+
 /* Write a checkpoint now if records were appended since the last one and
  * a signer is set (for the issuer's timer), and wait until it is durable.
  * Thread-safe. */

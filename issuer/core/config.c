@@ -70,9 +70,10 @@ void config_defaults(writ_config *cfg)
 	cfg->token_ttl_max = WRIT_TTL_HARD_CAP;
 	cfg->leeway = 30;
 	snprintf(cfg->listen, sizeof(cfg->listen), "%s", "127.0.0.1:8080");
-	/* Threads mostly wait on fdatasync: more of them means bigger audit
-	 * group commits, not more CPU. */
-	cfg->http_threads = 16;
+	/* HTTP threads never wait on the disk (a response waiting for its
+	 * audit record is held while the thread serves others), so about
+	 * the number of cores is enough; more only adds context switches. */
+	cfg->http_threads = 4;
 	cfg->max_connections = 1024;
 	cfg->conn_timeout = 10;
 	cfg->jwks_max_age = 300;

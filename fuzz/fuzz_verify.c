@@ -9,6 +9,9 @@
  * halves), so mutations of a signed token still reach the claim checks
  * and the verified-token cache. Each token is verified twice (the second
  * is a cache hit when the first succeeded) and the verdicts must agree.
+ * The token bytes, and its middle segment decoded, also go to the JSON
+ * fast path (lib/json.c), which must never accept what jansson refuses
+ * nor build a different tree.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,6 +19,41 @@
 
 #include "fuzz_util.h"
 #include "verifier_int.h"
+
+static void json_agrees(const char *in, size_t len)
+{
+	json_t *f = wjson_parse_fast(in, len), *j;
+	char *a, *b;
+
+	if (f == NULL)
+		return;
+	j = json_loadb(in, len, JSON_REJECT_DUPLICATES, NULL);
+	ENSURE(j != NULL && json_equal(f, j));
+	a = json_dumps(f, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	b = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	ENSURE(a != NULL && b != NULL && strcmp(a, b) == 0);
+	free(a);
+	free(b);
+	json_decref(f);
+	json_decref(j);
+}
+
+/* The claims segment of "h.p.s", decoded, when it is canonical base64url. */
+static void json_agrees_payload(const char *tok, size_t len)
+{
+	const char *d1 = memchr(tok, '.', len), *d2;
+	unsigned char *buf;
+	size_t n, out;
+
+	if (d1 == NULL || (d2 = memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - tok))) == NULL)
+		return;
+	n = (size_t)(d2 - d1 - 1);
+	if ((buf = malloc(B64URL_DECODED_MAX(n) + 1)) == NULL)
+		return;
+	if (b64url_decode(d1 + 1, n, buf, &out) == 0)
+		json_agrees((const char *)buf, out);
+	free(buf);
+}
 
 static writ_verifier *make(const char *js, size_t len)
 {
@@ -47,6 +85,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (tok == NULL)
 		return 0;
 	memcpy(tok, data, tlen);
+	json_agrees(tok, tlen);
+	json_agrees_payload(tok, tlen);
 	if (nul != NULL)
 		v = make((const char *)nul + 1, size - tlen - 1);
 	if (v == NULL)

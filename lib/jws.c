@@ -34,28 +34,30 @@ static const char *printable_name(const char *k)
 	return k;
 }
 
-static writ_rc seg_decode(const char *s, size_t n, size_t cap, const char *what,
-                          unsigned char **out, size_t *outlen, writ_err *err)
-{
-	unsigned char *buf;
+#define PAYLOAD_STACK 2048 /* a typical token's claims: decoded without malloc */
 
+/* Decode one segment into buf (at least B64URL_DECODED_MAX(n) + 1 bytes
+ * when n passes the cap), or into a new malloc'd buffer when buf is NULL
+ * or too small (then *out is the caller's to free, else *out == buf). */
+static writ_rc seg_decode(const char *s, size_t n, size_t cap, const char *what, unsigned char *buf,
+                          size_t bufsz, unsigned char **out, size_t *outlen, writ_err *err)
+{
 	*out = NULL;
 	if (n == 0)
 		return writ_err_set(err, WRIT_ERR_MALFORMED, "JWS %s segment is empty", what);
 	if (B64URL_DECODED_MAX(n) > cap)
 		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "JWS %s is larger than %zu bytes",
 		                    what, cap);
-	buf = malloc(B64URL_DECODED_MAX(n) + 1);
+	if (buf == NULL || B64URL_DECODED_MAX(n) + 1 > bufsz)
+		buf = malloc(B64URL_DECODED_MAX(n) + 1);
 	if (buf == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	if (b64url_decode(s, n, buf, outlen) != 0) {
-		free(buf);
+	*out = buf;
+	if (b64url_decode(s, n, buf, outlen) != 0)
 		return writ_err_set(err, WRIT_ERR_MALFORMED,
 		                    "JWS %s is not canonical base64url (no padding, '+', '/' or "
 		                    "stray bits)",
 		                    what);
-	}
-	*out = buf;
 	return WRIT_OK;
 }
 
@@ -91,10 +93,15 @@ static writ_rc header_check(writ_jws *j, writ_err *err)
 	return WRIT_OK;
 }
 
-writ_rc writ_jws_parse(const char *token, size_t len, writ_jws *j, writ_err *err)
+/* with_header 0: the caller vouches for the header segment (see
+ * writ_jws_parse_body); everything else is checked alike. */
+static writ_rc parse(const char *token, size_t len, int with_header, writ_jws *j, writ_err *err)
 {
-	const char *d1, *d2;
+	/* Header and claims are only needed until jansson has them: decode
+	 * them on the stack (the claims to the heap when unusually large). */
+	unsigned char hbuf[HEADER_MAX + 1], pbuf[PAYLOAD_STACK];
 	unsigned char *hb = NULL, *pb = NULL;
+	const char *d1, *d2;
 	size_t hl, pl;
 	writ_rc rc;
 
@@ -113,21 +120,23 @@ writ_rc writ_jws_parse(const char *token, size_t len, writ_jws *j, writ_err *err
 		return writ_err_set(err, WRIT_ERR_MALFORMED,
 		                    "compact JWS has more than three segments (JWE or junk)");
 
-	rc = seg_decode(token, (size_t)(d1 - token), HEADER_MAX, "header", &hb, &hl, err);
+	/* The vouched-for header was non-empty when it was parsed. */
+	rc = !with_header
+	         ? (d1 > token
+	                ? WRIT_OK
+	                : writ_err_set(err, WRIT_ERR_MALFORMED, "JWS header segment is empty"))
+	         : seg_decode(token, (size_t)(d1 - token), HEADER_MAX, "header", hbuf, sizeof(hbuf),
+	                      &hb, &hl, err);
 	if (rc == WRIT_OK)
-		rc = seg_decode(d1 + 1, (size_t)(d2 - d1 - 1), WRIT_TOKEN_MAX_BYTES, "payload", &pb,
-		                &pl, err);
+		rc = seg_decode(d1 + 1, (size_t)(d2 - d1 - 1), WRIT_TOKEN_MAX_BYTES, "payload",
+		                pbuf, sizeof(pbuf), &pb, &pl, err);
 	if (rc == WRIT_OK)
-		rc = seg_decode(d2 + 1, len - (size_t)(d2 + 1 - token), SIG_MAX, "signature",
-		                &j->sig, &j->sig_len, err);
-	if (rc != WRIT_OK)
-		goto out;
-	j->header = wjson_parse_object((const char *)hb, hl, "JOSE header", err);
-	if (j->header == NULL) {
-		rc = WRIT_ERR_MALFORMED;
-		goto out;
+		rc = seg_decode(d2 + 1, len - (size_t)(d2 + 1 - token), SIG_MAX, "signature", NULL,
+		                0, &j->sig, &j->sig_len, err);
+	if (rc == WRIT_OK && with_header) {
+		j->header = wjson_parse_object((const char *)hb, hl, "JOSE header", err);
+		rc = j->header == NULL ? WRIT_ERR_MALFORMED : header_check(j, err);
 	}
-	rc = header_check(j, err);
 	if (rc != WRIT_OK)
 		goto out;
 	j->payload = wjson_parse_object((const char *)pb, pl, "JWT claims", err);
@@ -137,11 +146,23 @@ writ_rc writ_jws_parse(const char *token, size_t len, writ_jws *j, writ_err *err
 	}
 	j->signing_input_len = (size_t)(d2 - token);
 out:
-	free(hb);
-	free(pb);
+	if (hb != hbuf)
+		free(hb);
+	if (pb != pbuf)
+		free(pb);
 	if (rc != WRIT_OK)
 		writ_jws_clear(j);
 	return rc;
+}
+
+writ_rc writ_jws_parse(const char *token, size_t len, writ_jws *j, writ_err *err)
+{
+	return parse(token, len, 1, j, err);
+}
+
+writ_rc writ_jws_parse_body(const char *token, size_t len, writ_jws *j, writ_err *err)
+{
+	return parse(token, len, 0, j, err);
 }
 
 void writ_jws_clear(writ_jws *j)

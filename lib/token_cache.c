@@ -96,7 +96,9 @@ tcache *tcache_new(size_t entries)
 	return tc;
 }
 
-static void unlink_entry(stripe *s, tentry *e)
+/* Take e out of its bucket and the stripe's order; the caller frees it
+ * (entry_free), outside the stripe lock when it can. */
+static void detach(stripe *s, tentry *e)
 {
 	tentry **pp = &s->buckets[e->hash & (s->nbuckets - 1)];
 
@@ -112,8 +114,20 @@ static void unlink_entry(stripe *s, tentry *e)
 	else
 		s->newest = e->older;
 	s->count--;
-	writ_claims_free(e->claims);
-	free(e);
+}
+
+static void entry_free(tentry *e)
+{
+	if (e != NULL) {
+		writ_claims_free(e->claims);
+		free(e);
+	}
+}
+
+static void unlink_entry(stripe *s, tentry *e)
+{
+	detach(s, e);
+	entry_free(e);
 }
 
 void tcache_free(tcache *tc)
@@ -142,39 +156,40 @@ static tentry *find(stripe *s, uint64_t h, const char *token, size_t len)
 	return NULL;
 }
 
-writ_claims *tcache_get(tcache *tc, const char *token, size_t len, int64_t now)
+writ_claims *tcache_get(tcache *tc, const char *token, size_t len, int64_t now, uint64_t *hash)
 {
 	uint64_t h = thash(tc->seed, token, len);
 	stripe *s = &tc->s[h >> 58];
 	writ_claims *c = NULL;
-	tentry *e;
+	tentry *e, *gone = NULL;
 
+	*hash = h;
 	pthread_mutex_lock(&s->mu);
 	e = find(s, h, token, len);
 	if (e != NULL) {
 		/* The same window a fresh verify applies: a cached token is
 		 * refused the moment it would be refused uncached. */
 		if (now >= e->not_after)
-			unlink_entry(s, e);
+			detach(s, gone = e);
 		else if (now >= e->not_before)
 			c = writ_claims_ref(e->claims);
 	}
 	pthread_mutex_unlock(&s->mu);
+	entry_free(gone);
 	return c;
 }
 
-void tcache_put(tcache *tc, const char *token, size_t len, const writ_claims *c, int64_t not_before,
-                int64_t not_after, uint64_t gen)
+void tcache_put(tcache *tc, const char *token, size_t len, uint64_t hash, const writ_claims *c,
+                int64_t not_before, int64_t not_after, uint64_t gen)
 {
-	uint64_t h = thash(tc->seed, token, len);
-	stripe *s = &tc->s[h >> 58];
-	tentry *e = malloc(sizeof(*e) + len), **b;
+	stripe *s = &tc->s[hash >> 58];
+	tentry *e = malloc(sizeof(*e) + len), *gone = NULL, **b;
 
 	if (e == NULL)
 		return;
 	memcpy(e->token, token, len);
 	e->len = len;
-	e->hash = h;
+	e->hash = hash;
 	e->not_before = not_before;
 	e->not_after = not_after;
 	e->claims = writ_claims_ref(c);
@@ -183,15 +198,16 @@ void tcache_put(tcache *tc, const char *token, size_t len, const writ_claims *c,
 	 * might be signed by a key the prune already swept: skip it. The
 	 * prune bumps gen before taking each stripe lock, so either it sees
 	 * this entry or this sees the new gen. */
-	if (atomic_load(&tc->gen) != gen || find(s, h, token, len) != NULL) {
+	if (atomic_load(&tc->gen) != gen || find(s, hash, token, len) != NULL) {
 		pthread_mutex_unlock(&s->mu);
-		writ_claims_free(e->claims);
-		free(e);
+		entry_free(e);
 		return;
 	}
+	/* Bounded: the oldest makes room. Its claims (a whole JSON tree)
+	 * are freed after the lock is dropped, not while others wait. */
 	if (s->count >= s->cap)
-		unlink_entry(s, s->oldest);
-	b = &s->buckets[h & (s->nbuckets - 1)];
+		detach(s, gone = s->oldest);
+	b = &s->buckets[hash & (s->nbuckets - 1)];
 	e->next = *b;
 	*b = e;
 	e->older = s->newest;
@@ -203,6 +219,7 @@ void tcache_put(tcache *tc, const char *token, size_t len, const writ_claims *c,
 	s->newest = e;
 	s->count++;
 	pthread_mutex_unlock(&s->mu);
+	entry_free(gone);
 }
 
 void tcache_prune(tcache *tc, const writ_jwks *set, uint64_t gen)

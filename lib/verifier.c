@@ -18,10 +18,33 @@
 
 #include "verifier_int.h"
 
+/*
+ * A JOSE header already seen in a verified token: the exact base64url
+ * header segment, and the key of this set it selected. Every token an
+ * issuer signs with one key carries the same header, and decoding and
+ * checking it again (base64url, JSON, allowed members, kid lookup, alg
+ * pinned to the key, typ) always gives the same answer for the same bytes
+ * and the same set. So the set remembers it; a token whose header segment
+ * matches byte for byte skips to its claims and signature, which are
+ * checked in full as always. Only headers of tokens that verified get in
+ * (nobody can fill the slots without the issuer's signature), and the
+ * entries live and die with their set.
+ */
+#define HDR_SLOTS 8
+
+typedef struct hdr_entry {
+	const writ_jwk *key; /* in the set that holds this entry */
+	size_t len;
+	char seg[]; /* the header segment, exactly */
+} hdr_entry;
+
 typedef struct keyset {
 	atomic_int refs;
 	uint64_t gen;
 	writ_jwks *set;
+	/* Filled in order, lock-free: a slot goes from NULL to an entry
+	 * once, and the entry does not change until the set is freed. */
+	_Atomic(hdr_entry *) hdr[HDR_SLOTS];
 } keyset;
 
 struct writ_verifier {
@@ -74,8 +97,52 @@ static keyset *ks_acquire(writ_verifier *v)
 static void ks_release(keyset *ks)
 {
 	if (ks != NULL && atomic_fetch_sub_explicit(&ks->refs, 1, memory_order_acq_rel) == 1) {
+		for (int i = 0; i < HDR_SLOTS; i++)
+			free(atomic_load_explicit(&ks->hdr[i], memory_order_relaxed));
 		writ_jwks_free(ks->set);
 		free(ks);
+	}
+}
+
+/* The key a known header segment selects, or NULL. */
+static const writ_jwk *hdr_find(keyset *ks, const char *seg, size_t len)
+{
+	hdr_entry *e;
+
+	for (int i = 0; i < HDR_SLOTS; i++) {
+		if ((e = atomic_load_explicit(&ks->hdr[i], memory_order_acquire)) == NULL)
+			break;
+		if (e->len == len && memcmp(e->seg, seg, len) == 0)
+			return e->key;
+	}
+	return NULL;
+}
+
+/* Remember that seg, in a token that verified, selected key; best effort
+ * (full or out of memory: the header is parsed each time). */
+static void hdr_add(keyset *ks, const char *seg, size_t len, const writ_jwk *key)
+{
+	hdr_entry *e, *cur;
+
+	for (int i = 0; i < HDR_SLOTS; i++) {
+		cur = atomic_load_explicit(&ks->hdr[i], memory_order_acquire);
+		if (cur != NULL) {
+			if (cur->len == len && memcmp(cur->seg, seg, len) == 0)
+				return;
+			continue;
+		}
+		if ((e = malloc(sizeof(*e) + len)) == NULL)
+			return;
+		e->key = key;
+		e->len = len;
+		memcpy(e->seg, seg, len);
+		/* Lost the slot to another thread: look at what it put there. */
+		if (atomic_compare_exchange_strong_explicit(
+		        &ks->hdr[i], &cur, e, memory_order_acq_rel, memory_order_acquire))
+			return;
+		free(e);
+		if (cur->len == len && memcmp(cur->seg, seg, len) == 0)
+			return;
 	}
 }
 
@@ -183,54 +250,68 @@ static void window(const writ_verifier *v, const json_t *p, int64_t *nb, int64_t
 }
 
 /* Key by kid, refetching at most once per min_refresh when it is unknown
- * (a key the issuer has just rotated in). On success *ksp holds a
- * reference the caller releases. */
+ * (a key the issuer has just rotated in). *ksp holds a reference on entry
+ * and on return (perhaps to a newer set), which the caller releases. */
 static const writ_jwk *find_key(writ_verifier *v, const char *kid, keyset **ksp)
 {
-	keyset *ks = ks_acquire(v);
-	const writ_jwk *key = writ_jwks_find(ks->set, kid);
+	const writ_jwk *key = writ_jwks_find((*ksp)->set, kid);
 
 	if (key == NULL && v->url != NULL) {
-		ks_release(ks);
+		ks_release(*ksp);
 		refresh(v);
-		ks = ks_acquire(v);
-		key = writ_jwks_find(ks->set, kid);
+		*ksp = ks_acquire(v);
+		key = writ_jwks_find((*ksp)->set, kid);
 	}
-	*ksp = ks;
 	return key;
 }
 
-static writ_rc verify_full(writ_verifier *v, const char *token, size_t len, int64_t now,
-                           writ_claims **out, writ_err *err)
+static writ_rc verify_full(writ_verifier *v, const char *token, size_t len, uint64_t hash,
+                           int64_t now, writ_claims **out, writ_err *err)
 {
 	writ_verify_opts o = v->vo;
-	const writ_jwk *key;
-	keyset *ks = NULL;
+	const char *dot = memchr(token, '.', len);
+	size_t hlen = dot != NULL ? (size_t)(dot - token) : len;
+	keyset *ks = ks_acquire(v);
+	const writ_jwk *key = hlen > 0 ? hdr_find(ks, token, hlen) : NULL;
+	int known = key != NULL;
 	int64_t nb, na;
 	writ_jws j;
 	writ_rc rc;
 
-	if ((rc = writ_jws_parse(token, len, &j, err)) != WRIT_OK)
-		return rc;
-	if (j.kid == NULL) {
-		rc = writ_err_set(err, WRIT_ERR_UNKNOWN_KID, "JOSE header has no \"kid\"");
-		goto out;
-	}
-	if ((key = find_key(v, j.kid, &ks)) == NULL) {
-		rc = writ_err_set(err, WRIT_ERR_UNKNOWN_KID,
-		                  "no key with that \"kid\" in the key set");
-		goto out;
-	}
 	o.now = now;
-	atomic_fetch_add_explicit(&v->n_verifs, 1, memory_order_relaxed);
-	if ((rc = writ_verify_jws(key, &j, token, &o, err)) != WRIT_OK)
-		goto out;
+	if (known) {
+		/* Header, kid, alg and typ as when this segment was first
+		 * checked; the claims and the signature are this token's. */
+		if ((rc = writ_jws_parse_body(token, len, &j, err)) != WRIT_OK)
+			goto out;
+		atomic_fetch_add_explicit(&v->n_verifs, 1, memory_order_relaxed);
+		rc = writ_sig_verify(key, (const unsigned char *)token, j.signing_input_len, j.sig,
+		                     j.sig_len, err);
+		if (rc != WRIT_OK || (rc = writ_claims_check(j.payload, &o, err)) != WRIT_OK)
+			goto out;
+	} else {
+		if ((rc = writ_jws_parse(token, len, &j, err)) != WRIT_OK)
+			goto out;
+		if (j.kid == NULL) {
+			rc = writ_err_set(err, WRIT_ERR_UNKNOWN_KID, "JOSE header has no \"kid\"");
+			goto out;
+		}
+		if ((key = find_key(v, j.kid, &ks)) == NULL) {
+			rc = writ_err_set(err, WRIT_ERR_UNKNOWN_KID,
+			                  "no key with that \"kid\" in the key set");
+			goto out;
+		}
+		atomic_fetch_add_explicit(&v->n_verifs, 1, memory_order_relaxed);
+		if ((rc = writ_verify_jws(key, &j, token, &o, err)) != WRIT_OK)
+			goto out;
+		hdr_add(ks, token, hlen, key);
+	}
 	if ((*out = writ_claims_new(j.payload, key)) == NULL) {
 		rc = writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	window(v, j.payload, &nb, &na);
-	tcache_put(v->cache, token, len, *out, nb, na, ks->gen);
+	tcache_put(v->cache, token, len, hash, *out, nb, na, ks->gen);
 out:
 	ks_release(ks);
 	writ_jws_clear(&j);
@@ -241,6 +322,7 @@ writ_rc writ_verifier_verify(writ_verifier *v, const char *token, size_t len, wr
                              writ_err *err)
 {
 	writ_claims *c = NULL;
+	uint64_t hash;
 	int64_t now;
 	writ_rc rc;
 
@@ -254,9 +336,9 @@ writ_rc writ_verifier_verify(writ_verifier *v, const char *token, size_t len, wr
 	if ((rc = keys_usable(v, err)) != WRIT_OK)
 		return rc;
 	now = claims_now(v);
-	if ((c = tcache_get(v->cache, token, len, now)) != NULL) {
+	if ((c = tcache_get(v->cache, token, len, now, &hash)) != NULL) {
 		atomic_fetch_add_explicit(&v->n_hits, 1, memory_order_relaxed);
-	} else if ((rc = verify_full(v, token, len, now, &c, err)) != WRIT_OK) {
+	} else if ((rc = verify_full(v, token, len, hash, now, &c, err)) != WRIT_OK) {
 		return rc;
 	}
 	if (out != NULL)

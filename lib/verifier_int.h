@@ -52,15 +52,16 @@ void tcache_free(tcache *tc);
 /*
  * Claims of a cached token whose validity window still holds at now
  * (nbf/iat - leeway <= now < exp + leeway, the same as a fresh verify),
- * with a new reference for the caller; NULL otherwise. Thread-safe.
+ * with a new reference for the caller; NULL otherwise. *hash receives the
+ * token's hash, for tcache_put after a miss. Thread-safe.
  */
-writ_claims *tcache_get(tcache *tc, const char *token, size_t len, int64_t now);
+writ_claims *tcache_get(tcache *tc, const char *token, size_t len, int64_t now, uint64_t *hash);
 /* Remember a token verified under key set generation gen (takes a new
  * reference to c); skipped if a newer generation was pruned in since.
- * Evicts the stripe's oldest when full. Thread-safe; allocation failure
- * only skips caching. */
-void tcache_put(tcache *tc, const char *token, size_t len, const writ_claims *c, int64_t not_before,
-                int64_t not_after, uint64_t gen);
+ * hash is what tcache_get gave for these bytes. Evicts the stripe's
+ * oldest when full. Thread-safe; allocation failure only skips caching. */
+void tcache_put(tcache *tc, const char *token, size_t len, uint64_t hash, const writ_claims *c,
+                int64_t not_before, int64_t not_after, uint64_t gen);
 /* Make gen current and drop every entry whose key is not in set. */
 void tcache_prune(tcache *tc, const writ_jwks *set, uint64_t gen);
 size_t tcache_count(tcache *tc);

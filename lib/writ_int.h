@@ -44,6 +44,9 @@ char *b64url_encode_alloc(const unsigned char *in, size_t n);
 
 /* Parse an object: duplicate members refused, nothing after the value. */
 json_t *wjson_parse_object(const char *buf, size_t len, const char *what, writ_err *err);
+/* wjson_parse_object's fast path alone: the object, or NULL for "ask
+ * jansson" (which may still accept). Exposed for tests and fuzzing. */
+json_t *wjson_parse_fast(const char *buf, size_t len);
 /* Integer claim as JWT NumericDate: integer (not real), 0 <= v <= 2^53. */
 int wjson_numeric_date(const json_t *v, int64_t *out);
 /* Compact, key-order-preserving serialisation; caller frees. */
@@ -94,6 +97,12 @@ typedef struct writ_jws {
 /* Strict parse of a compact JWS (structure, base64url, JSON, header
  * members). Does not verify. */
 writ_rc writ_jws_parse(const char *token, size_t len, writ_jws *out, writ_err *err);
+/* writ_jws_parse for a caller that has parsed and checked this exact
+ * header segment (the bytes before the first '.') before: the header is
+ * not decoded again, and header, alg_name, kid and typ stay NULL. The rest
+ * (three non-empty segments, canonical base64url, the claims object, the
+ * signature) is checked as by writ_jws_parse. */
+writ_rc writ_jws_parse_body(const char *token, size_t len, writ_jws *out, writ_err *err);
 void writ_jws_clear(writ_jws *jws);
 
 /* Verify a parsed JWS with one given key: pinned alg, typ, signature, then

@@ -280,6 +280,14 @@ static void test_rotation(void)
 		free(tx);
 	}
 	CHECK_RC(vrf(v, t1), WRIT_ERR_UNKNOWN_KID);
+	/* Nor does the header the old set knew: a new token of k1, its
+	 * header byte for byte t1's, is not admitted by a remembered key. */
+	{
+		char *t1b = mint(&k1, k1.kid, "a2", "db:read", "", 300);
+		CHECK(strncmp(t1b, t1, (size_t)(strchr(t1, '.') - t1 + 1)) == 0);
+		CHECK_RC(vrf(v, t1b), WRIT_ERR_UNKNOWN_KID);
+		free(t1b);
+	}
 	CHECK_RC(vrf(v, t2), WRIT_OK);
 	writ_verifier_get_stats(v, &st);
 	CHECK(st.keys == 1);
@@ -477,6 +485,146 @@ static void test_check_scope_limits_and_decisions(void)
 	free(bad);
 }
 
+/* The key set remembers headers of tokens that verified; a later token
+ * with the same header bytes must still have its own claims, signature and
+ * structure checked in full. */
+static void test_known_header_checks_the_rest(void)
+{
+	writ_verifier *v = bytes_verifier();
+	char *t = mint(&k1, k1.kid, "a", "db:read", "", 300);
+	char *forged = mint(&k2, k1.kid, "a", "db:read", "", 300); /* k2 signs, names k1 */
+	char *aud = mint(&k1, k1.kid, "a", "db:read", ",\"aud\":\"other\"", 300); /* last wins */
+	char *old = mint(&k1, k1.kid, "a", "db:read", "", -100);
+	char *t2 = mint(&k1, k1.kid, "b", "db:read", "", 300), *bad, *five;
+	size_t hl = (size_t)(strchr(t, '.') - t), n = strlen(t2);
+	writ_verifier_stats st;
+	writ_claims *c = NULL;
+
+	CHECK_RC(vrf(v, t), WRIT_OK); /* the header is now known */
+	CHECK(strncmp(forged, t, hl + 1) == 0 && strncmp(aud, t, hl + 1) == 0);
+	CHECK_RC(vrf(v, forged), WRIT_ERR_SIGNATURE);
+	CHECK_RC(vrf(v, aud), WRIT_ERR_AUD);
+	CHECK(vrf(v, old) != WRIT_OK);
+	bad = strdup(t2);
+	bad[n - 2] = bad[n - 2] == 'A' ? 'B' : 'A'; /* flip signature bits */
+	CHECK_RC(vrf(v, bad), WRIT_ERR_SIGNATURE);
+	five = malloc(n + 3);
+	snprintf(five, n + 3, "%s.x", t2);
+	CHECK_RC(vrf(v, five), WRIT_ERR_MALFORMED);
+	CHECK_RC(writ_verifier_verify(v, t2, n, &c, NULL), WRIT_OK);
+	CHECK(c != NULL && strcmp(writ_claims_string(c, "sub"), "b") == 0);
+	CHECK(c != NULL && strcmp(writ_claims_kid(c), k1.kid) == 0);
+	writ_verifier_get_stats(v, &st);
+	CHECK(st.verifications == 6 && st.cache_hits == 0); /* all but the malformed one */
+	writ_claims_free(c);
+	writ_verifier_free(v);
+	free(t), free(forged), free(aud), free(old), free(t2), free(bad), free(five);
+}
+
+/* wjson_parse_object's fast path may only ever agree with jansson: when
+ * it builds a tree, jansson (JSON_REJECT_DUPLICATES) accepts the input
+ * and builds the same tree, members in the same order. */
+static int fast_agrees(const char *in, size_t len)
+{
+	json_t *f = wjson_parse_fast(in, len),
+	       *j = json_loadb(in, len, JSON_REJECT_DUPLICATES, NULL);
+	int ok = 1;
+
+	if (f != NULL) {
+		char *a = json_dumps(f, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		char *b = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		ok = j != NULL && json_equal(f, j) && a != NULL && b != NULL && strcmp(a, b) == 0;
+		free(a);
+		free(b);
+	}
+	json_decref(f);
+	json_decref(j);
+	return ok;
+}
+
+static void test_json_fast_path_is_janssons(void)
+{
+	static const char *const fast[] = {
+	    "{}",
+	    " { } ",
+	    "{\"a\":1}",
+	    "{\"a\":-0,\"b\":0,\"c\":-12}",
+	    "{\"iss\":\"https://x\",\"n\":999999999999999999,\"t\":true,\"f\":false,\"z\":null}",
+	    "{\"a\":[],\"b\":[1,\"x\",[{}]],\"c\":{\"d\":{}}}",
+	    "\t{\r\n\"\":\"\"\n}\n",
+	    "{\"lim\":{\"rps\":5,\"rpm\":60}}",
+	    "{\"a\":\"\x7f~\"}"};
+	static const char *const slow[] = {
+	    "",
+	    "[]",
+	    "1",
+	    "{\"a\":1,}",
+	    "{\"a\":1,\"a\":2}",
+	    "{\"a\":{\"b\":1,\"b\":1}}",
+	    "{\"a\":01}",
+	    "{\"a\":1.5}",
+	    "{\"a\":1e3}",
+	    "{\"a\":1E3}",
+	    "{\"a\":-}",
+	    "{\"a\":9999999999999999999}",
+	    "{\"a\":\"\\u0041\"}",
+	    "{\"a\":\"\\n\"}",
+	    "{\"a\":\"\xc3\xa9\"}",
+	    "{\"a\":\"\x01\"}",
+	    "{\"a\":truex}",
+	    "{\"a\":tru}",
+	    "{\"a\":nul}",
+	    "{\"a\":1}x",
+	    "{\"a\":1}{}",
+	    "{\"a\" 1}",
+	    "{a:1}",
+	    "{\"a\":[1,]}",
+	    "{\"a\":1 2}",
+	    "{\"a\":\"x}",
+	    "\xef\xbb\xbf{}",
+
+	    "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"};
+	static const char alphabet[] = "{}[]\",:-0123456789.eEtruefalsn \\\x01\xc3"
+	                               "a";
+	char buf[128];
+	size_t i, n;
+
+	for (i = 0; i < sizeof(fast) / sizeof(fast[0]); i++) {
+		json_t *f = wjson_parse_fast(fast[i], strlen(fast[i]));
+		CHECK(f != NULL);
+		json_decref(f);
+		CHECK(fast_agrees(fast[i], strlen(fast[i])));
+	}
+	for (i = 0; i < sizeof(slow) / sizeof(slow[0]); i++) {
+		json_t *f = wjson_parse_fast(slow[i], strlen(slow[i]));
+		CHECK(f == NULL);
+		json_decref(f);
+	}
+	CHECK(wjson_parse_fast("{\"a\":1}\x00", 8) == NULL);
+	/* Mutations of a claims set, from the characters JSON turns on. */
+	for (i = 0; i < 50000; i++) {
+		const char *seed = fast[i % (sizeof(fast) / sizeof(fast[0]))];
+		n = strlen(seed);
+		memcpy(buf, seed, n);
+		for (int m = (int)(random() % 3) + 1; m > 0; m--) {
+			size_t at = (size_t)random() % (n + 1);
+			char ch = alphabet[(size_t)random() % (sizeof(alphabet) - 1)];
+			if (random() % 2 && n + 1 < sizeof(buf)) { /* insert */
+				memmove(buf + at + 1, buf + at, n - at);
+				buf[at] = ch;
+				n++;
+			} else if (at < n) { /* replace */
+				buf[at] = ch;
+			}
+		}
+		if (!fast_agrees(buf, n)) {
+			CHECK(!"fast path disagrees with jansson");
+			fprintf(stderr, "  input: %.*s\n", (int)n, buf);
+			break;
+		}
+	}
+}
+
 static void test_rpm_and_bounded_table(void)
 {
 	writ_verifier *v = bytes_verifier();
@@ -566,6 +714,8 @@ int main(void)
 	RUN(test_issuer_down_then_fail_closed);
 	RUN(test_threads_verify_while_refreshing);
 	RUN(test_scope_exact_member);
+	RUN(test_known_header_checks_the_rest);
+	RUN(test_json_fast_path_is_janssons);
 	RUN(test_check_scope_limits_and_decisions);
 	RUN(test_rpm_and_bounded_table);
 	RUN(test_body_cap);

@@ -312,6 +312,47 @@ def test_replay_after_restart(fx, analyst):
     check(fx.token(analyst.assertion())[0] == 200, "a fresh assertion still works after restart")
 
 
+def test_sigterm_under_load():
+    # Responses are held while their audit record is synced: SIGTERM must
+    # let those finish (microhttpd cannot stop with a connection suspended)
+    # and exit 0, with every token a client got in the log.
+    fx = Issuer(POLICY)
+    try:
+        fx.start()
+        a = Agent(fx, "term-1", ["analysts"])
+        got = []
+        stop = threading.Event()
+
+        def loop():
+            while not stop.is_set():
+                try:
+                    st, _, doc = fx.token(a.assertion())
+                except Exception:
+                    return
+                if st == 200:
+                    got.append(jwt.decode(doc["access_token"],
+                                          options={"verify_signature": False})["jti"])
+
+        ts = [threading.Thread(target=loop) for _ in range(6)]
+        for t in ts:
+            t.start()
+        time.sleep(1.5)
+        t0 = time.time()
+        rc = fx.stop()
+        took = time.time() - t0
+        stop.set()
+        for t in ts:
+            t.join()
+        check(rc == 0 and took < 10, f"SIGTERM under load: exits 0 (rc {rc}, {took:.1f} s)")
+        jtis = {r.get("jti") for r in fx.audit_records()}
+        check(got and all(j in jtis for j in got),
+              f"SIGTERM under load: all {len(got)} tokens clients received are in the log")
+        v = subprocess.run([WRIT, "audit", "verify", fx.audit], capture_output=True, text=True)
+        check(v.returncode == 0, "SIGTERM under load: the log verifies", v.stdout + v.stderr)
+    finally:
+        fx.close()
+
+
 def test_replay_shared_sqlite():
     # replay_cache = sqlite: the set lives in the shared database, for
     # several issuers on one host.
@@ -406,6 +447,7 @@ def main():
     test_disk_full()
     test_https()
     test_kill9_under_load()
+    test_sigterm_under_load()
     test_replay_shared_sqlite()
     print(f"{failures} failed")
     return 1 if failures else 0

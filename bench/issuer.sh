@@ -22,7 +22,6 @@ ISS="http://127.0.0.1:$PORT"
 "$B/writ" token init --dir "$D" --issuer "$ISS" >/dev/null
 cat >>"$D/writ.conf" <<CONF
 listen = 127.0.0.1:$PORT
-http_threads = 4
 max_connections = 256
 CONF
 "$B/writ" -c "$D/writ.conf" key generate --alg ES256 >/dev/null

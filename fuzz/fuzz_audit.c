@@ -10,6 +10,9 @@
  *  - keys only add checks: a log that verifies with keys verifies without;
  *  - a log that verifies, or whose only fault is a torn end, verifies
  *    again after audit_open repaired and continued it.
+ *  - the start-up scan of the recent tail (audit_scan_since, which
+ *    reloads the replay cache) hands over every record of an intact log
+ *    when asked from the beginning, and survives any since.
  * The seeds in fuzz/corpus/audit/ carry checkpoints signed by the key
  * below (its private half was thrown away), so signature checks run.
  */
@@ -86,8 +89,42 @@ static void open_and_check(const uint8_t *data, size_t size, int repairable)
 		ENSURE(rep.problem == AUDIT_OK);
 }
 
+static int count_rec(void *arg, const char *line, size_t len, const json_t *rec)
+{
+	(void)line;
+	(void)len;
+	ENSURE(json_is_object(rec));
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* Scan the raw data from three starting times; the number of records
+ * handed over from the beginning, or UINT64_MAX if the scan refused. */
+static uint64_t scan_counts(const uint8_t *data, size_t size)
+{
+	static const int64_t since[] = {1735787045000, INT64_MAX, 0};
+	uint64_t n = 0;
+	writ_err err = {0};
+	writ_rc rc = WRIT_OK;
+	size_t i;
+	int fd;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ENSURE(fd >= 0);
+	ENSURE(size == 0 || write(fd, data, size) == (ssize_t)size);
+	close(fd);
+	for (i = 0; i < sizeof(since) / sizeof(since[0]); i++) {
+		n = 0;
+		rc = audit_scan_since(path, since[i], count_rec, &n, &err);
+		ENSURE(rc == WRIT_OK || rc == WRIT_ERR_MALFORMED);
+		ENSURE(rc == WRIT_OK || err.msg[0] != '\0');
+	}
+	return rc == WRIT_OK ? n : UINT64_MAX;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	uint64_t scanned;
 	audit_report with, without;
 	writ_err err = {0};
 
@@ -105,6 +142,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ENSURE(without.problem == AUDIT_OK);
 		ENSURE(strcmp(with.head, without.head) == 0 && with.records == without.records);
 	}
+	scanned = scan_counts(data, size);
+	if (without.problem == AUDIT_OK)
+		ENSURE(scanned == without.records);
 	open_and_check(data, size,
 	               without.problem == AUDIT_OK || without.problem == AUDIT_TRUNCATED);
 	unlink(path);

@@ -71,10 +71,13 @@ static uint64_t thash(const uint64_t seed[2], const char *p, size_t n)
 tcache *tcache_new(size_t entries)
 {
 	tcache *tc = calloc(1, sizeof(*tc));
-	size_t per = entries / STRIPES + 1, nb = 1, i;
+	/* entries spread over the stripes, rounded up: at most STRIPES - 1 over */
+	size_t per = entries / STRIPES + (entries % STRIPES != 0), nb = 1, i;
 
 	if (tc == NULL)
 		return NULL;
+	if (per == 0)
+		per = 1;
 	if (RAND_bytes((unsigned char *)tc->seed, sizeof(tc->seed)) != 1) {
 		free(tc);
 		return NULL;

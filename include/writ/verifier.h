@@ -38,7 +38,8 @@ typedef struct writ_verifier_cfg {
 	unsigned min_refresh; /* least seconds between two fetches; 0 means 30 */
 	unsigned max_stale;   /* issuer unreachable: keep the last good set this
 	                         long past its expiry, then fail closed; 0 means 300 */
-	size_t cache_entries; /* verified-token cache size; 0 means 10000 */
+	size_t cache_entries; /* verified-token cache size (rounded up to a multiple
+	                         of 64); 0 means 10000 */
 } writ_verifier_cfg;
 
 /*

@@ -15,9 +15,13 @@
  *       C_Sign on the issuer's token; prints operations/s.
  *   bench_issuer jwks HOST:PORT CONNS SECONDS
  *       GET /.well-known/jwks.json requests/s.
+ *   bench_issuer fsync DIR N
+ *       The disk's own floor under the audit log: p50/p99 of N appends of
+ *       one audit-sized line each followed by fdatasync, in DIR.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ec.h>
@@ -377,6 +381,35 @@ static int limit(const char *conf, const char *pubfile, const char *tokfile, dou
 	return 0;
 }
 
+/* ---- fsync ---- */
+
+static int fsync_floor(const char *dir, long n)
+{
+	char path[4096], line[600];
+	double *lat = calloc((size_t)n + 1, sizeof(double));
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/fsync-probe", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || lat == NULL)
+		return fprintf(stderr, "fsync: cannot open %s\n", path), 1;
+	memset(line, 'x', sizeof(line) - 1);
+	line[sizeof(line) - 1] = '\n';
+	for (long i = 0; i < n; i++) {
+		double t0 = bench_now();
+
+		if (write(fd, line, sizeof(line)) != (ssize_t)sizeof(line) || fdatasync(fd) != 0)
+			return fprintf(stderr, "fsync: write or fdatasync failed\n"), 1;
+		lat[i] = bench_now() - t0;
+	}
+	close(fd);
+	unlink(path);
+	qsort(lat, (size_t)n, sizeof(double), bench_cmp_double);
+	printf("p50_ms %.3f p99_ms %.3f\n", lat[n / 2] * 1e3, lat[(long)((double)n * 0.99)] * 1e3);
+	free(lat);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 6 && strcmp(argv[1], "gen") == 0)
@@ -389,6 +422,8 @@ int main(int argc, char **argv)
 	}
 	if (argc == 6 && strcmp(argv[1], "limit") == 0)
 		return limit(argv[2], argv[3], argv[4], atof(argv[5]));
+	if (argc == 4 && strcmp(argv[1], "fsync") == 0)
+		return fsync_floor(argv[2], num(argv[3]));
 	if (argc == 5 && strcmp(argv[1], "jwks") == 0) {
 		if (parse_target(argv[2]) != 0)
 			return 2;

@@ -56,6 +56,10 @@ phase "max rate" 0; MAX=$(echo "$R" | field rate)
 phase "half rate" "$(python3 -c "print(int($MAX/2))")"; P99=$(echo "$R" | field p99_ms)
 JW=$("$BI" jwks "127.0.0.1:$PORT" 8 "$SECS" | field rate)
 echo "  JWKS GET: $JW req/s"
+# The floor under every token's latency: the disk's own fdatasync, on the
+# audit log's file system, alone (the issuer is idle now).
+FS=$("$BI" fsync "$D" 2000)
+echo "  disk floor, one line + fdatasync in the audit log's directory: $FS"
 python3 - "$MAX" "$LIMIT" "$P99" <<'PY'
 import sys
 mx, lim, p99 = map(float, sys.argv[1:])

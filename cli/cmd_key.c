@@ -134,25 +134,48 @@ static int key_make(int argc, char **argv, const writ_config *cfg, int rotate)
 	return 0;
 }
 
-static const char *opt_reason(int argc, char **argv)
+/*
+ * --reason and exactly one KID. A kid is base64url, so one in 64 begins
+ * with '-': getopt would read it as options. These commands have no short
+ * options, so such an argument (not "--", not "--name") is a kid; it is
+ * passed to getopt behind a "--".
+ */
+static const char *opt_reason(int argc, char **argv, const char **kid)
 {
 	static const struct option opts[] = {{"reason", required_argument, 0, 'r'}, {0, 0, 0, 0}};
+	char *args[16], *dashed[16];
 	const char *reason = NULL;
-	int c;
+	int c, i, n = 0, nd = 0;
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	if (argc > 14)
+		cli_die("key: too many arguments");
+	for (i = 0; i < argc; i++) {
+		if (i > 0 && argv[i][0] == '-' && argv[i][1] != '-' && argv[i][1] != '\0' &&
+		    strcmp(argv[i - 1], "--reason") != 0)
+			dashed[nd++] = argv[i];
+		else
+			args[n++] = argv[i];
+	}
+	if (nd > 0) {
+		args[n++] = (char *)"--";
+		for (i = 0; i < nd; i++)
+			args[n++] = dashed[i];
+	}
+	args[n] = NULL;
+	while ((c = getopt_long(n, args, "", opts, NULL)) != -1) {
 		if (c != 'r')
 			exit(2);
 		reason = optarg;
 	}
-	if (optind != argc - 1)
+	if (optind != n - 1)
 		cli_die("key: give exactly one KID");
+	*kid = args[n - 1];
 	return reason;
 }
 
 static int key_retire(int argc, char **argv, const writ_config *cfg)
 {
-	const char *reason = opt_reason(argc, argv), *kid = argv[argc - 1];
+	const char *kid, *reason = opt_reason(argc, argv, &kid);
 	char next[WRIT_KID_MAX + 1];
 	writ_err err = {0};
 	keyctx k;
@@ -190,7 +213,7 @@ static void make_replacement(p11_ctx *p11, writ_alg alg, store_sk *repl, p11_key
 
 static int key_revoke(int argc, char **argv, const writ_config *cfg)
 {
-	const char *reason = opt_reason(argc, argv), *kid = argv[argc - 1];
+	const char *kid, *reason = opt_reason(argc, argv, &kid);
 	p11_key key = {0};
 	writ_err err = {0};
 	store_sk cur, repl;

@@ -40,6 +40,12 @@ refuse "key generate with an unknown alg names the choices" 'unknown algorithm "
 [ "$($WRIT -c "$C" key list | grep -c ' ES256 *active ')" = 1 ] && ok "key list shows the key, active" || bad "key list"
 $WRIT -c "$C" key list --json | /usr/bin/python3 -c 'import json,sys; k=json.load(sys.stdin); assert k[0]["alg"]=="ES256"' \
   && ok "key list --json parses" || bad "key list --json"
+# A kid is base64url: one in 64 begins with '-', and must still be taken
+# as the KID, not as options (this once failed the rotation test).
+refuse "key revoke takes a kid that begins with '-'" 'no signing key -676DzpeLrlj1EtT0v9t6SvEo6Ti4e_Q2D5vKWiVLms' \
+  $WRIT -c "$C" key revoke -676DzpeLrlj1EtT0v9t6SvEo6Ti4e_Q2D5vKWiVLms --reason test
+refuse "key retire takes a kid that begins with '-'" 'no signing key -abc in the store' \
+  $WRIT -c "$C" key retire --reason x -abc
 
 chmod 644 "$D/t/user.pin"
 refuse "a world-readable PIN file is refused, naming the mode" 'by group or others.*0?644' \

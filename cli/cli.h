@@ -43,4 +43,12 @@ int exchange_main(int argc, char **argv);
 int policy_main(int argc, char **argv);
 int audit_main(int argc, char **argv);
 
+/*
+ * Kids are base64url, so one in 64 begins with '-' and getopt would read it
+ * as options. Copy argv (argc elements) to out (room for cap pointers) with
+ * every kid-shaped argument that begins with '-' moved behind a "--", so it
+ * stays a positional argument; returns the new argc (out[argc] is NULL).
+ */
+int cli_kid_args(int argc, char **argv, char **out, int cap);
+
 #endif

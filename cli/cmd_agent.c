@@ -486,7 +486,7 @@ static int agent_key(int argc, char **argv)
 	                                     {0, 0, 0, 0}};
 	const char *key_path = NULL;
 	writ_alg alg = WRIT_ALG_NONE;
-	char kid[WRIT_KID_MAX + 1], *jwk;
+	char kid[WRIT_KID_MAX + 1], *jwk, *args[16];
 	writ_err err = {0};
 	int c, add;
 	store *s;
@@ -501,7 +501,8 @@ static int agent_key(int argc, char **argv)
 	if (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "remove") != 0)
 		cli_die("agent key: unknown subcommand \"%s\" (add, remove)", argv[1]);
 	add = strcmp(argv[1], "add") == 0;
-	argc--, argv++;
+	argc = cli_kid_args(argc - 1, argv + 1, args, 16); /* a KID may begin with '-' */
+	argv = args;
 	opt_reset();
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {

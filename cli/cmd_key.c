@@ -134,34 +134,14 @@ static int key_make(int argc, char **argv, const writ_config *cfg, int rotate)
 	return 0;
 }
 
-/*
- * --reason and exactly one KID. A kid is base64url, so one in 64 begins
- * with '-': getopt would read it as options. These commands have no short
- * options, so such an argument (not "--", not "--name") is a kid; it is
- * passed to getopt behind a "--".
- */
+/* --reason and exactly one KID (which may begin with '-'). */
 static const char *opt_reason(int argc, char **argv, const char **kid)
 {
 	static const struct option opts[] = {{"reason", required_argument, 0, 'r'}, {0, 0, 0, 0}};
-	char *args[16], *dashed[16];
+	char *args[16];
 	const char *reason = NULL;
-	int c, i, n = 0, nd = 0;
+	int c, n = cli_kid_args(argc, argv, args, 16);
 
-	if (argc > 14)
-		cli_die("key: too many arguments");
-	for (i = 0; i < argc; i++) {
-		if (i > 0 && argv[i][0] == '-' && argv[i][1] != '-' && argv[i][1] != '\0' &&
-		    strcmp(argv[i - 1], "--reason") != 0)
-			dashed[nd++] = argv[i];
-		else
-			args[n++] = argv[i];
-	}
-	if (nd > 0) {
-		args[n++] = (char *)"--";
-		for (i = 0; i < nd; i++)
-			args[n++] = dashed[i];
-	}
-	args[n] = NULL;
 	while ((c = getopt_long(n, args, "", opts, NULL)) != -1) {
 		if (c != 'r')
 			exit(2);

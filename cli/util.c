@@ -1,6 +1,7 @@
 /*
  * util.c - helpers shared by the writ subcommands.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -120,4 +121,35 @@ int cli_wants_help(int argc, char **argv)
 		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
 			return 1;
 	return 0;
+}
+
+/* A kid as writ makes them: an RFC 7638 SHA-256 thumbprint, 43 base64url
+ * characters. */
+static int kid_shaped(const char *a)
+{
+	size_t i;
+
+	for (i = 0; a[i] != '\0'; i++)
+		if (!isalnum((unsigned char)a[i]) && a[i] != '-' && a[i] != '_')
+			return 0;
+	return i == 43;
+}
+
+int cli_kid_args(int argc, char **argv, char **out, int cap)
+{
+	int i, n = 0, nd = 0;
+
+	if (argc + 2 > cap)
+		cli_die("too many arguments");
+	for (i = 0; i < argc; i++)
+		if (i == 0 || argv[i][0] != '-' || !kid_shaped(argv[i]))
+			out[n++] = argv[i];
+	for (i = 1; i < argc; i++)
+		if (argv[i][0] == '-' && kid_shaped(argv[i])) {
+			if (nd++ == 0)
+				out[n++] = (char *)"--";
+			out[n++] = argv[i];
+		}
+	out[n] = NULL;
+	return n;
 }

@@ -44,8 +44,8 @@ $WRIT -c "$C" key list --json | /usr/bin/python3 -c 'import json,sys; k=json.loa
 # as the KID, not as options (this once failed the rotation test).
 refuse "key revoke takes a kid that begins with '-'" 'no signing key -676DzpeLrlj1EtT0v9t6SvEo6Ti4e_Q2D5vKWiVLms' \
   $WRIT -c "$C" key revoke -676DzpeLrlj1EtT0v9t6SvEo6Ti4e_Q2D5vKWiVLms --reason test
-refuse "key retire takes a kid that begins with '-'" 'no signing key -abc in the store' \
-  $WRIT -c "$C" key retire --reason x -abc
+refuse "key retire takes a kid that begins with '-'" 'no signing key -h76DzpeLrlj1EtT0v9t6SvEo6Ti4e_Q2D5vKWiVLms' \
+  $WRIT -c "$C" key retire --reason x -h76DzpeLrlj1EtT0v9t6SvEo6Ti4e_Q2D5vKWiVLms
 
 chmod 644 "$D/t/user.pin"
 refuse "a world-readable PIN file is refused, naming the mode" 'by group or others.*0?644' \

@@ -3,6 +3,7 @@
  */
 #include "metrics.h"
 
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ void metrics_latency(double s)
 	atomic_fetch_add_explicit(&lat_sum_us, (unsigned long)(s * 1e6), memory_order_relaxed);
 }
 
-char *metrics_render(const metrics_key *keys, size_t nkeys, int audit_ok, int hsm_ok)
+char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok)
 {
 	char *buf = NULL;
 	size_t len = 0, i;
@@ -89,11 +90,23 @@ char *metrics_render(const metrics_key *keys, size_t nkeys, int audit_ok, int hs
 		        "writ_signing_key_age_seconds{kid=\"%s\",alg=\"%s\",state=\"%s\"} %.0f\n",
 		        keys[i].kid, keys[i].alg, keys[i].state != NULL ? keys[i].state : "",
 		        keys[i].age_seconds);
+	/* Records per sync is the group commit at work. */
+	fprintf(f,
+	        "# HELP writ_audit_records_total Audit records appended (checkpoints apart).\n"
+	        "# TYPE writ_audit_records_total counter\nwrit_audit_records_total %" PRIu64 "\n"
+	        "# HELP writ_audit_syncs_total fdatasync calls on the audit log.\n"
+	        "# TYPE writ_audit_syncs_total counter\nwrit_audit_syncs_total %" PRIu64 "\n"
+	        "# HELP writ_audit_checkpoints_total Signed checkpoints written.\n"
+	        "# TYPE writ_audit_checkpoints_total counter\n"
+	        "writ_audit_checkpoints_total %" PRIu64 "\n"
+	        "# HELP writ_audit_failures_total Appends refused for a write or sync error.\n"
+	        "# TYPE writ_audit_failures_total counter\nwrit_audit_failures_total %" PRIu64 "\n",
+	        au->appends, au->syncs, au->checkpoints, au->failures);
 	fprintf(f,
 	        "# HELP writ_up Dependencies usable (1) or not (0).\n"
 	        "# TYPE writ_up gauge\nwrit_up{component=\"audit\"} %d\n"
 	        "writ_up{component=\"hsm\"} %d\n",
-	        audit_ok, hsm_ok);
+	        au->healthy, hsm_ok);
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;

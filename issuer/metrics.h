@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "audit.h"
+
 typedef enum metric_deny {
 	DENY_INVALID_REQUEST,
 	DENY_UNSUPPORTED_GRANT,
@@ -28,6 +30,6 @@ typedef struct metrics_key {
 	const char *state; /* pending, active, retired */
 	double age_seconds;
 } metrics_key;
-char *metrics_render(const metrics_key *keys, size_t nkeys, int audit_ok, int hsm_ok);
+char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok);
 
 #endif

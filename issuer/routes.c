@@ -82,6 +82,7 @@ static void metrics(issuer *is, http_resp *resp)
 {
 	keyset *ks = keyset_get(&is->keys);
 	metrics_key keys[KEYSET_METRICS_MAX];
+	audit_stats au;
 	int64_t now = (int64_t)time(NULL);
 	size_t i, n = ks != NULL ? ks->nmetrics : 0;
 
@@ -94,7 +95,8 @@ static void metrics(issuer *is, http_resp *resp)
 	}
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
-	resp->body = metrics_render(keys, n, audit_healthy(is->audit), atomic_load(&is->hsm_ok));
+	audit_get_stats(is->audit, &au);
+	resp->body = metrics_render(keys, n, &au, atomic_load(&is->hsm_ok));
 	keyset_put(&is->keys, ks);
 }
 

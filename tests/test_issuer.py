@@ -3,6 +3,7 @@
 a real writ-issuer on 127.0.0.1 with a real SoftHSM2 token, SQLite store,
 policy file and audit log. Each check is named for the behaviour it pins."""
 import json
+import re
 import os
 import signal
 import socket
@@ -222,6 +223,11 @@ def test_http_abuse(fx, analyst):
     check(st == 200 and "writ_tokens_issued_total" in body and
           'writ_tokens_denied_total{reason="invalid_grant"}' in body,
           "/metrics exposes issued and denied counters")
+    m = dict(re.findall(r"^(writ_audit_\w+) (\d+)$", body, re.M))
+    check(int(m.get("writ_audit_records_total", 0)) > 0 and
+          0 < int(m.get("writ_audit_syncs_total", 0)) <=
+          int(m["writ_audit_records_total"]) + int(m.get("writ_audit_checkpoints_total", 0)),
+          "/metrics exposes the audit log's records and syncs", m)
     st, _, body = fx.request("/healthz")
     check(st == 200 and json.loads(body)["status"] == "ok", "/healthz is 200 when all is up")
 

@@ -421,6 +421,17 @@ void http_stop(http_server *s)
 	atomic_store(&s->closing, 1);
 	for (i = 0; i < 10000 && atomic_load(&s->suspended) > 0; i++)
 		usleep(1000);
+	if (atomic_load(&s->suspended) > 0) {
+		/* The audit log has not synced for 10 s (a hung disk): those
+		 * tokens must not leave, and microhttpd would abort if stopped
+		 * now. Its threads, and s, which they use, are left to the
+		 * process's exit. */
+		fprintf(stderr,
+		        "writ-issuer: %d responses still wait for the audit log; "
+		        "not stopping the HTTP threads\n",
+		        atomic_load(&s->suspended));
+		return;
+	}
 	if (s->d != NULL)
 		MHD_stop_daemon(s->d);
 	if (s->tls_key != NULL) {

@@ -36,7 +36,9 @@ typedef struct http_resp {
 	const char *allow;         /* sent with 405 */
 	/* Held: the response leaves only once http_release(req->hold, WRIT_OK)
 	 * is called; http_release(req->hold, other) replaces it with a 503.
-	 * The handler that sets it must have arranged exactly one release. */
+	 * The handler that sets it must have arranged exactly one release,
+	 * and the strings it points to (content_type, cache_control, allow)
+	 * must outlive the handler: they are read when it is sent. */
 	int held;
 } http_resp;
 

@@ -615,6 +615,96 @@ static void test_write_and_sync_failures_fail_closed(void)
 	CHECK(rep.problem == AUDIT_OK && rep.last_seq == 4);
 }
 
+/* ---- asynchronous appends (the issuer's held responses) ---- */
+
+typedef struct async_seen {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int calls;
+	writ_rc rc[8];
+} async_seen;
+
+static void async_done(void *arg, writ_rc rc)
+{
+	async_seen *a = arg;
+
+	pthread_mutex_lock(&a->mu);
+	a->rc[a->calls < 8 ? a->calls : 7] = rc;
+	a->calls++;
+	pthread_cond_signal(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+static void async_wait(async_seen *a, int calls)
+{
+	pthread_mutex_lock(&a->mu);
+	while (a->calls < calls)
+		pthread_cond_wait(&a->cv, &a->mu);
+	pthread_mutex_unlock(&a->mu);
+}
+
+static json_t *issued_rec(int n)
+{
+	char jti[32];
+
+	snprintf(jti, sizeof(jti), "jti-%06d", n);
+	return json_pack("{s:s, s:s, s:s}", "event", "token_issued", "agent", "agent-a", "jti",
+	                 jti);
+}
+
+/* The callback says WRIT_OK only for a line on disk; a failed sync says
+ * WRIT_ERR_UNAVAILABLE exactly once and the line is gone from the file,
+ * as for a blocking append. */
+static void test_async_append_reports_durable_or_failed(void)
+{
+	audit_opts o = {.sync_fn = flaky_sync};
+	async_seen a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {0}};
+	const char *path = path_in("async.log");
+	audit_log *log = NULL;
+	audit_report rep;
+	writ_err err = {0};
+	json_t *r;
+	char *buf;
+	size_t len;
+
+	unlink(path);
+	REQUIRE(audit_open(path, &o, &log, &err) == WRIT_OK);
+	r = issued_rec(1);
+	CHECK_RC(audit_append_async(log, r, async_done, &a, &err), WRIT_OK);
+	json_decref(r);
+	async_wait(&a, 1);
+	CHECK_RC(a.rc[0], WRIT_OK);
+	buf = tu_read_file(path, &len);
+	CHECK(strstr(buf, "jti-000001") != NULL);
+	free(buf);
+
+	fail_syncs = 1;
+	r = issued_rec(2);
+	CHECK_RC(audit_append_async(log, r, async_done, &a, &err), WRIT_OK);
+	json_decref(r);
+	async_wait(&a, 2);
+	CHECK_RC(a.rc[1], WRIT_ERR_UNAVAILABLE);
+	CHECK(audit_healthy(log) == 0);
+	buf = tu_read_file(path, &len);
+	CHECK(strstr(buf, "jti-000002") == NULL);
+	free(buf);
+
+	/* A record that cannot be written is refused at once, no callback. */
+	r = json_pack("{s:s}", "event", "checkpoint");
+	CHECK_RC(audit_append_async(log, r, async_done, &a, &err), WRIT_ERR_ARG);
+	json_decref(r);
+
+	r = issued_rec(3);
+	CHECK_RC(audit_append_async(log, r, async_done, &a, &err), WRIT_OK);
+	json_decref(r);
+	async_wait(&a, 3);
+	CHECK_RC(a.rc[2], WRIT_OK);
+	CHECK_RC(audit_close(log, &err), WRIT_OK);
+	CHECK(a.calls == 3);
+	CHECK_RC(audit_verify_file(path, NULL, &rep, NULL), WRIT_OK);
+	CHECK(rep.problem == AUDIT_OK);
+}
+
 static void test_signer_failure_keeps_records(void)
 {
 	tsigner s;
@@ -851,6 +941,7 @@ int main(void)
 	RUN(test_second_writer_and_symlink_refused);
 	RUN(test_concurrent_appends_share_fsyncs);
 	RUN(test_write_and_sync_failures_fail_closed);
+	RUN(test_async_append_reports_durable_or_failed);
 	RUN(test_signer_failure_keeps_records);
 	RUN(test_checkpoint_after_interval);
 	RUN(test_disk_full);

@@ -268,11 +268,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	req.body_len = st->len;
 	req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
 	client_addr(c, req.client, sizeof(req.client));
-	if (strcmp(method, "POST") == 0) {
-		pthread_mutex_init(&st->mu, NULL);
-		pthread_cond_init(&st->cv, NULL);
-		st->hold_init = 1;
-	}
+	/* Any handler may hold its response (http_release). */
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_cond_init(&st->cv, NULL);
+	st->hold_init = 1;
 	s->fn(s->arg, &req, &resp);
 	if (!resp.held)
 		return send_resp(c, &resp);

@@ -44,7 +44,7 @@
  * per line would spend a core's tenth on it; a lone request on an idle
  * issuer is synced at once. */
 #define GROUP_MIN     8
-#define GROUP_WAIT_NS 250000
+#define GROUP_WAIT_NS 500000
 #define BUSY_NS       1000000
 #define TAIL_WINDOW   (4 * AUDIT_LINE_MAX) /* read from the end at open */
 /* {"seq":<20>,"ts":"<24>",  ...  ,"prev":"<64>"}\n */

@@ -60,6 +60,16 @@ static void check_report(const audit_report *r)
 	}
 }
 
+/* The input as the scratch file's whole content. */
+static void write_scratch(const uint8_t *data, size_t size)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	ENSURE(fd >= 0);
+	ENSURE(size == 0 || write(fd, data, size) == (ssize_t)size);
+	close(fd);
+}
+
 /* Write data to the scratch file, let audit_open repair/continue it. */
 static void open_and_check(const uint8_t *data, size_t size, int repairable)
 {
@@ -68,12 +78,8 @@ static void open_and_check(const uint8_t *data, size_t size, int repairable)
 	audit_report rep;
 	writ_err err = {0};
 	writ_rc rc;
-	int fd;
 
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	ENSURE(fd >= 0);
-	ENSURE(size == 0 || write(fd, data, size) == (ssize_t)size);
-	close(fd);
+	write_scratch(data, size);
 	rc = audit_open(path, &o, &log, &err);
 	ENSURE((unsigned)rc < WRIT_ERR__COUNT);
 	if (rc != WRIT_OK) {
@@ -107,12 +113,8 @@ static uint64_t scan_counts(const uint8_t *data, size_t size)
 	writ_err err = {0};
 	writ_rc rc = WRIT_OK;
 	size_t i;
-	int fd;
 
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	ENSURE(fd >= 0);
-	ENSURE(size == 0 || write(fd, data, size) == (ssize_t)size);
-	close(fd);
+	write_scratch(data, size);
 	for (i = 0; i < sizeof(since) / sizeof(since[0]); i++) {
 		n = 0;
 		rc = audit_scan_since(path, since[i], count_rec, &n, &err);

@@ -476,37 +476,55 @@ static int matches(const json_t *o, const audit_filter *f)
 	return 1;
 }
 
-writ_rc audit_query_file(const char *path, const audit_filter *f, audit_query_fn fn, void *arg,
-                         uint64_t *skipped, writ_err *err)
+/* Call fn for each record of r from where it stands that matches f;
+ * lines that are not records are counted in *bad. first_line is the
+ * number of r's first line, or 0 when unknown (a scan from mid-file). */
+static writ_rc stream_records(struct lreader *r, const char *path, uint64_t first_line,
+                              const audit_filter *f, audit_query_fn fn, void *arg, uint64_t *bad,
+                              writ_err *err)
 {
-	struct lreader r;
 	const char *line;
 	size_t len;
-	uint64_t lineno = 0, bad = 0;
+	uint64_t lineno = first_line;
 	json_t *o;
-	writ_rc rc;
 	int k, stop = 0;
 
-	rc = lr_open_file(&r, path, err);
-	if (rc != WRIT_OK)
-		return rc;
-	while (!stop && (k = lr_next(&r, &line, &len)) != LR_EOF) {
-		lineno++;
+	*bad = 0;
+	while (!stop && (k = lr_next(r, &line, &len)) != LR_EOF) {
 		if (k == LR_IOERR || k == LR_LONG) {
-			rc = writ_err_set(err, k == LR_LONG ? WRIT_ERR_MALFORMED : WRIT_ERR_IO,
-			                  "%s:%" PRIu64 ": %s", path, lineno,
-			                  k == LR_LONG ? "line too long" : strerror(errno));
-			break;
+			const char *why = k == LR_LONG ? "line too long" : strerror(errno);
+
+			if (first_line == 0)
+				return writ_err_set(err,
+				                    k == LR_LONG ? WRIT_ERR_MALFORMED : WRIT_ERR_IO,
+				                    "%s: %s", path, why);
+			return writ_err_set(err, k == LR_LONG ? WRIT_ERR_MALFORMED : WRIT_ERR_IO,
+			                    "%s:%" PRIu64 ": %s", path, lineno, why);
 		}
+		lineno++;
 		o = k == LR_LINE ? wjson_parse_object(line, len, "record", NULL) : NULL;
 		if (o == NULL) {
-			bad++;
+			(*bad)++;
 			continue;
 		}
 		if (matches(o, f))
 			stop = fn(arg, line, len, o);
 		json_decref(o);
 	}
+	return WRIT_OK;
+}
+
+writ_rc audit_query_file(const char *path, const audit_filter *f, audit_query_fn fn, void *arg,
+                         uint64_t *skipped, writ_err *err)
+{
+	struct lreader r;
+	uint64_t bad;
+	writ_rc rc;
+
+	rc = lr_open_file(&r, path, err);
+	if (rc != WRIT_OK)
+		return rc;
+	rc = stream_records(&r, path, 1, f, fn, arg, &bad, err);
 	lr_close(&r);
 	if (skipped != NULL)
 		*skipped = bad;
@@ -550,13 +568,10 @@ writ_rc audit_scan_since(const char *path, int64_t since_ms, audit_query_fn fn, 
 {
 	struct lreader r;
 	struct stat st;
-	const char *line;
-	size_t len;
 	off_t lo = 0, hi, mid, start, from = 0;
+	uint64_t bad;
 	int64_t ms;
-	json_t *o;
 	writ_rc rc;
-	int k, stop = 0;
 
 	rc = lr_open_file(&r, path, err);
 	if (rc != WRIT_OK)
@@ -581,18 +596,7 @@ writ_rc audit_scan_since(const char *path, int64_t since_ms, audit_query_fn fn, 
 		rc = writ_err_set(err, WRIT_ERR_IO, "%s: %s", path, strerror(errno));
 		goto out;
 	}
-	while (!stop && (k = lr_next(&r, &line, &len)) != LR_EOF) {
-		if (k == LR_IOERR || k == LR_LONG) {
-			rc = writ_err_set(err, k == LR_LONG ? WRIT_ERR_MALFORMED : WRIT_ERR_IO,
-			                  "%s: %s", path,
-			                  k == LR_LONG ? "line too long" : strerror(errno));
-			break;
-		}
-		o = k == LR_LINE ? wjson_parse_object(line, len, "record", NULL) : NULL;
-		if (o != NULL)
-			stop = fn(arg, line, len, o);
-		json_decref(o);
-	}
+	rc = stream_records(&r, path, from == 0, NULL, fn, arg, &bad, err);
 out:
 	lr_close(&r);
 	return rc;

@@ -93,7 +93,7 @@ struct audit_log {
 
 	uint64_t since_ckpt; /* records since the last checkpoint */
 	int64_t last_ckpt_mono;
-	int64_t last_sign_fail_mono;
+	int64_t last_sign_fail_ns; /* CLOCK_MONOTONIC; 0: none */
 	audit_stats st;
 
 	char line[AUDIT_LINE_MAX]; /* the line being written, under mu */
@@ -127,6 +127,14 @@ static int64_t mono_secs(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec;
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 void audit_ts_format(int64_t ms, char out[AUDIT_TS_LEN + 1])
@@ -558,7 +566,7 @@ static writ_rc checkpoint_locked(audit_log *log, writ_err *err)
 		rc = writ_err_set(&se, WRIT_ERR_ARG, "signer returned a bad kid, alg or length");
 	if (rc != WRIT_OK) {
 		log->st.sign_failures++;
-		log->last_sign_fail_mono = mono_secs();
+		log->last_sign_fail_ns = mono_ns();
 		return writ_err_set(err, rc, "audit checkpoint: signing failed: %s",
 		                    se.msg[0] ? se.msg : writ_strerror(rc));
 	}
@@ -590,7 +598,9 @@ static void maybe_checkpoint_locked(audit_log *log)
 	if (log->since_ckpt < log->o.checkpoint_every &&
 	    now - log->last_ckpt_mono < (int64_t)log->o.checkpoint_secs)
 		return;
-	if (log->last_sign_fail_mono != 0 && now - log->last_sign_fail_mono < 1)
+	/* A whole second since the last failure, not the next second tick:
+	 * whole-second clocks let a retry through a millisecond later. */
+	if (log->last_sign_fail_ns != 0 && mono_ns() - log->last_sign_fail_ns < 1000000000)
 		return;
 	(void)checkpoint_locked(log, NULL);
 }
@@ -680,14 +690,6 @@ static void sync_locked(audit_log *log, struct waiter **done_list)
 	}
 	if (log->wait_head == NULL)
 		log->wait_tail = NULL;
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Under load, give the batch up to GROUP_WAIT_NS to grow (see above). */

@@ -58,6 +58,9 @@ refuse "a PIN in the config is refused with its line" 'bad1.conf:[0-9]+: a PIN m
 printf 'token_label = writ\nfrobs = 1\n' >"$D/bad2.conf"
 refuse "an unknown config key names file and line" 'bad2.conf:2: unknown key "frobs"' \
   $WRIT -c "$D/bad2.conf" key list
+printf 'token_label = writ\nreplay_cache = disk\n' >"$D/bad3.conf"
+refuse "a bad replay_cache names file, line and the choices" 'bad3.conf:2: replay_cache must be memory or sqlite, got "disk"' \
+  $WRIT -c "$D/bad3.conf" key list
 printf 'token_ttl = 99999\n' >"$D/bad3.conf"
 refuse "an out-of-range TTL names the range" 'bad3.conf:1: token_ttl must be an integer in 1..3600' \
   $WRIT -c "$D/bad3.conf" key list

@@ -50,9 +50,17 @@ phase() { # phase NAME RATE: load with fresh assertions; sets R
 
 echo "# writ-issuer POST /token, $CONNS connections, audit fdatasync'd per token (group commit)"
 gen 1
-LIMIT=$("$BI" limit "$D/writ.conf" "$D/agent.pub" "$D/assertions" 5 | field limit)
-echo "  crypto limit (2 threads: ES256 assertion verify + C_Sign): $LIMIT /s"
+L=$("$BI" limit "$D/writ.conf" "$D/agent.pub" "$D/assertions" 5)
+LIMIT=$(echo "$L" | field limit); LCPU=$(echo "$L" | field cpu_us_per_op)
+echo "  crypto limit (2 threads: ES256 assertion verify + C_Sign): $LIMIT /s, $LCPU us CPU each"
+# The issuer's CPU time (all threads, user + system) over the max-rate
+# phase, per token: what the machine's noise moves least.
+cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+C0=$(cpu)
 phase "max rate" 0; MAX=$(echo "$R" | field rate)
+C1=$(cpu)
+ICPU=$(python3 -c "print(f'{1e6 * ($C1 - $C0) / $(getconf CLK_TCK) / $(echo "$R" | field ok):.1f}')")
+echo "  issuer CPU per token: $ICPU us (the crypto limit's share of it: $(python3 -c "print(f'{$LCPU / $ICPU:.3f}')"))"
 hist() { curl -fsS "$ISS/metrics" | sed -n 's/^writ_token_request_duration_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p'; }
 hist >"$D/hist.before"
 phase "half rate" "$(python3 -c "print(int($MAX/2))")"; P99=$(echo "$R" | field p99_ms)

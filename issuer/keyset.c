@@ -97,7 +97,7 @@ static writ_rc fill(keyset *ks, const writ_config *cfg, const store_sk *rows, si
 	if (rc != WRIT_OK)
 		return rc;
 	/* A strong validator (RFC 9110 s.8.8.3) over the exact bytes served. */
-	SHA256((const unsigned char *)ks->jwks_json, strlen(ks->jwks_json), md);
+	writ_sha256((const unsigned char *)ks->jwks_json, strlen(ks->jwks_json), md);
 	b64url_encode(md, 16, tag);
 	snprintf(ks->etag, sizeof(ks->etag), "\"%s\"", tag);
 	return WRIT_OK;

@@ -149,7 +149,7 @@ static writ_rc thumbprint(const jwk_pub *p, char out[44])
 	json_decref(c);
 	if (s == NULL)
 		return WRIT_ERR_NOMEM;
-	SHA256((const unsigned char *)s, strlen(s), md);
+	writ_sha256((const unsigned char *)s, strlen(s), md);
 	free(s);
 	b64url_encode(md, sizeof(md), out);
 	return WRIT_OK;

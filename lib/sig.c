@@ -138,10 +138,10 @@ writ_rc writ_sig_verify(const writ_jwk *jwk, const unsigned char *msg, size_t ms
 		return writ_err_ossl(err, WRIT_ERR_CRYPTO, "cannot start signature verification");
 	} else {
 		if (jwk->alg == WRIT_ALG_ES384) {
-			SHA384(msg, msglen, md);
+			writ_sha384(msg, msglen, md);
 			mdlen = SHA384_DIGEST_LENGTH;
 		} else {
-			SHA256(msg, msglen, md);
+			writ_sha256(msg, msglen, md);
 		}
 		ok = EVP_PKEY_verify(p, vsig, vlen, md, mdlen) == 1;
 	}

@@ -52,6 +52,11 @@ int wjson_numeric_date(const json_t *v, int64_t *out);
 /* Compact, key-order-preserving serialisation; caller frees. */
 char *wjson_dump(const json_t *v);
 
+/* ---- digests (digest.c): SHA256()/SHA384() without a per-call fetch ---- */
+
+void writ_sha256(const void *in, size_t n, unsigned char out[32]);
+void writ_sha384(const void *in, size_t n, unsigned char out[48]);
+
 /* ---- keys ---- */
 
 struct writ_jwk {

@@ -87,9 +87,11 @@ writ_rc p11_sign(p11_ctx *ctx, const unsigned char *id, size_t id_len, writ_alg 
 		return writ_err_set(err, WRIT_ERR_ARG, "p11_sign: bad arguments");
 	/* SoftHSM has no CKM_ECDSA_SHA256/384 (FACTS.md): hash here. */
 	if (alg == WRIT_ALG_ES256 || alg == WRIT_ALG_ES384) {
-		if (EVP_Digest(msg, msglen, md, &mdlen,
-		               alg == WRIT_ALG_ES256 ? EVP_sha256() : EVP_sha384(), NULL) != 1)
-			return writ_err_ossl(err, WRIT_ERR_CRYPTO, "digest");
+		mdlen = alg == WRIT_ALG_ES256 ? 32 : 48;
+		if (mdlen == 32)
+			writ_sha256(msg, msglen, md);
+		else
+			writ_sha384(msg, msglen, md);
 		a.data = md;
 		a.data_len = mdlen;
 	}

@@ -244,7 +244,7 @@ static writ_rc write_line_locked(audit_log *log, const char *inner, size_t ilen,
 		fail_locked(log, "write", e);
 		return writ_err_set(err, WRIT_ERR_UNAVAILABLE, "%s", log->fail_msg);
 	}
-	SHA256((const unsigned char *)log->line, n - 1, log->prev);
+	writ_sha256((const unsigned char *)log->line, n - 1, log->prev);
 	log->good_len += (off_t)n;
 	log->st.last_seq = log->next_seq;
 	log->next_seq++;
@@ -459,7 +459,7 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 		}
 		ls = nl == NULL ? 0 : (size_t)(nl - buf) + 1;
 		if (pos - ls <= AUDIT_LINE_MAX && line_is_record(buf + ls, pos - 1 - ls, &seq)) {
-			SHA256((const unsigned char *)buf + ls, pos - 1 - ls, log->prev);
+			writ_sha256((const unsigned char *)buf + ls, pos - 1 - ls, log->prev);
 			log->next_seq = seq + 1;
 			break;
 		}

@@ -380,7 +380,7 @@ static int check_line(struct vstate *vs, const char *line, size_t len)
 	rep->records++;
 	rep->last_seq = seq;
 	vs->expect = seq + 1;
-	SHA256((const unsigned char *)line, len, vs->prev);
+	writ_sha256((const unsigned char *)line, len, vs->prev);
 	rc = 0;
 out:
 	json_decref(o);

@@ -85,7 +85,7 @@ static int digest(const replayset *rs, const char *agent, const char *jti, uint6
 	memcpy(buf, rs->salt, SALT_LEN);
 	memcpy(buf + SALT_LEN, agent, al + 1);
 	memcpy(buf + SALT_LEN + al + 1, jti, jl);
-	SHA256(buf, SALT_LEN + al + 1 + jl, md);
+	writ_sha256(buf, SALT_LEN + al + 1 + jl, md);
 	memcpy(k0, md, sizeof(*k0));
 	memcpy(k1, md + 8, sizeof(*k1));
 	*k0 |= 1;

@@ -14,6 +14,11 @@
 #include "config.h"
 
 #define HTTP_BODY_MAX (32 * 1024)
+/* microhttpd's per-connection pool: request line, headers and the read
+ * buffer (the body is copied out as it arrives, so it need not fit). The
+ * pool is zeroed for every request on a kept-alive connection, so it is
+ * kept at microhttpd's own default rather than larger. */
+#define HTTP_CONN_MEMORY (32 * 1024)
 
 typedef struct http_req {
 	void *hold;         /* for a held response: see http_release */

@@ -6,7 +6,6 @@
  *
  * usage: bench_sign CONFIG   (a writ.conf whose token holds an ES256 key)
  */
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include "config.h"
 #include "keyring.h"
 #include "p11.h"
+#include "writ_int.h"
 
 #include <p11-kit/pkcs11.h> /* last: it defines short macros */
 
@@ -47,7 +47,7 @@ static double loop_raw(void)
 	do {
 		for (int i = 0; i < 32; i++, n++) {
 			CK_ULONG len = sizeof(sig);
-			SHA256(msg, sizeof(msg), md);
+			writ_sha256(msg, sizeof(msg), md);
 			if (fl->C_SignInit((CK_SESSION_HANDLE)s, &mech, (CK_OBJECT_HANDLE)h) !=
 			        CKR_OK ||
 			    fl->C_Sign((CK_SESSION_HANDLE)s, md, sizeof(md), sig, &len) != CKR_OK)

@@ -29,6 +29,7 @@ typedef struct ask {
 	const attest_result *who; /* NULL before attestation succeeded */
 	const policy *pol;
 	const policy_decision *dec;
+	int *announced; /* audit_expect'ed and not yet withdrawn */
 } ask;
 
 static metric_deny deny_metric(const char *error, int status)
@@ -123,6 +124,12 @@ static void finish(issuer *is, http_resp *resp, const ask *a, json_t *rec, int i
 
 	if (p != NULL)
 		*p = (pending){.hold = a->hold, .t0 = a->t0, .issued = issued, .why = why};
+	/* This record is no longer on its way: the sync thread should wait
+	 * for other requests' records, not for this one. */
+	if (*a->announced) {
+		*a->announced = 0;
+		audit_expect_done(is->audit);
+	}
 	if (p == NULL || rec == NULL ||
 	    audit_append_async(is->audit, rec, audited, p, &e) != WRIT_OK) {
 		free(p);
@@ -326,12 +333,16 @@ out:
 
 void exchange_handle(issuer *is, const http_req *req, http_resp *resp)
 {
-	ask a = {.hold = req->hold, .client = req->client};
+	int announced = 1;
+	ask a = {.hold = req->hold, .client = req->client, .announced = &announced};
 	const char *why, *error;
 	writ_err e = {0};
 	store *st;
 	form f;
 
+	/* Every path below ends in one audit record (finish): announce it, so
+	 * a sync that starts meanwhile waits for it (group commit). */
+	audit_expect(is->audit);
 	clock_gettime(CLOCK_MONOTONIC, &a.t0);
 	if (form_parse(req->body != NULL ? req->body : "", req->body_len, &f, &e) != WRIT_OK) {
 		deny(is, resp, &a, 400, "invalid_request", e.msg, NULL, NULL);
@@ -351,5 +362,7 @@ void exchange_handle(issuer *is, const http_req *req, http_resp *resp)
 	}
 	decide(is, resp, &a, st, &f);
 out:
+	if (announced) /* no path should get here without finish(), but never leave it behind */
+		audit_expect_done(is->audit);
 	form_clear(&f);
 }

@@ -226,8 +226,10 @@ def test_http_abuse(fx, analyst):
     m = dict(re.findall(r"^(writ_audit_\w+) (\d+)$", body, re.M))
     check(int(m.get("writ_audit_records_total", 0)) > 0 and
           0 < int(m.get("writ_audit_syncs_total", 0)) <=
-          int(m["writ_audit_records_total"]) + int(m.get("writ_audit_checkpoints_total", 0)),
-          "/metrics exposes the audit log's records and syncs", m)
+          int(m["writ_audit_records_total"]) + int(m.get("writ_audit_checkpoints_total", 0)) and
+          "writ_audit_commit_delays_total" in m and
+          int(m["writ_audit_commit_delays_total"]) <= int(m["writ_audit_syncs_total"]),
+          "/metrics exposes the audit log's records, syncs and commit delays", m)
     st, _, body = fx.request("/healthz")
     check(st == 200 and json.loads(body)["status"] == "ok", "/healthz is 200 when all is up")
 

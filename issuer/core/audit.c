@@ -25,6 +25,7 @@
 #include <inttypes.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,15 +38,16 @@
 
 #define DEFAULT_EVERY 1000
 #define DEFAULT_SECS  60
-/* Commit delay: under load (the last sync ended under BUSY_NS ago) the
- * sync thread waits up to GROUP_WAIT_NS for GROUP_MIN lines before it
- * syncs. Each fdatasync costs tens of microseconds of CPU (in a VM, a
- * device notification per sync), so at thousands of tokens/s one sync
- * per line would spend a core's tenth on it; a lone request on an idle
- * issuer is synced at once. */
+/* Commit delay: while callers have announced records that are on their
+ * way (audit_expect: a request being decided), the sync thread waits up
+ * to GROUP_WAIT_NS for them, or for GROUP_MIN lines, before it syncs.
+ * Each fdatasync costs tens of microseconds of CPU (in a VM, a device
+ * notification per sync), so at thousands of tokens/s one sync per line
+ * would spend a core's tenth on it. With nothing announced the line is
+ * synced at once: waiting then would only add latency (a lone request,
+ * or a moderate load whose requests do not overlap). */
 #define GROUP_MIN     8
 #define GROUP_WAIT_NS 500000
-#define BUSY_NS       1000000
 #define TAIL_WINDOW   (4 * AUDIT_LINE_MAX) /* read from the end at open */
 /* {"seq":<20>,"ts":"<24>",  ...  ,"prev":"<64>"}\n */
 #define LINE_OVERHEAD (8 + 20 + 7 + AUDIT_TS_LEN + 2 + 9 + AUDIT_HASH_HEX + 3)
@@ -82,7 +84,8 @@ struct audit_log {
 	unsigned char synced_prev[SHA256_DIGEST_LENGTH];
 	struct waiter *wait_head, *wait_tail;
 	size_t npending;
-	int64_t last_sync_end_ns;
+	atomic_int expected; /* records announced by audit_expect, not yet appended */
+	int delaying;        /* the sync thread is in its commit delay */
 	pthread_t syncer;
 	pthread_cond_t work; /* the sync thread: lines are waiting */
 	int syncer_started, stopping;
@@ -619,9 +622,10 @@ static void enqueue_locked(audit_log *log, struct waiter *w)
 	else
 		log->wait_head = w;
 	log->wait_tail = w;
-	/* Wake the sync thread for the first line, and when a commit delay
-	 * has gathered enough. */
-	if (++log->npending == 1 || log->npending == GROUP_MIN)
+	/* Wake the sync thread for the first line, and end a commit delay
+	 * once it has gathered enough or every announced line is here. */
+	if (++log->npending == 1 || log->npending == GROUP_MIN ||
+	    (log->delaying && atomic_load(&log->expected) <= 0))
 		pthread_cond_signal(&log->work);
 }
 
@@ -692,20 +696,36 @@ static void sync_locked(audit_log *log, struct waiter **done_list)
 		log->wait_tail = NULL;
 }
 
-/* Under load, give the batch up to GROUP_WAIT_NS to grow (see above). */
+/* While records are announced, give the batch up to GROUP_WAIT_NS to
+ * grow (see above). */
 static void commit_delay_locked(audit_log *log)
 {
 	struct timespec until;
-	int64_t now = mono_ns(), t;
+	int64_t t;
 
-	if (log->npending >= GROUP_MIN || now - log->last_sync_end_ns > BUSY_NS)
+	if (log->npending >= GROUP_MIN || atomic_load(&log->expected) <= 0)
 		return;
-	t = now + GROUP_WAIT_NS;
+	log->st.delays++;
+	t = mono_ns() + GROUP_WAIT_NS;
 	until.tv_sec = (time_t)(t / 1000000000);
 	until.tv_nsec = (long)(t % 1000000000);
-	while (log->npending < GROUP_MIN && !log->stopping &&
+	log->delaying = 1;
+	while (log->npending < GROUP_MIN && atomic_load(&log->expected) > 0 && !log->stopping &&
 	       pthread_cond_timedwait(&log->work, &log->mu, &until) == 0)
 		;
+	log->delaying = 0;
+}
+
+void audit_expect(audit_log *log)
+{
+	if (log != NULL)
+		atomic_fetch_add(&log->expected, 1);
+}
+
+void audit_expect_done(audit_log *log)
+{
+	if (log != NULL)
+		atomic_fetch_sub(&log->expected, 1);
 }
 
 static void *syncer_main(void *arg)
@@ -722,7 +742,6 @@ static void *syncer_main(void *arg)
 		commit_delay_locked(log);
 		done_list = NULL;
 		sync_locked(log, &done_list);
-		log->last_sync_end_ns = mono_ns();
 		if (done_list == NULL)
 			continue;
 		pthread_mutex_unlock(&log->mu);

@@ -109,6 +109,17 @@ typedef void (*audit_done_fn)(void *arg, writ_rc rc);
 WRIT_MUST_CHECK writ_rc audit_append_async(audit_log *log, const json_t *rec, audit_done_fn done,
                                            void *arg, writ_err *err);
 
+/*
+ * Announce a record that is on its way (a request being decided), and
+ * withdraw the announcement right before appending it (or when it will
+ * not come). While any are announced, the sync thread waits a little for
+ * them before it syncs, so concurrent requests share one fdatasync; with
+ * none it syncs at once. An announcement never withdrawn costs only that
+ * wait. Thread-safe, lock-free.
+ */
+void audit_expect(audit_log *log);
+void audit_expect_done(audit_log *log);
+
 /* Write a checkpoint now if records were appended since the last one and
  * a signer is set (for the issuer's timer), and wait until it is durable.
  * Thread-safe. */
@@ -121,6 +132,7 @@ int audit_healthy(audit_log *log);
 typedef struct audit_stats {
 	uint64_t appends;     /* records appended by callers */
 	uint64_t syncs;       /* fdatasync calls */
+	uint64_t delays;      /* syncs that first waited for announced records */
 	uint64_t checkpoints; /* checkpoints written */
 	uint64_t sign_failures;
 	uint64_t failures; /* appends refused for a write/sync error */

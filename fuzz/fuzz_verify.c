@@ -11,7 +11,8 @@
  * is a cache hit when the first succeeded) and the verdicts must agree.
  * The token bytes, and its middle segment decoded, also go to the JSON
  * fast path (lib/json.c), which must never accept what jansson refuses
- * nor build a different tree.
+ * nor build a different tree, and any tree jansson builds from them to
+ * the fast writer, which must write what json_dumps writes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,11 +21,29 @@
 #include "fuzz_util.h"
 #include "verifier_int.h"
 
+/* wjson_dump writes what json_dumps writes, for any tree jansson builds
+ * (escapes, NUL, non-ASCII and reals included). */
+static void dump_agrees(const char *in, size_t len)
+{
+	json_t *j = json_loadb(in, len, JSON_ALLOW_NUL, NULL);
+	char *a, *b;
+
+	if (j == NULL)
+		return;
+	a = wjson_dump(j);
+	b = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	ENSURE((a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0));
+	free(a);
+	free(b);
+	json_decref(j);
+}
+
 static void json_agrees(const char *in, size_t len)
 {
 	json_t *f = wjson_parse_fast(in, len), *j;
 	char *a, *b;
 
+	dump_agrees(in, len);
 	if (f == NULL)
 		return;
 	j = json_loadb(in, len, JSON_REJECT_DUPLICATES, NULL);
@@ -87,8 +106,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(tok, data, tlen);
 	json_agrees(tok, tlen);
 	json_agrees_payload(tok, tlen);
-	if (nul != NULL)
+	if (nul != NULL) {
+		dump_agrees((const char *)nul + 1, size - tlen - 1);
 		v = make((const char *)nul + 1, size - tlen - 1);
+	}
 	if (v == NULL)
 		v = make(fuzz_jwks_json, sizeof(fuzz_jwks_json) - 1);
 	ENSURE(v != NULL);

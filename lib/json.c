@@ -6,6 +6,8 @@
  * and RFC 8725 s.3.6 ask for: a member named twice is an error, not "the
  * last one wins" (which lets two parsers disagree about one token).
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "writ_int.h"
@@ -251,7 +253,133 @@ int wjson_numeric_date(const json_t *v, int64_t *out)
 	return 0;
 }
 
+/*
+ * The same for the other direction: wjson_dump's output is byte for byte
+ * what json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER) gives, and only
+ * how fast it gets there differs. jansson's dumper makes an indirect call
+ * per piece and decodes every character as UTF-8; the trees writ dumps
+ * for every token (its header and claims, the audit record, the response)
+ * are small and ASCII, and this writes them in one pass, copying runs of
+ * plain characters whole. A real, a non-ASCII byte or nesting past
+ * FAST_DEPTH hands the whole value to jansson. The differential test in
+ * tests/test_verifier.c and fuzz/fuzz_verify.c hold it to that.
+ */
+typedef struct dbuf {
+	char *p;
+	size_t len, cap;
+} dbuf;
+
+static int dput(dbuf *b, const char *s, size_t n)
+{
+	if (b->cap - b->len <= n) {
+		size_t cap = b->cap * 2 > b->len + n + 1 ? b->cap * 2 : b->len + n + 1;
+		char *np = realloc(b->p, cap);
+
+		if (np == NULL)
+			return -1;
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	return 0;
+}
+
+/* A JSON string as jansson writes it: '"' and '\\' escaped, control
+ * characters as \b \f \n \r \t or \u00XX. -1 on non-ASCII (jansson's
+ * turn) or no memory. */
+static int dump_str(dbuf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t i, run = 0;
+
+	if (dput(b, "\"", 1) != 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[7] = {'\\', 0};
+		size_t el = 2;
+
+		if (c >= 0x80)
+			return -1;
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		if (dput(b, s + run, i - run) != 0)
+			return -1;
+		run = i + 1;
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default:
+			memcpy(esc + 1, "u00", 3);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			el = 6;
+		}
+		if (dput(b, esc, el) != 0)
+			return -1;
+	}
+	if (dput(b, s + run, n - run) != 0 || dput(b, "\"", 1) != 0)
+		return -1;
+	return 0;
+}
+
+static int dump_value(dbuf *b, const json_t *v, int depth)
+{
+	char num[32];
+	size_t i;
+	int n;
+
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: {
+		const char *k;
+		void *it;
+
+		if (depth >= FAST_DEPTH || dput(b, "{", 1) != 0)
+			return -1;
+		for (it = json_object_iter((json_t *)v), i = 0; it != NULL;
+		     it = json_object_iter_next((json_t *)v, it), i++)
+			if ((i > 0 && dput(b, ",", 1) != 0) ||
+			    (k = json_object_iter_key(it)) == NULL ||
+			    dump_str(b, k, json_object_iter_key_len(it)) != 0 ||
+			    dput(b, ":", 1) != 0 ||
+			    dump_value(b, json_object_iter_value(it), depth + 1) != 0)
+				return -1;
+		return dput(b, "}", 1);
+	}
+	case JSON_ARRAY:
+		if (depth >= FAST_DEPTH || dput(b, "[", 1) != 0)
+			return -1;
+		for (i = 0; i < json_array_size(v); i++)
+			if ((i > 0 && dput(b, ",", 1) != 0) ||
+			    dump_value(b, json_array_get(v, i), depth + 1) != 0)
+				return -1;
+		return dput(b, "]", 1);
+	case JSON_STRING: return dump_str(b, json_string_value(v), json_string_length(v));
+	case JSON_INTEGER:
+		n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return n > 0 && (size_t)n < sizeof(num) ? dput(b, num, (size_t)n) : -1;
+	case JSON_TRUE: return dput(b, "true", 4);
+	case JSON_FALSE: return dput(b, "false", 5);
+	case JSON_NULL: return dput(b, "null", 4);
+	default: return -1; /* a real: jansson's formatting */
+	}
+}
+
 char *wjson_dump(const json_t *v)
 {
+	dbuf b = {malloc(512), 0, 512};
+
+	/* jansson dumps only an object or array at the top (without
+	 * JSON_ENCODE_ANY); anything else is its call, and so is its NULL. */
+	if (b.p != NULL && (json_is_object(v) || json_is_array(v)) && dump_value(&b, v, 0) == 0 &&
+	    dput(&b, "", 1) == 0)
+		return b.p;
+	free(b.p);
 	return json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
 }

@@ -542,6 +542,101 @@ static int fast_agrees(const char *in, size_t len)
 	return ok;
 }
 
+/* wjson_dump's output is json_dumps' (compact, in order), byte for byte,
+ * for every tree: the fast writer's, or jansson's where it gives up. */
+static int dump_agrees(const json_t *v)
+{
+	char *a = wjson_dump(v), *b = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	int ok = (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+
+	if (!ok)
+		fprintf(stderr, "  wjson_dump: %s\n  json_dumps: %s\n", a ? a : "(null)",
+		        b ? b : "(null)");
+	free(a);
+	free(b);
+	return ok;
+}
+
+/* A random tree of depth <= d from characters JSON escaping turns on. */
+static json_t *random_tree(int d)
+{
+	static const char chars[] = "a\"\\/\x01\x1f\x7f\b\f\n\r\t \xc3\xa9~";
+	char str[12];
+	size_t n = (size_t)random() % sizeof(str), i;
+	int kind = d <= 0 ? (int)(random() % 5) + 2 : (int)(random() % 7);
+	json_t *v;
+
+	for (i = 0; i < n; i++)
+		str[i] = chars[random() % (sizeof(chars) - 1)];
+	switch (kind) {
+	case 0:
+		v = json_object();
+		for (i = (size_t)random() % 4; i > 0; i--)
+			json_object_setn_new_nocheck(v, str, (size_t)random() % (n + 1),
+			                             random_tree(d - 1));
+		return v;
+	case 1:
+		v = json_array();
+		for (i = (size_t)random() % 4; i > 0; i--)
+			json_array_append_new(v, random_tree(d - 1));
+		return v;
+	case 2: return json_stringn_nocheck(str, n);
+	case 3: return json_integer((json_int_t)random() - (json_int_t)random() * 65536);
+	case 4: return random() % 2 ? json_true() : json_false();
+	case 5: return json_null();
+	default: return json_real((double)random() / 7.0);
+	}
+}
+
+static void test_json_dump_is_janssons(void)
+{
+	json_t *o = json_object(), *a = json_array(), *deep = json_array(), *in;
+	char all[0x80];
+	int i;
+
+	/* Every ASCII character, NUL included, in a value and in a key. */
+	for (i = 0; i < 0x80; i++)
+		all[i] = (char)i;
+	json_object_set_new(o, "all", json_stringn(all, sizeof(all)));
+	json_object_setn_new(o, all, sizeof(all), json_true());
+	json_object_set_new(o, "min", json_integer(INT64_MIN));
+	json_object_set_new(o, "max", json_integer(INT64_MAX));
+	json_object_set_new(o, "arr", a);
+	json_array_append_new(a, json_object());
+	json_array_append_new(a, json_array());
+	json_array_append_new(a, json_null());
+	json_array_append_new(a, json_false());
+	json_array_append_new(a, json_string("path/with/slashes"));
+	CHECK(dump_agrees(o));
+	/* Where the fast writer gives up: non-ASCII, a real, deep nesting,
+	 * and what jansson itself refuses to dump (a bare string). */
+	json_object_set_new(o, "e", json_string("\xc3\xa9"));
+	CHECK(dump_agrees(o));
+	json_object_del(o, "e");
+	json_object_set_new(o, "r", json_real(0.1));
+	CHECK(dump_agrees(o));
+	for (i = 0, in = deep; i < 40; i++) {
+		json_t *next = json_array();
+		json_array_append_new(in, next);
+		in = next;
+	}
+	CHECK(dump_agrees(deep));
+	in = json_string("x");
+	CHECK(dump_agrees(in));
+	json_decref(in);
+	for (i = 0; i < 20000; i++) {
+		json_t *t = random_tree(4);
+		if (!dump_agrees(t)) {
+			CHECK(0);
+			json_decref(t);
+			break;
+		}
+		json_decref(t);
+	}
+	json_decref(o);
+	json_decref(deep);
+}
+
 static void test_json_fast_path_is_janssons(void)
 {
 	static const char *const fast[] = {
@@ -716,6 +811,7 @@ int main(void)
 	RUN(test_scope_exact_member);
 	RUN(test_known_header_checks_the_rest);
 	RUN(test_json_fast_path_is_janssons);
+	RUN(test_json_dump_is_janssons);
 	RUN(test_check_scope_limits_and_decisions);
 	RUN(test_rpm_and_bounded_table);
 	RUN(test_body_cap);

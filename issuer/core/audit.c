@@ -282,7 +282,7 @@ static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err 
 			return writ_err_set(err, WRIT_ERR_ARG, "audit event \"%s\" is reserved",
 			                    evs);
 	/* Callers usually put "event" first already: then one dump does. */
-	s = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	s = wjson_dump(rec);
 	if (s != NULL && strncmp(s, "{\"event\":", 9) != 0) {
 		free(s);
 		s = NULL;
@@ -292,7 +292,7 @@ static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err 
 		json_object_foreach((json_t *)rec, k, v)
 			if (strcmp(k, "event") != 0 && json_object_set(o, k, v) != 0)
 				goto nomem;
-		s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		s = wjson_dump(o);
 		json_decref(o);
 	}
 	if (s == NULL)
@@ -326,7 +326,7 @@ static writ_rc write_own_locked(audit_log *log, json_t *o, writ_err *err)
 
 	if (o == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	s = wjson_dump(o);
 	json_decref(o);
 	if (s == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");

@@ -977,6 +977,7 @@ writ_rc audit_open(const char *path, const audit_opts *opts, audit_log **out, wr
 	if (log == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	log->fd = -1;
+	atomic_init(&log->expected, 0);
 	pthread_mutex_init(&log->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "p11_int.h"
 
@@ -95,7 +96,8 @@ writ_rc p11_token_find(CK_FUNCTION_LIST *f, const char *label, CK_SLOT_ID *slot,
 	return WRIT_OK;
 }
 
-writ_rc p11_connect(p11_ctx *ctx, writ_err *err)
+/* Find the token, open the anchor session and log in, once. */
+static writ_rc connect_once(p11_ctx *ctx, writ_err *err)
 {
 	CK_SESSION_HANDLE s;
 	writ_rc rc;
@@ -114,6 +116,43 @@ writ_rc p11_connect(p11_ctx *ctx, writ_err *err)
 	}
 	ctx->anchor = s;
 	return WRIT_OK;
+}
+
+/*
+ * SoftHSM2 reads a token's files in C_Initialize and C_Login while other
+ * processes may be reading and writing them, and when it catches one
+ * half-written it leaves the token out of its slot list or fails the
+ * login with CKR_GENERAL_ERROR ("Token integrity check failed", SoftHSMv2
+ * issue #757). Measured here: one in ~120 `writ key list` runs, three at
+ * a time, said the token was missing. So those two outcomes are tried
+ * again, from a fresh C_Initialize, a few times 10 to 80 ms apart. A
+ * refused PIN is never retried (each try nears a lockout), nor is any
+ * other error. Called right after C_Initialize, with no sessions open.
+ */
+#define CONNECT_TRIES 5
+
+writ_rc p11_connect(p11_ctx *ctx, writ_err *err)
+{
+	writ_err e = {0};
+	writ_rc rc;
+	CK_RV rv;
+	int i;
+
+	for (i = 0;; i++) {
+		rc = connect_once(ctx, &e);
+		if (rc == WRIT_OK || i + 1 == CONNECT_TRIES ||
+		    !(rc == WRIT_ERR_NOT_FOUND ||
+		      (rc == WRIT_ERR_HSM && e.lib_code == CKR_GENERAL_ERROR)))
+			break;
+		usleep(10000u << i);
+		(void)ctx->f->C_Finalize(NULL);
+		rv = p11_module_initialize(ctx->f);
+		if (rv != CKR_OK)
+			return p11_err_rv(err, WRIT_ERR_HSM, "C_Initialize", rv);
+	}
+	if (rc != WRIT_OK && err != NULL)
+		*err = e;
+	return rc;
 }
 
 /* ---- writ token init ---- */

@@ -120,16 +120,28 @@ static writ_rc connect_once(p11_ctx *ctx, writ_err *err)
 
 /*
  * SoftHSM2 reads a token's files in C_Initialize and C_Login while other
- * processes may be reading and writing them, and when it catches one
- * half-written it leaves the token out of its slot list or fails the
- * login with CKR_GENERAL_ERROR ("Token integrity check failed", SoftHSMv2
+ * processes may be reading and writing them (a login rewrites them), and
+ * when it catches one half-written it leaves the token out of its slot
+ * list or fails the login, with CKR_GENERAL_ERROR or even
+ * CKR_USER_PIN_NOT_INITIALIZED ("Token integrity check failed", SoftHSMv2
  * issue #757). Measured here: one in ~120 `writ key list` runs, three at
- * a time, said the token was missing. So those two outcomes are tried
- * again, from a fresh C_Initialize, a few times 10 to 80 ms apart. A
+ * a time, said the token was missing. So those outcomes are tried
+ * again, from a fresh C_Initialize, up to 8 times 10 to 160 ms apart. A
  * refused PIN is never retried (each try nears a lockout), nor is any
  * other error. Called right after C_Initialize, with no sessions open.
  */
-#define CONNECT_TRIES 5
+#define CONNECT_TRIES 8
+
+/* What a half-written token file has made SoftHSM2 say (seen here: the
+ * token missing, C_Login failing with 0x5 or 0x102). */
+static int torn_read(writ_rc rc, const writ_err *e)
+{
+	if (rc == WRIT_ERR_NOT_FOUND)
+		return 1;
+	return rc == WRIT_ERR_HSM &&
+	       (e->lib_code == CKR_GENERAL_ERROR || e->lib_code == CKR_USER_PIN_NOT_INITIALIZED ||
+	        e->lib_code == CKR_TOKEN_NOT_RECOGNIZED || e->lib_code == CKR_TOKEN_NOT_PRESENT);
+}
 
 writ_rc p11_connect(p11_ctx *ctx, writ_err *err)
 {
@@ -140,11 +152,9 @@ writ_rc p11_connect(p11_ctx *ctx, writ_err *err)
 
 	for (i = 0;; i++) {
 		rc = connect_once(ctx, &e);
-		if (rc == WRIT_OK || i + 1 == CONNECT_TRIES ||
-		    !(rc == WRIT_ERR_NOT_FOUND ||
-		      (rc == WRIT_ERR_HSM && e.lib_code == CKR_GENERAL_ERROR)))
+		if (rc == WRIT_OK || i + 1 == CONNECT_TRIES || !torn_read(rc, &e))
 			break;
-		usleep(10000u << i);
+		usleep(10000u << (i < 4 ? i : 4));
 		(void)ctx->f->C_Finalize(NULL);
 		rv = p11_module_initialize(ctx->f);
 		if (rv != CKR_OK)

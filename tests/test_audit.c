@@ -705,6 +705,21 @@ static void test_async_append_reports_durable_or_failed(void)
 	CHECK(rep.problem == AUDIT_OK);
 }
 
+/* Append record n asynchronously, wait until it is durable (the n-th
+ * callback, which must say WRIT_OK), and return the log's commit delays. */
+static uint64_t durable_then_delays(audit_log *log, async_seen *a, int n)
+{
+	json_t *r = issued_rec(n);
+	audit_stats st;
+
+	CHECK_RC(audit_append_async(log, r, async_done, a, NULL), WRIT_OK);
+	json_decref(r);
+	async_wait(a, n);
+	CHECK_RC(a->rc[n - 1], WRIT_OK);
+	audit_get_stats(log, &st);
+	return st.delays;
+}
+
 /* The commit delay waits only while a record is announced as on its way
  * (a request being decided): a lone line is synced at once, and a line
  * synced while another is announced waits for it (at most the delay). */
@@ -713,38 +728,18 @@ static void test_commit_delay_waits_only_for_announced_records(void)
 	async_seen a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {0}};
 	const char *path = path_in("delay.log");
 	audit_log *log = NULL;
-	audit_stats st;
 	writ_err err = {0};
-	json_t *r;
 
 	unlink(path);
 	REQUIRE(audit_open(path, NULL, &log, &err) == WRIT_OK);
-	r = issued_rec(1);
-	CHECK_RC(audit_append_async(log, r, async_done, &a, &err), WRIT_OK);
-	json_decref(r);
-	async_wait(&a, 1);
-	audit_get_stats(log, &st);
-	CHECK(st.delays == 0);
-
+	CHECK(durable_then_delays(log, &a, 1) == 0);
 	/* Another request is being decided: this line's sync waits for its
 	 * record, which never comes here; the wait is bounded, so the line
 	 * still becomes durable. */
 	audit_expect(log);
-	r = issued_rec(2);
-	CHECK_RC(audit_append_async(log, r, async_done, &a, &err), WRIT_OK);
-	json_decref(r);
-	async_wait(&a, 2);
-	CHECK_RC(a.rc[1], WRIT_OK);
-	audit_get_stats(log, &st);
-	CHECK(st.delays == 1);
+	CHECK(durable_then_delays(log, &a, 2) == 1);
 	audit_expect_done(log);
-
-	r = issued_rec(3);
-	CHECK_RC(audit_append_async(log, r, async_done, &a, &err), WRIT_OK);
-	json_decref(r);
-	async_wait(&a, 3);
-	audit_get_stats(log, &st);
-	CHECK(st.delays == 1);
+	CHECK(durable_then_delays(log, &a, 3) == 1);
 	CHECK_RC(audit_close(log, &err), WRIT_OK);
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: install dependencies, then
-#   1. a -Werror build + every ctest (unit, SoftHSM2 integration, interop);
+#   1. a -Werror build + every ctest (unit, SoftHSM2 integration, interop),
+#      and one short pass of the issuer benchmark (it must run clean);
 #   2. the same under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the HSM integration test again under valgrind (leaks, bad reads),
 #      and the verifier library's threads under ThreadSanitizer;
@@ -21,6 +22,9 @@ step "build (-Werror) and test"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWRIT_WERROR=ON >/dev/null
 cmake --build build -j"$JOBS"
 (cd build && ctest --output-on-failure -j"$JOBS")
+
+step "benchmark smoke run: the issuer under load, no errors (figures not judged here)"
+WRIT_BENCH_SECONDS=1 WRIT_BENCH_ROUNDS=1 WRIT_BENCH_MILLION=2000 bash bench/issuer.sh build
 
 step "ASan + UBSan build and test"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWRIT_SANITIZE=ON -DWRIT_BENCH=OFF >/dev/null

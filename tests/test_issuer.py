@@ -209,6 +209,46 @@ def test_revocation(fx):
           "revocation survives an issuer restart")
 
 
+def test_revocation_without_signal(fx):
+    """A revocation committed without the store's change signal (here a raw
+    SQLite write; in life a writer killed between its COMMIT and the signal)
+    is still refused within the issuer's periodic re-read (0.25 s)."""
+    import sqlite3
+    ag = Agent(fx, "loop-2", ["analysts"])
+    stop = threading.Event()
+    results = []
+
+    def loop():
+        while not stop.is_set():
+            t = time.time()
+            results.append((t, fx.token(ag.assertion())[0]))
+
+    t = threading.Thread(target=loop)
+    t.start()
+    time.sleep(0.5)
+    db = sqlite3.connect(os.path.join(fx.dir, "writ.db"), timeout=5)
+    # The functions writ's triggers call (the audit outbox), as writ's
+    # store registers them.
+    db.create_function("writ_actor", 0, lambda: "test-raw-sql")
+    db.create_function("writ_event", -1, lambda *kv: json.dumps(
+        {k: v for k, v in zip(kv[::2], kv[1::2]) if v is not None}, separators=(",", ":")))
+    signal_file = os.path.join(fx.dir, "writ.db.agents-changed")
+    size = os.path.getsize(signal_file)
+    with db:
+        db.execute("UPDATE agents SET status='revoked', status_reason='raw' WHERE id=?", (ag.id,))
+    db.close()
+    t_revoked = time.time()
+    time.sleep(1.0)
+    stop.set()
+    t.join()
+    check(os.path.getsize(signal_file) == size, "the raw write moved no signal")
+    late = [c for (ts, c) in results if ts > t_revoked + 0.3]
+    check(late and all(c == 400 for c in late),
+          "renewals from 0.3 s after an unsignalled revocation are refused", late[:5])
+    check(all(c == 200 for (ts, c) in results if ts < t_revoked - 0.2),
+          "renewals before it succeed")
+
+
 def test_http_abuse(fx, analyst):
     slow = socket.create_connection(("127.0.0.1", fx.port))
     slow.sendall(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: "
@@ -444,6 +484,7 @@ def main():
         test_rate_limit(fx)
         test_http_abuse(fx, analyst)
         test_revocation(fx)
+        test_revocation_without_signal(fx)
         test_replay_after_restart(fx, analyst)
         rc = fx.stop()
         check(rc == 0, "SIGTERM: the issuer exits 0")

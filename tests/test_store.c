@@ -429,6 +429,47 @@ static void test_change_seen_by_other_connection_next_get(void)
 	store_close(issuer);
 }
 
+/* The request path's cheap test for agent changes (store_agents_signal):
+ * it must move after every committed agent change made through the store,
+ * from another connection, and stay put for everything else. */
+static void test_agents_signal_moves_after_agent_changes_only(void)
+{
+	const char *path = fresh_db("signal");
+	store *issuer = open_db(path), *cli = open_db(path);
+	char *k = new_jwk("EC", WRIT_ALG_ES256), *k2 = new_jwk("EC", WRIT_ALG_ES256);
+	writ_err err = {0};
+	uint64_t mark = UINT64_MAX;
+	store_agent a;
+
+	CHECK(store_agents_signal(issuer, &mark) == 1); /* learns the size */
+	CHECK(store_agents_signal(issuer, &mark) == 0);
+	CHECK_RC(store_agent_add(cli, "w", NULL, 0, k, NULL, &err), WRIT_OK);
+	CHECK(store_agents_signal(issuer, &mark) == 1);
+	CHECK(store_agents_signal(issuer, &mark) == 0);
+
+	/* Not agent changes: a replay insert, refused changes, a read. */
+	CHECK_RC(store_replay_check_and_insert(issuer, "w", "j", 100, 50, &err), WRIT_OK);
+	CHECK(store_agent_set_status(cli, "nobody", STORE_DISABLED, "x", NULL, &err) ==
+	      WRIT_ERR_NOT_FOUND);
+	CHECK(store_agent_add(cli, "w", NULL, 0, k2, NULL, &err) != WRIT_OK); /* exists */
+	CHECK_RC(store_agent_get(cli, "w", &a, &err), WRIT_OK);
+	store_agent_clear(&a);
+	CHECK(store_agents_signal(issuer, &mark) == 0);
+
+	CHECK_RC(store_agent_set_status(cli, "w", STORE_DISABLED, "paused", NULL, &err), WRIT_OK);
+	CHECK(store_agents_signal(issuer, &mark) == 1);
+	CHECK_RC(store_agent_key_add(cli, "w", k2, NULL, &err), WRIT_OK);
+	CHECK(store_agents_signal(issuer, &mark) == 1);
+	CHECK_RC(store_agent_set_status(cli, "w", STORE_REVOKED, NULL, NULL, &err), WRIT_OK);
+	CHECK(store_agents_signal(issuer, &mark) == 1);
+	CHECK(store_agents_signal(issuer, &mark) == 0);
+	CHECK(store_agents_signal(NULL, &mark) == -1);
+	free(k);
+	free(k2);
+	store_close(cli);
+	store_close(issuer);
+}
+
 static void test_replay_once_until_expired(void)
 {
 	store *s = open_db(fresh_db("replay"));
@@ -621,6 +662,7 @@ int main(void)
 	RUN(test_revoked_is_terminal_and_durable);
 	RUN(test_tampered_key_row_is_refused);
 	RUN(test_change_seen_by_other_connection_next_get);
+	RUN(test_agents_signal_moves_after_agent_changes_only);
 	RUN(test_replay_once_until_expired);
 	RUN(test_replay_purge_is_bounded_per_insert);
 	RUN(test_replay_table_stays_bounded);

@@ -4,10 +4,13 @@
  * transaction helpers shared by store_agent.c and store_replay.c.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "store_int.h"
 #include "writ_int.h"
@@ -310,13 +313,32 @@ writ_rc store_tx_begin(store *s, int durable, writ_err *err)
 	rc = store_exec(s, ST_BEGIN, err);
 	if (rc != WRIT_OK && durable)
 		(void)store_exec(s, ST_SYNC_NORMAL, NULL);
+	if (rc == WRIT_OK)
+		s->tx_gen_ok = store_agents_generation(s, &s->tx_gen, NULL) == WRIT_OK;
 	return rc;
+}
+
+/* After a COMMIT that moved the agents' generation (or may have: it could
+ * not be read), tell the readers of store_agents_signal. A failed append
+ * only delays them to their periodic read of the generation. */
+static void agents_signal_after_commit(store *s)
+{
+	static const char byte = '\n';
+
+	if (s->sig_fd >= 0)
+		(void)!write(s->sig_fd, &byte, 1);
 }
 
 writ_rc store_tx_end(store *s, int durable, writ_rc rc, writ_err *err)
 {
+	uint64_t gen = 0;
+	int moved = 0;
+
 	if (rc == WRIT_OK)
-		rc = store_exec(s, ST_COMMIT, err);
+		moved = !s->tx_gen_ok || store_agents_generation(s, &gen, NULL) != WRIT_OK ||
+		        gen != s->tx_gen;
+	if (rc == WRIT_OK && (rc = store_exec(s, ST_COMMIT, err)) == WRIT_OK && moved)
+		agents_signal_after_commit(s);
 	if (rc != WRIT_OK && !sqlite3_get_autocommit(s->db))
 		(void)store_exec(s, ST_ROLLBACK, NULL);
 	/* A failure here only leaves the connection slower (FULL): ignore. */
@@ -449,6 +471,18 @@ static writ_rc store_check_file(const char *path, unsigned flags, int *create, w
 	return WRIT_OK;
 }
 
+/* The agents' change signal file (store.h), created 0600 beside the
+ * database; without it (unwritable directory) readers of the signal fall
+ * back to reading the generation on every call. */
+static void signal_open(store *s, const char *path)
+{
+	char p[PATH_MAX];
+	int n = snprintf(p, sizeof(p), "%s.agents-changed", path);
+
+	if (n > 0 && (size_t)n < sizeof(p))
+		s->sig_fd = open(p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+}
+
 writ_rc store_open(const char *path, unsigned flags, store **out, writ_err *err)
 {
 	store *s = NULL;
@@ -466,6 +500,7 @@ writ_rc store_open(const char *path, unsigned flags, store **out, writ_err *err)
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
+	s->sig_fd = -1;
 	/* NOMUTEX: one thread per handle is the documented contract, so
 	 * SQLite's per-connection mutex would be pure overhead. */
 	oflags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW;
@@ -490,6 +525,8 @@ writ_rc store_open(const char *path, unsigned flags, store **out, writ_err *err)
 	rc = store_configure(s, err);
 	if (rc == WRIT_OK)
 		rc = store_migrate(s, path, err);
+	if (rc == WRIT_OK)
+		signal_open(s, path);
 out:
 	if (rc != WRIT_OK) {
 		store_close(s);
@@ -507,6 +544,8 @@ void store_close(store *s)
 		return;
 	for (i = 0; i < ST__COUNT; i++)
 		sqlite3_finalize(s->st[i]);
+	if (s->sig_fd >= 0)
+		close(s->sig_fd);
 	/* close_v2: never fails for busy statements; they are all finalised
 	 * anyway. The last connection checkpoints and removes the WAL. */
 	sqlite3_close_v2(s->db);
@@ -528,6 +567,18 @@ writ_rc store_agents_generation(store *s, uint64_t *gen, writ_err *err)
 		rc = store_sqlerr(s, err, "read generation");
 	store_done(st);
 	return rc;
+}
+
+int store_agents_signal(store *s, uint64_t *mark)
+{
+	struct stat sb;
+
+	if (s == NULL || s->sig_fd < 0 || fstat(s->sig_fd, &sb) != 0)
+		return -1;
+	if ((uint64_t)sb.st_size == *mark)
+		return 0;
+	*mark = (uint64_t)sb.st_size;
+	return 1;
 }
 
 /* ---- names and syntax ---- */

@@ -237,6 +237,20 @@ WRIT_MUST_CHECK writ_rc store_replay_count(store *s, uint64_t *n, writ_err *err)
  */
 WRIT_MUST_CHECK writ_rc store_agents_generation(store *s, uint64_t *gen, writ_err *err);
 
+/*
+ * A cheap hint that the generation may have moved, for the request path:
+ * every write transaction through this store that moves the generation
+ * appends one byte, after its COMMIT, to a signal file beside the database
+ * (its path + ".agents-changed"), and this compares that file's size with
+ * *mark: one fstat, no SQLite transaction and its file locks. Returns 1
+ * (and stores the size in *mark) when it differs, 0 when it does not, -1
+ * when the store has no signal file. A commit made any other way (the
+ * sqlite3 shell, a process killed between COMMIT and the append, a signal
+ * that could not be written) moves no signal, so a caller that trusts it
+ * still reads store_agents_generation every so often.
+ */
+int store_agents_signal(store *s, uint64_t *mark);
+
 /* ---- audit outbox (store_outbox.c) ----
  * Changes to agents and their keys write their audit record into the
  * store in the same transaction (by trigger); the issuer, which holds the

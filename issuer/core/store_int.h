@@ -60,6 +60,12 @@ struct store {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST__COUNT];
 	char actor[128]; /* who changes things through this connection */
+	/* The agents' change signal (store_agents_signal): its descriptor
+	 * (-1: none), and the generation when the open write transaction
+	 * began (tx_gen_ok: it could be read). */
+	int sig_fd;
+	int tx_gen_ok;
+	uint64_t tx_gen;
 };
 
 /* Register writ_actor() (the audit outbox triggers call it). SQLite rc. */

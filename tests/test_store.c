@@ -470,6 +470,29 @@ static void test_agents_signal_moves_after_agent_changes_only(void)
 	store_close(issuer);
 }
 
+/* Attack: a FIFO planted under the signal file's name would swallow the
+ * writers' appends (blocking them once the pipe is full) and never change
+ * size, so readers would never see a change. It is not used: the store
+ * works, and store_agents_signal says "no signal" (read the generation). */
+static void test_planted_fifo_signal_does_not_hang_writers(void)
+{
+	char fifo[600];
+	const char *path = fresh_db("fifo");
+	char *k = new_jwk("EC", WRIT_ALG_ES256);
+	writ_err err = {0};
+	uint64_t mark = 0;
+	store *s;
+
+	snprintf(fifo, sizeof(fifo), "%s.agents-changed", path);
+	REQUIRE(mkfifo(fifo, 0600) == 0);
+	s = open_db(path);
+	CHECK(store_agents_signal(s, &mark) == -1);
+	CHECK_RC(store_agent_add(s, "f", NULL, 0, k, NULL, &err), WRIT_OK);
+	CHECK_RC(store_agent_set_status(s, "f", STORE_REVOKED, "x", NULL, &err), WRIT_OK);
+	free(k);
+	store_close(s);
+}
+
 static void test_replay_once_until_expired(void)
 {
 	store *s = open_db(fresh_db("replay"));
@@ -663,6 +686,7 @@ int main(void)
 	RUN(test_tampered_key_row_is_refused);
 	RUN(test_change_seen_by_other_connection_next_get);
 	RUN(test_agents_signal_moves_after_agent_changes_only);
+	RUN(test_planted_fifo_signal_does_not_hang_writers);
 	RUN(test_replay_once_until_expired);
 	RUN(test_replay_purge_is_bounded_per_insert);
 	RUN(test_replay_table_stays_bounded);

@@ -478,9 +478,18 @@ static void signal_open(store *s, const char *path)
 {
 	char p[PATH_MAX];
 	int n = snprintf(p, sizeof(p), "%s.agents-changed", path);
+	struct stat sb;
 
-	if (n > 0 && (size_t)n < sizeof(p))
-		s->sig_fd = open(p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (n <= 0 || (size_t)n >= sizeof(p))
+		return;
+	/* Non-blocking: a FIFO planted under the name must not hang the
+	 * open; anything but a regular file is not used. */
+	s->sig_fd =
+	    open(p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+	if (s->sig_fd >= 0 && (fstat(s->sig_fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
+		close(s->sig_fd);
+		s->sig_fd = -1;
+	}
 }
 
 writ_rc store_open(const char *path, unsigned flags, store **out, writ_err *err)

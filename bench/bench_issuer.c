@@ -199,7 +199,7 @@ static int conn_send(conn *c, double now)
 	} else {
 		n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: bench\r\n\r\n", req_path);
 	}
-	if (n < 0 || (size_t)n >= sizeof(req) || write(c->fd, req, (size_t)n) != n)
+	if (n < 0 || (size_t)n >= sizeof(req) || send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
 		return -1;
 	/* Paced: latency from the intended send time, so a request the
 	 * server (or this client) made late counts its wait: no coordinated

@@ -23,6 +23,10 @@ typedef struct issuer {
 	p11_ctx *p11;
 	keyset_slot keys;  /* signing key, JWKS, discovery: take a reference */
 	uint64_t keys_gen; /* store_keys_generation of keys (main thread only) */
+	/* Pending keys this process has served (main thread only): one that
+	 * shows up later is held for the whole pending window (store_sk_hold). */
+	char served_pending[KEYSET_METRICS_MAX][WRIT_KID_MAX + 1];
+	size_t nserved_pending;
 	policy_slot policy;
 	ratelimit *rl;
 	audit_log *audit;

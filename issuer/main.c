@@ -93,30 +93,87 @@ static void drain_outbox(issuer *is)
 		fprintf(stderr, "writ-issuer: audit outbox: %s\n", e.msg);
 }
 
+/* Republish when the store's keys changed (always at start). */
+static writ_rc republish(issuer *is, store *st, int at_start, writ_err *e)
+{
+	uint64_t gen = 0;
+	keyset *ks = NULL;
+	writ_rc rc = store_keys_generation(st, &gen, e);
+
+	if (rc != WRIT_OK || (!at_start && gen == is->keys_gen))
+		return rc;
+	if ((rc = keyset_build(is->p11, st, &is->cfg, gen, &ks, e)) != WRIT_OK)
+		return rc;
+	is->keys_gen = gen;
+	keyset_slot_set(&is->keys, ks);
+	return WRIT_OK;
+}
+
+static int served_before(const issuer *is, const char *kid)
+{
+	size_t i;
+
+	for (i = 0; i < is->nserved_pending; i++)
+		if (strcmp(is->served_pending[i], kid) == 0)
+			return 1;
+	return 0;
+}
+
 /*
- * Apply the key lifecycle transitions that are due (and scheduled
- * rotation), then republish when the store's keys changed: a rotation by
- * the CLI or by another instance shows up here within one tick. On
- * failure the keys in force stay (fail closed only when there are none).
+ * The pending keys now served that this process had not served before are
+ * held until key_pending_secs from now (store_sk_hold): the CLI or another
+ * instance made them, maybe while this thread was busy for seconds, and
+ * the pending window must count from when this issuer's JWKS first showed
+ * them. At start every pending key counts as served already (by the
+ * instance before). A hold that fails is tried again on the next tick.
+ */
+static void hold_new_pending(issuer *is, store *st, int at_start)
+{
+	char now_served[KEYSET_METRICS_MAX][WRIT_KID_MAX + 1];
+	keyset *ks = keyset_get(&is->keys);
+	size_t i, n = 0;
+	writ_err e = {0};
+
+	if (ks == NULL)
+		return;
+	for (i = 0; i < ks->nmetrics; i++) {
+		const char *kid = ks->metrics[i].kid;
+
+		if (strcmp(ks->states[i], "pending") != 0)
+			continue;
+		if (!at_start && !served_before(is, kid) &&
+		    store_sk_hold(st, kid, (int64_t)time(NULL) + (int64_t)is->cfg.key_pending_secs,
+		                  NULL, &e) != WRIT_OK) {
+			fprintf(stderr, "writ-issuer: keys: %s (tried again next tick)\n", e.msg);
+			continue;
+		}
+		snprintf(now_served[n++], WRIT_KID_MAX + 1, "%s", kid);
+	}
+	keyset_put(&is->keys, ks);
+	memcpy(is->served_pending, now_served, n * sizeof(now_served[0]));
+	is->nserved_pending = n;
+}
+
+/*
+ * Publish what the store holds, then apply the key lifecycle transitions
+ * that are due (and scheduled rotation), then republish if that changed
+ * anything: a rotation by the CLI or by another instance shows up within
+ * one tick, and is published (and held) before anything can activate it.
+ * On failure the keys in force stay (fail closed only when there are none).
  */
 static void keys_tick(issuer *is, int at_start)
 {
 	writ_err e = {0};
 	store *st = issuer_store(is, &e);
-	uint64_t gen = 0;
-	keyset *ks = NULL;
 	int changed = 0;
 
-	if (st == NULL ||
-	    lifecycle_tick(is->p11, st, &is->cfg, (int64_t)time(NULL), &changed, &e) != WRIT_OK ||
-	    store_keys_generation(st, &gen, &e) != WRIT_OK)
+	if (st == NULL || republish(is, st, at_start, &e) != WRIT_OK)
 		goto fail;
-	if (!at_start && gen == is->keys_gen)
-		return;
-	if (keyset_build(is->p11, st, &is->cfg, gen, &ks, &e) != WRIT_OK)
+	hold_new_pending(is, st, at_start);
+	if (lifecycle_tick(is->p11, st, &is->cfg, (int64_t)time(NULL), &changed, &e) != WRIT_OK ||
+	    republish(is, st, 0, &e) != WRIT_OK)
 		goto fail;
-	is->keys_gen = gen;
-	keyset_slot_set(&is->keys, ks);
+	hold_new_pending(is, st, 0);
 	return;
 fail:
 	if (at_start)

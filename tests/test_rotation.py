@@ -9,6 +9,7 @@ right after it is received; a single failure fails the test."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -303,6 +304,44 @@ def bad_config():
         fx.close()
 
 
+def stalled_issuer_publishes_before_activating():
+    """Attack on the pending window: a key the CLI records while the issuer's
+    key thread is busy (an RSA key generation takes seconds; here SIGSTOP
+    for longer than key_pending_secs) is already due by the store's clock
+    when the issuer next looks. It must still be served for the whole
+    pending window before it signs, or caches that fetched the JWKS just
+    before see tokens under a kid they do not know."""
+    fx = Issuer(POLICY)
+    try:
+        configure(fx, "ES256")
+        fx.start()
+        a = Agent(fx, "stall")
+        old = jwt.get_unverified_header(fx.token(a.assertion())[2]["access_token"])["kid"]
+        fx.proc.send_signal(signal.SIGSTOP)
+        try:
+            new = fx.writ("key", "rotate").stdout.split()[0]
+            time.sleep(WINDOWS["key_pending_secs"] + 1.5)
+        finally:
+            fx.proc.send_signal(signal.SIGCONT)
+        first_served = first_signed = None
+        t_end = time.monotonic() + WINDOWS["key_pending_secs"] + 4
+        while time.monotonic() < t_end and first_signed is None:
+            now = time.monotonic()
+            if first_served is None and new in jwks_kids(fx):
+                first_served = now
+            kid = jwt.get_unverified_header(fx.token(a.assertion())[2]["access_token"])["kid"]
+            if kid == new:
+                first_signed = time.monotonic()
+            time.sleep(0.02)
+        check(first_served is not None and first_signed is not None and
+              first_signed - first_served >= WINDOWS["key_pending_secs"] - 0.25,
+              "a key recorded while the issuer was stalled is served for key_pending_secs "
+              "before it signs",
+              (old, new, first_served, first_signed))
+    finally:
+        fx.close()
+
+
 def main():
     if not os.path.exists("/usr/lib/softhsm/libsofthsm2.so"):
         print("SoftHSM2 missing")
@@ -317,6 +356,7 @@ def main():
     fx = rotation_under_load("RS256")
     fx.close()
     restart_at_each_step()
+    stalled_issuer_publishes_before_activating()
     print(f"{failures} failed")
     return 1 if failures else 0
 

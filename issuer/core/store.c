@@ -94,6 +94,8 @@ static const char *const stmt_sql[ST__COUNT] = {
      * once its full window has passed in real time. */
     [ST_SK_DUE_PENDING] = "SELECT kid FROM signing_keys WHERE state='pending' "
                           "AND activate_after < ?1 ORDER BY activate_after, created_at LIMIT 1",
+    [ST_SK_HOLD] = "UPDATE signing_keys SET activate_after=?2 WHERE kid=?1 AND state='pending' "
+                   "AND (activate_after IS NULL OR activate_after < ?2)",
     [ST_SK_DUE_RETIRED] = "SELECT kid FROM signing_keys WHERE state='retired' "
                           "AND remove_after < ?1 LIMIT 1",
     [ST_SK_NEWEST_PENDING] = "SELECT kid FROM signing_keys WHERE alg=?1 AND state='pending' "

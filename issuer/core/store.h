@@ -342,6 +342,17 @@ WRIT_MUST_CHECK writ_rc store_sk_get(store *s, const char *kid, store_sk *out, w
 WRIT_MUST_CHECK writ_rc store_sk_advance(store *s, const store_sk_windows *w, int64_t now,
                                          int *changed, writ_err *err);
 /*
+ * Hold pending key kid until at least not_before: an issuer calls it when
+ * it first publishes a pending key it saw appear (made by the CLI or
+ * another instance), so the pending window counts from when that issuer
+ * served it, not from when it was recorded: an issuer that was busy for a
+ * while (an RSA key generation takes seconds) publishes late, and would
+ * otherwise activate a key some caches never saw. Never moves
+ * activate_after earlier; *changed (optional): 1 if it moved.
+ */
+WRIT_MUST_CHECK writ_rc store_sk_hold(store *s, const char *kid, int64_t not_before, int *changed,
+                                      writ_err *err);
+/*
  * Retire kid. A pending key is simply withdrawn from the rotation (it
  * never signed). An active key needs a successor: the newest pending key
  * of its alg is activated at once (written to *successor, WRIT_KID_MAX + 1

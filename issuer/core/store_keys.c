@@ -297,6 +297,29 @@ writ_rc store_sk_add(store *s, const char *kid, writ_alg alg, const char *p11_id
 /* Bounded: each pass changes one row; a store holds few keys. */
 #define ADVANCE_MAX 64
 
+writ_rc store_sk_hold(store *s, const char *kid, int64_t not_before, int *changed, writ_err *err)
+{
+	sqlite3_stmt *st;
+	writ_rc rc;
+
+	if (changed != NULL)
+		*changed = 0;
+	if ((rc = store_tx_begin(s, 1, err)) != WRIT_OK)
+		return rc;
+	if ((st = store_stmt(s, ST_SK_HOLD, err)) == NULL) {
+		rc = STMT_FAIL(err);
+	} else {
+		sqlite3_bind_text(st, 1, kid, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, not_before);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			rc = store_sqlerr(s, err, "hold pending key");
+		else if (changed != NULL)
+			*changed = sqlite3_changes(s->db);
+		store_done(st);
+	}
+	return store_tx_end(s, 1, rc, err);
+}
+
 writ_rc store_sk_advance(store *s, const store_sk_windows *w, int64_t now, int *changed,
                          writ_err *err)
 {

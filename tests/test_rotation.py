@@ -141,7 +141,11 @@ def rotation_under_load(alg):
                 rotated.append(fx.writ("key", "rotate", "--alg", alg, "--reason",
                                        "test: on command").stdout.split()[0])
 
-        seen, errors, fetches = load(fx, 20, on_tick)
+        # 26 s: under load (ASan, parallel tests) an RSA key generation
+        # takes seconds and a key made meanwhile waits its full pending
+        # window after it was first served, so the on-command key (t = 9 s)
+        # may activate as late as ~19 s.
+        seen, errors, fetches = load(fx, 26, on_tick)
         ks = keys(fx)
         kids = {k for k, _ in seen}
         mine = [k for k in ks.values() if k["alg"] == alg]

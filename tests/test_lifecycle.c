@@ -123,6 +123,42 @@ static void test_retire_revoke_purge_rules(void)
 	store_close(s);
 }
 
+/* store_sk_hold: the pending window of a key an issuer served late counts
+ * from then. It only ever moves activate_after later, and only for a
+ * pending key. */
+static void test_hold_moves_a_pending_key_later_only(void)
+{
+	store *s = open_db();
+	store_sk_state st;
+	store_sk k;
+	int changed = -1;
+
+	CHECK_RC(
+	    store_sk_add(s, "h1", WRIT_ALG_RS256, "31", STORE_SK_ROTATE, &W, 2000, NULL, &st, NULL),
+	    WRIT_OK);
+	CHECK(st == STORE_SK_ACTIVE);
+	CHECK_RC(
+	    store_sk_add(s, "h2", WRIT_ALG_RS256, "32", STORE_SK_ROTATE, &W, 2010, NULL, &st, NULL),
+	    WRIT_OK);
+	CHECK(st == STORE_SK_PENDING);
+	/* Served first at 2012: due after 2015, not 2013. */
+	CHECK_RC(store_sk_hold(s, "h2", 2015, &changed, NULL), WRIT_OK);
+	CHECK(changed == 1);
+	CHECK_RC(store_sk_get(s, "h2", &k, NULL), WRIT_OK);
+	CHECK(k.activate_after == 2015);
+	/* Never earlier. */
+	CHECK_RC(store_sk_hold(s, "h2", 2014, &changed, NULL), WRIT_OK);
+	CHECK(changed == 0);
+	CHECK_RC(store_sk_advance(s, &W, 2015, &changed, NULL), WRIT_OK);
+	CHECK(state_of(s, "h2") == STORE_SK_PENDING);
+	CHECK_RC(store_sk_advance(s, &W, 2016, &changed, NULL), WRIT_OK);
+	CHECK(state_of(s, "h2") == STORE_SK_ACTIVE && state_of(s, "h1") == STORE_SK_RETIRED);
+	/* Only pending keys: the active one is not touched. */
+	CHECK_RC(store_sk_hold(s, "h2", 3000, &changed, NULL), WRIT_OK);
+	CHECK(changed == 0 && state_of(s, "h2") == STORE_SK_ACTIVE);
+	store_close(s);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/writ-lifecycle-XXXXXX";
@@ -132,6 +168,7 @@ int main(void)
 	RUN(test_first_key_active_then_rotation_by_the_clock);
 	RUN(test_racing_connections_activate_once);
 	RUN(test_retire_revoke_purge_rules);
+	RUN(test_hold_moves_a_pending_key_later_only);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/writ.db-wal", dir);
 	unlink(path);

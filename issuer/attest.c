@@ -41,14 +41,6 @@ typedef struct agent_cache {
 	store_agent a[AGENT_CACHE];
 } agent_cache;
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static pthread_key_t cache_key;
 static replay *replay_cache;
 
@@ -106,7 +98,7 @@ static writ_rc agent_lookup(store *st, const char *id, const store_agent **out, 
 	}
 	/* The signal first, then the generation: a commit between the two
 	 * moves the signal again, and the next call reads again. */
-	now = mono_ns();
+	now = writ_mono_ns();
 	if (store_agents_signal(st, &c->mark) != 0 || c->checked_ns == 0 ||
 	    now - c->checked_ns >= AGENT_RECHECK_NS) {
 		if ((rc = store_agents_generation(st, &gen, e)) != WRIT_OK) {

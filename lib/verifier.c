@@ -70,10 +70,7 @@ struct writ_verifier {
 
 static int64_t mono_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return writ_mono_ns() / 1000000;
 }
 
 static int64_t claims_now(const writ_verifier *v)

@@ -9,6 +9,8 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <time.h>
 
 #include "writ/writ.h"
 
@@ -131,5 +133,14 @@ writ_rc writ_claims_check(const json_t *payload, const writ_verify_opts *opts, w
  * malloc'd string (caller frees) and its length, or NULL.
  */
 char *writ_jws_signing_input(const json_t *header, const json_t *payload, size_t *len);
+
+/* CLOCK_MONOTONIC in nanoseconds: intervals and deadlines, never dates. */
+static inline int64_t writ_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 #endif

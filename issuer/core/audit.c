@@ -126,18 +126,7 @@ static int64_t now_ms(void)
 
 static int64_t mono_secs(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec;
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return writ_mono_ns() / 1000000000;
 }
 
 void audit_ts_format(int64_t ms, char out[AUDIT_TS_LEN + 1])
@@ -569,7 +558,7 @@ static writ_rc checkpoint_locked(audit_log *log, writ_err *err)
 		rc = writ_err_set(&se, WRIT_ERR_ARG, "signer returned a bad kid, alg or length");
 	if (rc != WRIT_OK) {
 		log->st.sign_failures++;
-		log->last_sign_fail_ns = mono_ns();
+		log->last_sign_fail_ns = writ_mono_ns();
 		return writ_err_set(err, rc, "audit checkpoint: signing failed: %s",
 		                    se.msg[0] ? se.msg : writ_strerror(rc));
 	}
@@ -603,7 +592,7 @@ static void maybe_checkpoint_locked(audit_log *log)
 		return;
 	/* A whole second since the last failure, not the next second tick:
 	 * whole-second clocks let a retry through a millisecond later. */
-	if (log->last_sign_fail_ns != 0 && mono_ns() - log->last_sign_fail_ns < 1000000000)
+	if (log->last_sign_fail_ns != 0 && writ_mono_ns() - log->last_sign_fail_ns < 1000000000)
 		return;
 	(void)checkpoint_locked(log, NULL);
 }
@@ -706,7 +695,7 @@ static void commit_delay_locked(audit_log *log)
 	if (log->npending >= GROUP_MIN || atomic_load(&log->expected) <= 0)
 		return;
 	log->st.delays++;
-	t = mono_ns() + GROUP_WAIT_NS;
+	t = writ_mono_ns() + GROUP_WAIT_NS;
 	until.tv_sec = (time_t)(t / 1000000000);
 	until.tv_nsec = (long)(t % 1000000000);
 	log->delaying = 1;

@@ -139,7 +139,7 @@ static void hold_new_pending(issuer *is, store *st, int at_start)
 	for (i = 0; i < ks->nmetrics; i++) {
 		const char *kid = ks->metrics[i].kid;
 
-		if (strcmp(ks->states[i], "pending") != 0)
+		if (strcmp(ks->states[i], store_sk_state_name(STORE_SK_PENDING)) != 0)
 			continue;
 		if (!at_start && !served_before(is, kid) &&
 		    store_sk_hold(st, kid, (int64_t)time(NULL) + (int64_t)is->cfg.key_pending_secs,
@@ -165,12 +165,11 @@ static void keys_tick(issuer *is, int at_start)
 {
 	writ_err e = {0};
 	store *st = issuer_store(is, &e);
-	int changed = 0;
 
 	if (st == NULL || republish(is, st, at_start, &e) != WRIT_OK)
 		goto fail;
 	hold_new_pending(is, st, at_start);
-	if (lifecycle_tick(is->p11, st, &is->cfg, (int64_t)time(NULL), &changed, &e) != WRIT_OK ||
+	if (lifecycle_tick(is->p11, st, &is->cfg, (int64_t)time(NULL), NULL, &e) != WRIT_OK ||
 	    republish(is, st, 0, &e) != WRIT_OK)
 		goto fail;
 	hold_new_pending(is, st, 0);

@@ -24,8 +24,9 @@ static void usage(FILE *f)
 	        "       writ key list [--json]\n\n"
 	        "generate: make a key pair inside the token (non-extractable, sensitive) and\n"
 	        "          record it: active if it is the first of its alg, else pending.\n"
-	        "rotate:   a new pending key; it is published for key_pending_secs, then signs\n"
-	        "          and the previous key retires. --now: sign at once (emergency;\n"
+	        "rotate:   a new pending key; once an issuer has published it for\n"
+	        "          key_pending_secs it signs and the previous key retires (with no\n"
+	        "          issuer running it waits for one). --now: sign at once (emergency;\n"
 	        "          verifiers with a cached JWKS miss it until their cache expires).\n"
 	        "retire:   stop a pending key, or hand an active key's place to the pending one.\n"
 	        "revoke:   compromise: withdraw from the JWKS at once; an active key is\n"
@@ -277,10 +278,10 @@ static json_t *row_json(const store_sk *r, int in_hsm)
 	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:b}", "kid", r->kid, "alg",
 	                      writ_alg_name(r->alg), "state", store_sk_state_name(r->state),
 	                      "created", (json_int_t)r->created_at, "in_hsm", in_hsm);
-	const char *names[] = {"activate_after", "activated", "retired", "remove_after",
-	                       "removed",        "revoked",   "purged"};
-	int64_t v[] = {r->activate_after, r->activated_at, r->retired_at, r->remove_after,
-	               r->removed_at,     r->revoked_at,   r->purged_at};
+	const char *names[] = {"activate_after", "published", "activated", "retired",
+	                       "remove_after",   "removed",   "revoked",   "purged"};
+	int64_t v[] = {r->activate_after, r->published_at, r->activated_at, r->retired_at,
+	               r->remove_after,   r->removed_at,   r->revoked_at,   r->purged_at};
 	size_t i;
 
 	for (i = 0; o != NULL && i < sizeof(v) / sizeof(v[0]); i++)
@@ -296,13 +297,15 @@ static json_t *row_json(const store_sk *r, int in_hsm)
 static void row_print(const store_sk *r, int in_hsm)
 {
 	char b[5][32];
+	int unpublished = r->state == STORE_SK_PENDING && r->published_at == 0;
 
-	printf("%-43s %-5s %-8s %-20s %-20s %-20s %-20s%s%s\n", r->kid, writ_alg_name(r->alg),
+	printf("%-43s %-5s %-8s %-20s %-20s %-20s %-20s%s%s%s\n", r->kid, writ_alg_name(r->alg),
 	       store_sk_state_name(r->state), fmt_time(r->created_at, b[0], 32),
 	       fmt_time(r->activated_at, b[1], 32), fmt_time(r->retired_at, b[2], 32),
 	       fmt_time(r->state == STORE_SK_RETIRED ? r->remove_after : r->removed_at, b[3], 32),
 	       r->revoked_at ? " revoked " : "",
-	       r->revoked_at ? fmt_time(r->revoked_at, b[4], 32) : (in_hsm ? "" : " (not in HSM)"));
+	       r->revoked_at ? fmt_time(r->revoked_at, b[4], 32) : (in_hsm ? "" : " (not in HSM)"),
+	       unpublished ? " (no issuer has published it yet)" : "");
 }
 
 static int key_list(int argc, char **argv, const writ_config *cfg)

@@ -120,12 +120,14 @@ static int served_before(const issuer *is, const char *kid)
 }
 
 /*
- * The pending keys now served that this process had not served before are
- * held until key_pending_secs from now (store_sk_hold): the CLI or another
- * instance made them, maybe while this thread was busy for seconds, and
- * the pending window must count from when this issuer's JWKS first showed
- * them. At start every pending key counts as served already (by the
- * instance before). A hold that fails is tried again on the next tick.
+ * Every pending key now served is recorded as published (store_sk_hold),
+ * and those this process had not served before are held until
+ * key_pending_secs from now: the CLI or another instance made them, maybe
+ * while this thread was busy for seconds, and the pending window must
+ * count from when this issuer's JWKS first showed them. At start a key
+ * another issuer already published counts as served (by the instance
+ * before); one no issuer published is held. A hold that fails is tried
+ * again on the next tick.
  */
 static void hold_new_pending(issuer *is, store *st, int at_start)
 {
@@ -141,8 +143,10 @@ static void hold_new_pending(issuer *is, store *st, int at_start)
 
 		if (strcmp(ks->states[i], store_sk_state_name(STORE_SK_PENDING)) != 0)
 			continue;
-		if (!at_start && !served_before(is, kid) &&
-		    store_sk_hold(st, kid, (int64_t)time(NULL) + (int64_t)is->cfg.key_pending_secs,
+		int64_t now = (int64_t)time(NULL);
+
+		if ((at_start || !served_before(is, kid)) &&
+		    store_sk_hold(st, kid, now, now + (int64_t)is->cfg.key_pending_secs, !at_start,
 		                  NULL, &e) != WRIT_OK) {
 			fprintf(stderr, "writ-issuer: keys: %s (tried again next tick)\n", e.msg);
 			continue;

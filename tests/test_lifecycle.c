@@ -52,6 +52,8 @@ static void test_first_key_active_then_rotation_by_the_clock(void)
 	    store_sk_add(s, "k2", WRIT_ALG_ES256, "02", STORE_SK_ROTATE, &W, 1010, NULL, &st, NULL),
 	    WRIT_OK);
 	CHECK(st == STORE_SK_PENDING);
+	/* An issuer serves it right away: the window stays as recorded. */
+	CHECK_RC(store_sk_hold(s, "k2", 1010, 1013, 0, &changed, NULL), WRIT_OK);
 	/* Not before the whole pending window has passed. */
 	CHECK_RC(store_sk_advance(s, &W, 1013, &changed, NULL), WRIT_OK);
 	CHECK(changed == 0 && state_of(s, "k2") == STORE_SK_PENDING);
@@ -83,6 +85,7 @@ static void test_racing_connections_activate_once(void)
 	CHECK_RC(store_sk_add(b, "r3", WRIT_ALG_ES384, "13", STORE_SK_SCHEDULE, &W, 1000, NULL, &st,
 	                      NULL),
 	         WRIT_ERR_ARG);
+	CHECK_RC(store_sk_hold(a, "r2", 1000, 1003, 0, NULL, NULL), WRIT_OK);
 	CHECK_RC(store_sk_advance(a, &W, 1004, &ca, NULL), WRIT_OK);
 	CHECK_RC(store_sk_advance(b, &W, 1004, &cb, NULL), WRIT_OK);
 	CHECK(ca + cb == 1 && state_of(b, "r2") == STORE_SK_ACTIVE);
@@ -124,8 +127,8 @@ static void test_retire_revoke_purge_rules(void)
 }
 
 /* store_sk_hold: the pending window of a key an issuer served late counts
- * from then. It only ever moves activate_after later, and only for a
- * pending key. */
+ * from then. It only ever moves activate_after later, only for a pending
+ * key, and once a key is published only when asked to (always). */
 static void test_hold_moves_a_pending_key_later_only(void)
 {
 	store *s = open_db();
@@ -142,20 +145,59 @@ static void test_hold_moves_a_pending_key_later_only(void)
 	    WRIT_OK);
 	CHECK(st == STORE_SK_PENDING);
 	/* Served first at 2012: due after 2015, not 2013. */
-	CHECK_RC(store_sk_hold(s, "h2", 2015, &changed, NULL), WRIT_OK);
+	CHECK_RC(store_sk_hold(s, "h2", 2012, 2015, 0, &changed, NULL), WRIT_OK);
 	CHECK(changed == 1);
 	CHECK_RC(store_sk_get(s, "h2", &k, NULL), WRIT_OK);
-	CHECK(k.activate_after == 2015);
-	/* Never earlier. */
-	CHECK_RC(store_sk_hold(s, "h2", 2014, &changed, NULL), WRIT_OK);
+	CHECK(k.activate_after == 2015 && k.published_at == 2012);
+	/* Never earlier, and the first publication stays recorded. */
+	CHECK_RC(store_sk_hold(s, "h2", 2011, 2014, 1, &changed, NULL), WRIT_OK);
 	CHECK(changed == 0);
+	/* Published already: an issuer starting up does not hold it again. */
+	CHECK_RC(store_sk_hold(s, "h2", 2013, 2016, 0, &changed, NULL), WRIT_OK);
+	CHECK(changed == 0);
+	CHECK_RC(store_sk_get(s, "h2", &k, NULL), WRIT_OK);
+	CHECK(k.activate_after == 2015 && k.published_at == 2012);
 	CHECK_RC(store_sk_advance(s, &W, 2015, &changed, NULL), WRIT_OK);
 	CHECK(state_of(s, "h2") == STORE_SK_PENDING);
 	CHECK_RC(store_sk_advance(s, &W, 2016, &changed, NULL), WRIT_OK);
 	CHECK(state_of(s, "h2") == STORE_SK_ACTIVE && state_of(s, "h1") == STORE_SK_RETIRED);
 	/* Only pending keys: the active one is not touched. */
-	CHECK_RC(store_sk_hold(s, "h2", 3000, &changed, NULL), WRIT_OK);
+	CHECK_RC(store_sk_hold(s, "h2", 2900, 3000, 1, &changed, NULL), WRIT_OK);
 	CHECK(changed == 0 && state_of(s, "h2") == STORE_SK_ACTIVE);
+	store_close(s);
+}
+
+/* A key rotated in while no issuer runs: `writ key` commands apply due
+ * transitions too, and without the publication gate they activated it
+ * once its window had passed, so the first issuer to start signed with
+ * a key no verifier's cached JWKS had. It waits for an issuer now, and
+ * its window counts from that issuer's first serve. */
+static void test_key_rotated_with_no_issuer_waits_for_one_to_publish_it(void)
+{
+	store *s = open_db();
+	store_sk k;
+	int changed = -1;
+
+	CHECK_RC(store_sk_add(s, "u1", WRIT_ALG_EDDSA, "41", STORE_SK_ROTATE, &W, 3000, NULL, NULL,
+	                      NULL),
+	         WRIT_OK);
+	CHECK_RC(store_sk_add(s, "u2", WRIT_ALG_EDDSA, "42", STORE_SK_ROTATE, &W, 3001, NULL, NULL,
+	                      NULL),
+	         WRIT_OK);
+	/* Hours later, still pending, whoever applies the transitions (the
+	 * file is shared with the tests above: only these rows are looked at). */
+	CHECK_RC(store_sk_advance(s, &W, 3001 + 7200, NULL, NULL), WRIT_OK);
+	CHECK(state_of(s, "u2") == STORE_SK_PENDING && state_of(s, "u1") == STORE_SK_ACTIVE);
+	CHECK_RC(store_sk_get(s, "u2", &k, NULL), WRIT_OK);
+	CHECK(k.published_at == 0);
+	/* An issuer starts and serves it (at start, always = 0 holds an
+	 * unpublished key): a full window from then. */
+	CHECK_RC(store_sk_hold(s, "u2", 10300, 10303, 0, &changed, NULL), WRIT_OK);
+	CHECK(changed == 1);
+	CHECK_RC(store_sk_advance(s, &W, 10303, NULL, NULL), WRIT_OK);
+	CHECK(state_of(s, "u2") == STORE_SK_PENDING);
+	CHECK_RC(store_sk_advance(s, &W, 10304, NULL, NULL), WRIT_OK);
+	CHECK(state_of(s, "u2") == STORE_SK_ACTIVE && state_of(s, "u1") == STORE_SK_RETIRED);
 	store_close(s);
 }
 
@@ -169,6 +211,7 @@ int main(void)
 	RUN(test_racing_connections_activate_once);
 	RUN(test_retire_revoke_purge_rules);
 	RUN(test_hold_moves_a_pending_key_later_only);
+	RUN(test_key_rotated_with_no_issuer_waits_for_one_to_publish_it);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/writ.db-wal", dir);
 	unlink(path);

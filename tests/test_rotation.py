@@ -308,6 +308,52 @@ def bad_config():
         fx.close()
 
 
+def served_then_signed(fx, a, kid):
+    """When (monotonic) the issuer's JWKS first showed kid, and when a token
+    was first signed with it; None for what did not happen in time."""
+    first_served = first_signed = None
+    t_end = time.monotonic() + WINDOWS["key_pending_secs"] + 4
+    while time.monotonic() < t_end and first_signed is None:
+        now = time.monotonic()
+        if first_served is None and kid in jwks_kids(fx):
+            first_served = now
+        signer = jwt.get_unverified_header(fx.token(a.assertion())[2]["access_token"])["kid"]
+        if signer == kid:
+            first_signed = time.monotonic()
+        time.sleep(0.02)
+    return first_served, first_signed
+
+
+def key_rotated_with_no_issuer_waits_for_one():
+    """Attack on the pending window: a key rotated in while no issuer runs.
+    `writ key` commands apply due transitions too, so once its window had
+    passed by the store's clock the CLI made it active, and the first issuer
+    to start signed with a kid no verifier's cached JWKS held. It must stay
+    pending until an issuer has published it for key_pending_secs."""
+    fx = Issuer(POLICY)
+    try:
+        configure(fx, "ES256")
+        fx.start()
+        a = Agent(fx, "offline")
+        old = jwt.get_unverified_header(fx.token(a.assertion())[2]["access_token"])["kid"]
+        fx.stop()
+        new = fx.writ("key", "rotate").stdout.split()[0]
+        time.sleep(WINDOWS["key_pending_secs"] + 1.5)
+        listed = keys(fx)  # `writ key list` applies due transitions
+        check(listed[new]["state"] == "pending" and "published" not in listed[new] and
+              listed[old]["state"] == "active",
+              "with no issuer running, a rotated key stays pending past its window", listed)
+        fx.start()
+        first_served, first_signed = served_then_signed(fx, a, new)
+        check(first_served is not None and first_signed is not None and
+              first_signed - first_served >= WINDOWS["key_pending_secs"] - 0.25,
+              "the first issuer to start serves it for key_pending_secs before it signs",
+              (old, new, first_served, first_signed))
+        check("published" in keys(fx)[new], "writ key list shows when it was first published")
+    finally:
+        fx.close()
+
+
 def stalled_issuer_publishes_before_activating():
     """Attack on the pending window: a key the CLI records while the issuer's
     key thread is busy (an RSA key generation takes seconds; here SIGSTOP
@@ -327,16 +373,7 @@ def stalled_issuer_publishes_before_activating():
             time.sleep(WINDOWS["key_pending_secs"] + 1.5)
         finally:
             fx.proc.send_signal(signal.SIGCONT)
-        first_served = first_signed = None
-        t_end = time.monotonic() + WINDOWS["key_pending_secs"] + 4
-        while time.monotonic() < t_end and first_signed is None:
-            now = time.monotonic()
-            if first_served is None and new in jwks_kids(fx):
-                first_served = now
-            kid = jwt.get_unverified_header(fx.token(a.assertion())[2]["access_token"])["kid"]
-            if kid == new:
-                first_signed = time.monotonic()
-            time.sleep(0.02)
+        first_served, first_signed = served_then_signed(fx, a, new)
         check(first_served is not None and first_signed is not None and
               first_signed - first_served >= WINDOWS["key_pending_secs"] - 0.25,
               "a key recorded while the issuer was stalled is served for key_pending_secs "
@@ -361,6 +398,7 @@ def main():
     fx.close()
     restart_at_each_step()
     stalled_issuer_publishes_before_activating()
+    key_rotated_with_no_issuer_waits_for_one()
     print(f"{failures} failed")
     return 1 if failures else 0
 

@@ -67,11 +67,11 @@ static const char *const stmt_sql[ST__COUNT] = {
      * racing for the same transition change the row once. */
     [ST_SK_GEN] = "SELECT v FROM meta WHERE k='keys_gen'",
     [ST_SK_LIST] = "SELECT kid, alg, p11_id, state, created_at, activate_after, activated_at, "
-                   "retired_at, remove_after, removed_at, revoked_at, purged_at, reason, actor "
-                   "FROM signing_keys ORDER BY created_at, rowid",
+                   "retired_at, remove_after, removed_at, revoked_at, purged_at, reason, actor, "
+                   "published_at FROM signing_keys ORDER BY created_at, rowid",
     [ST_SK_GET] = "SELECT kid, alg, p11_id, state, created_at, activate_after, activated_at, "
-                  "retired_at, remove_after, removed_at, revoked_at, purged_at, reason, actor "
-                  "FROM signing_keys WHERE kid=?1",
+                  "retired_at, remove_after, removed_at, revoked_at, purged_at, reason, actor, "
+                  "published_at FROM signing_keys WHERE kid=?1",
     [ST_SK_INSERT] = "INSERT INTO signing_keys(kid, alg, p11_id, state, created_at, "
                      "activate_after, activated_at, reason, actor) "
                      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, writ_actor())",
@@ -91,11 +91,15 @@ static const char *const stmt_sql[ST__COUNT] = {
                      "AND state IN ('removed','revoked') AND purged_at IS NULL",
     /* Strictly before now: created_at and the deadlines are whole seconds
      * of a clock read at an unknown fraction, so a key becomes due only
-     * once its full window has passed in real time. */
+     * once its full window has passed in real time. A key no issuer has
+     * published yet is never due, whoever applies the transitions. */
     [ST_SK_DUE_PENDING] = "SELECT kid FROM signing_keys WHERE state='pending' "
-                          "AND activate_after < ?1 ORDER BY activate_after, created_at LIMIT 1",
-    [ST_SK_HOLD] = "UPDATE signing_keys SET activate_after=?2 WHERE kid=?1 AND state='pending' "
-                   "AND (activate_after IS NULL OR activate_after < ?2)",
+                          "AND published_at IS NOT NULL AND activate_after < ?1 "
+                          "ORDER BY activate_after, created_at LIMIT 1",
+    [ST_SK_HOLD] = "UPDATE signing_keys SET published_at=coalesce(published_at, ?3), "
+                   "activate_after=max(coalesce(activate_after, 0), ?2) "
+                   "WHERE kid=?1 AND state='pending' AND (published_at IS NULL "
+                   "OR (?4 AND coalesce(activate_after, 0) < ?2))",
     [ST_SK_DUE_RETIRED] = "SELECT kid FROM signing_keys WHERE state='retired' "
                           "AND remove_after < ?1 LIMIT 1",
     [ST_SK_NEWEST_PENDING] = "SELECT kid FROM signing_keys WHERE alg=?1 AND state='pending' "
@@ -244,6 +248,12 @@ static const char *const migrations[] = {
     "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'key_purged',"
     "    'kid', NEW.kid, 'alg', NEW.alg, 'state', NEW.state, 'actor', writ_actor())); END;"
     "PRAGMA user_version = 3;",
+    /* 3 -> 4: when an issuer first served a pending key in its JWKS; a
+     * pending key activates only once one has (NULL: none yet). Keys
+     * pending at the upgrade count as unpublished: the next issuer to
+     * serve them starts their window again, the safe direction. */
+    "ALTER TABLE signing_keys ADD COLUMN published_at INTEGER;"
+    "PRAGMA user_version = 4;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

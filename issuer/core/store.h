@@ -297,6 +297,7 @@ typedef struct store_sk {
 	/* 0 where the event has not happened */
 	int64_t created_at, activate_after, activated_at, retired_at, remove_after;
 	int64_t removed_at, revoked_at, purged_at;
+	int64_t published_at;              /* an issuer first served it while pending */
 	char reason[STORE_REASON_MAX + 1]; /* of the last transition; "" if none */
 	char actor[128];                   /* who made the last transition */
 } store_sk;
@@ -333,25 +334,30 @@ WRIT_MUST_CHECK writ_rc store_sk_list(store *s, store_sk **keys, size_t *n, writ
 /* One row; WRIT_ERR_NOT_FOUND if kid is not recorded. */
 WRIT_MUST_CHECK writ_rc store_sk_get(store *s, const char *kid, store_sk *out, writ_err *err);
 /*
- * Apply the transitions due at now: each pending key whose activate_after
- * has passed becomes active and the alg's active key retires (remove_after
- * = now + retired_secs); each retired key past remove_after is removed.
+ * Apply the transitions due at now: each pending key an issuer has
+ * published (store_sk_hold) whose activate_after has passed becomes
+ * active and the alg's active key retires (remove_after = now +
+ * retired_secs); each retired key past remove_after is removed.
  * *changed (optional) counts the rows changed. Idempotent; safe to call
  * from every issuer each tick and from the CLI.
  */
 WRIT_MUST_CHECK writ_rc store_sk_advance(store *s, const store_sk_windows *w, int64_t now,
                                          int *changed, writ_err *err);
 /*
- * Hold pending key kid until at least not_before: an issuer calls it when
- * it first publishes a pending key it saw appear (made by the CLI or
- * another instance), so the pending window counts from when that issuer
- * served it, not from when it was recorded: an issuer that was busy for a
- * while (an RSA key generation takes seconds) publishes late, and would
- * otherwise activate a key some caches never saw. Never moves
- * activate_after earlier; *changed (optional): 1 if it moved.
+ * An issuer now serves pending key kid in its JWKS. The first call for a
+ * key (from any issuer) records published_at = now and holds the key
+ * until at least not_before (now + key_pending_secs): a pending key
+ * activates only after an issuer published it, and its window counts
+ * from then, so a key made while no issuer ran, or while the issuer was
+ * busy for seconds (an RSA key generation), is not activated before any
+ * cache could have fetched it. With always set, a key another instance
+ * published is held too (this issuer's JWKS shows it only now); with
+ * always 0 only an unpublished key is (at start: the instance before may
+ * have served the others). Never moves activate_after earlier; *changed
+ * (optional): 1 if the row changed.
  */
-WRIT_MUST_CHECK writ_rc store_sk_hold(store *s, const char *kid, int64_t not_before, int *changed,
-                                      writ_err *err);
+WRIT_MUST_CHECK writ_rc store_sk_hold(store *s, const char *kid, int64_t now, int64_t not_before,
+                                      int always, int *changed, writ_err *err);
 /*
  * Retire kid. A pending key is simply withdrawn from the rotation (it
  * never signed). An active key needs a successor: the newest pending key

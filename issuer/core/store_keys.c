@@ -57,6 +57,7 @@ static writ_rc row_read(sqlite3_stmt *st, store_sk *k, writ_err *err)
 		*t[i] = sqlite3_column_int64(st, 4 + (int)i);
 	copy_text(k->reason, sizeof(k->reason), st, 12);
 	copy_text(k->actor, sizeof(k->actor), st, 13);
+	k->published_at = sqlite3_column_int64(st, 14);
 	if (k->state == STORE_SK_NONE || k->alg == WRIT_ALG_NONE)
 		return writ_err_set(err, WRIT_ERR_UNAVAILABLE,
 		                    "store: signing key %s has an invalid state or alg", k->kid);
@@ -297,7 +298,8 @@ writ_rc store_sk_add(store *s, const char *kid, writ_alg alg, const char *p11_id
 /* Bounded: each pass changes one row; a store holds few keys. */
 #define ADVANCE_MAX 64
 
-writ_rc store_sk_hold(store *s, const char *kid, int64_t not_before, int *changed, writ_err *err)
+writ_rc store_sk_hold(store *s, const char *kid, int64_t now, int64_t not_before, int always,
+                      int *changed, writ_err *err)
 {
 	sqlite3_stmt *st;
 	writ_rc rc;
@@ -311,6 +313,8 @@ writ_rc store_sk_hold(store *s, const char *kid, int64_t not_before, int *change
 	} else {
 		sqlite3_bind_text(st, 1, kid, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 2, not_before);
+		sqlite3_bind_int64(st, 3, now);
+		sqlite3_bind_int(st, 4, always != 0);
 		if (sqlite3_step(st) != SQLITE_DONE)
 			rc = store_sqlerr(s, err, "hold pending key");
 		else if (changed != NULL)

@@ -31,7 +31,8 @@ static void usage(FILE *f)
 	           "       writ agent [--db FILE] enable ID\n"
 	           "       writ agent [--db FILE] revoke ID [--reason TEXT]\n"
 	           "       writ agent [--db FILE] key add ID --key FILE [--alg ALG]\n"
-	           "       writ agent [--db FILE] key remove ID KID\n\n"
+	           "       writ agent [--db FILE] key remove ID KID\n"
+	           "       writ agent [--db FILE] group add|remove ID GROUP\n\n"
 	           "Agents prove who they are with a JWT signed by their registered key.\n"
 	           "ID:   1..128 of A-Z a-z 0-9 . _ : @ -   (groups: the same, 1..64, at most 32)\n"
 	           "FILE: the agent's PUBLIC key: PEM (BEGIN PUBLIC KEY) or a public JWK.\n"
@@ -39,6 +40,8 @@ static void usage(FILE *f)
 	           "      Ed25519 EdDSA, RSA RS256 (or --alg PS256).\n"
 	           "disable is undone by enable; revoke is permanent and the id is never reused.\n"
 	           "An agent keeps at least one key: add the new key before removing the old.\n"
+	           "Key and group changes apply from the issuer's next request; a revoked\n"
+	           "agent's record no longer changes.\n"
 	           "--db defaults to $WRIT_HOME/writ.db.\n");
 }
 
@@ -540,6 +543,46 @@ static int agent_key(int argc, char **argv)
 	return 0;
 }
 
+/* writ agent group add|remove ID GROUP */
+static int agent_group(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"db", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+	const char *what;
+	writ_err err = {0};
+	writ_rc rc;
+	store *s;
+	int c, add;
+
+	if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc < 2 || (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "remove") != 0))
+		cli_die("agent group: expected add or remove (see writ agent --help)");
+	add = strcmp(argv[1], "add") == 0;
+	what = add ? "agent group add" : "agent group remove";
+	argc--, argv++; /* getopt from the add/remove word */
+	opt_reset();
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': db_opt = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (argc - optind != 2)
+		cli_die("%s: usage: writ %s ID GROUP", what, what);
+	check_id(argv[optind]);
+	s = open_store(0);
+	rc = store_agent_group(s, argv[optind], argv[optind + 1], add, &err);
+	store_close(s);
+	if (rc != WRIT_OK)
+		cli_die_err(what, rc, &err);
+	printf("%s %s group %s\n", argv[optind], add ? "joined" : "left", argv[optind + 1]);
+	return 0;
+}
+
 int agent_main(int argc, char **argv)
 {
 	const char *cmd;
@@ -575,7 +618,9 @@ int agent_main(int argc, char **argv)
 		return agent_status(argc, argv, STORE_REVOKED);
 	if (strcmp(cmd, "key") == 0)
 		return agent_key(argc, argv);
+	if (strcmp(cmd, "group") == 0)
+		return agent_group(argc, argv);
 	cli_die("agent: unknown subcommand \"%s\" (add, list, show, disable, enable, revoke, "
-	        "key)",
+	        "key, group)",
 	        cmd);
 }

@@ -209,6 +209,27 @@ def test_revocation(fx):
           "revocation survives an issuer restart")
 
 
+def test_group_change(fx):
+    """Scope by group follows the registry: `writ agent group add|remove`
+    applies from the issuer's next request, no restart, and is audited."""
+    ag = Agent(fx, "regrouped-1")
+    check(err_of(fx.token(ag.assertion(), scope="db:read")) == (400, "invalid_scope"),
+          "an agent outside group analysts is refused the analysts' rule")
+    fx.writ("agent", "group", "add", ag.id, "analysts")
+    st, _, doc = fx.token(ag.assertion(), scope="db:read")
+    check(st == 200 and doc.get("scope") == "db:read",
+          "after writ agent group add, the next request is granted by the group's rule",
+          (st, doc))
+    fx.writ("agent", "group", "remove", ag.id, "analysts")
+    check(err_of(fx.token(ag.assertion(), scope="db:read")) == (400, "invalid_scope"),
+          "after writ agent group remove, the next request is refused")
+    time.sleep(1.2)  # the outbox moves into the audit log on the issuer's tick
+    ev = [r.get("event") for r in fx.audit_records()
+          if r.get("agent") == ag.id and r.get("group") == "analysts"]
+    check(ev == ["agent_group_added", "agent_group_removed"],
+          "both group changes reach the audit log, in order", ev)
+
+
 def test_revocation_without_signal(fx):
     """A revocation committed without the store's change signal (here a raw
     SQLite write; in life a writer killed between its COMMIT and the signal)
@@ -484,6 +505,7 @@ def main():
         test_rate_limit(fx)
         test_http_abuse(fx, analyst)
         test_revocation(fx)
+        test_group_change(fx)
         test_revocation_without_signal(fx)
         test_replay_after_restart(fx, analyst)
         rc = fx.stop()

@@ -316,6 +316,56 @@ static void test_key_rules(void)
 	store_close(s);
 }
 
+/* writ agent group add|remove: groups change after registration, each
+ * change audited in its transaction; refused changes name the problem and
+ * change nothing. */
+static void test_group_rules(void)
+{
+	store *s = open_db(fresh_db("groups"));
+	const char *g0[] = {"ops"};
+	char *k = new_jwk("EC", WRIT_ALG_ES256), name[16];
+	writ_err err = {0};
+	uint64_t n0 = 0, n1 = 0;
+	store_agent a;
+	int i;
+
+	CHECK_RC(store_agent_add(s, "g", g0, 1, k, NULL, &err), WRIT_OK);
+	CHECK_RC(store_outbox_count(s, &n0, &err), WRIT_OK);
+	CHECK_RC(store_agent_group(s, "g", "dba", 1, &err), WRIT_OK);
+	CHECK_RC(store_agent_group(s, "g", "ops", 0, &err), WRIT_OK);
+	CHECK_RC(store_agent_get(s, "g", &a, &err), WRIT_OK);
+	CHECK(a.ngroups == 1 && strcmp(a.groups[0], "dba") == 0);
+	store_agent_clear(&a);
+	CHECK_RC(store_outbox_count(s, &n1, &err), WRIT_OK);
+	CHECK(n1 == n0 + 2); /* agent_group_added, agent_group_removed */
+
+	CHECK_RC(store_agent_group(s, "g", "dba", 1, &err), WRIT_ERR_ARG);
+	CHECK(strstr(err.msg, "already in group \"dba\"") != NULL);
+	CHECK_RC(store_agent_group(s, "g", "ops", 0, &err), WRIT_ERR_NOT_FOUND);
+	CHECK(strstr(err.msg, "not in group \"ops\"") != NULL);
+	CHECK_RC(store_agent_group(s, "nobody", "ops", 1, &err), WRIT_ERR_NOT_FOUND);
+	CHECK_RC(store_agent_group(s, "g", "a b", 1, &err), WRIT_ERR_ARG);
+	CHECK(strstr(err.msg, "invalid group name") != NULL);
+	CHECK_RC(store_agent_group(s, "g", NULL, 1, &err), WRIT_ERR_ARG);
+	/* at most STORE_GROUPS_MAX */
+	for (i = 1; i < STORE_GROUPS_MAX; i++) {
+		snprintf(name, sizeof(name), "g%d", i);
+		CHECK_RC(store_agent_group(s, "g", name, 1, &err), WRIT_OK);
+	}
+	CHECK_RC(store_agent_group(s, "g", "one-more", 1, &err), WRIT_ERR_TOO_LARGE);
+	/* a revoked agent's record stays as it was revoked */
+	CHECK_RC(store_agent_set_status(s, "g", STORE_REVOKED, NULL, NULL, &err), WRIT_OK);
+	CHECK_RC(store_agent_group(s, "g", "dba", 0, &err), WRIT_ERR_ARG);
+	CHECK(strstr(err.msg, "revoked") != NULL);
+	CHECK_RC(store_agent_get(s, "g", &a, &err), WRIT_OK);
+	CHECK(a.ngroups == STORE_GROUPS_MAX);
+	store_agent_clear(&a);
+	CHECK_RC(store_outbox_count(s, &n0, &err), WRIT_OK);
+	CHECK(n0 == n1 + (STORE_GROUPS_MAX - 1) + 1); /* the adds and the revocation */
+	free(k);
+	store_close(s);
+}
+
 static void test_revoked_is_terminal_and_durable(void)
 {
 	const char *path = fresh_db("status");
@@ -459,6 +509,12 @@ static void test_agents_signal_moves_after_agent_changes_only(void)
 	CHECK_RC(store_agent_set_status(cli, "w", STORE_DISABLED, "paused", NULL, &err), WRIT_OK);
 	CHECK(store_agents_signal(issuer, &mark) == 1);
 	CHECK_RC(store_agent_key_add(cli, "w", k2, NULL, &err), WRIT_OK);
+	CHECK(store_agents_signal(issuer, &mark) == 1);
+	CHECK_RC(store_agent_group(cli, "w", "dba", 1, &err), WRIT_OK);
+	CHECK(store_agents_signal(issuer, &mark) == 1);
+	CHECK_RC(store_agent_group(cli, "w", "dba", 1, &err), WRIT_ERR_ARG); /* refused */
+	CHECK(store_agents_signal(issuer, &mark) == 0);
+	CHECK_RC(store_agent_group(cli, "w", "dba", 0, &err), WRIT_OK);
 	CHECK(store_agents_signal(issuer, &mark) == 1);
 	CHECK_RC(store_agent_set_status(cli, "w", STORE_REVOKED, NULL, NULL, &err), WRIT_OK);
 	CHECK(store_agents_signal(issuer, &mark) == 1);
@@ -682,6 +738,7 @@ int main(void)
 	RUN(test_add_get_list_agents_with_groups_and_keys);
 	RUN(test_invalid_input_refused_with_clear_messages);
 	RUN(test_key_rules);
+	RUN(test_group_rules);
 	RUN(test_revoked_is_terminal_and_durable);
 	RUN(test_tampered_key_row_is_refused);
 	RUN(test_change_seen_by_other_connection_next_get);

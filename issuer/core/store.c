@@ -41,6 +41,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_AGENT_INSERT] = "INSERT INTO agents(id, status, created_at, updated_at, "
                         "status_reason) VALUES(?1, 'active', ?2, ?2, NULL)",
     [ST_GROUP_INSERT] = "INSERT INTO agent_groups(agent_id, grp) VALUES(?1, ?2)",
+    [ST_GROUP_DELETE] = "DELETE FROM agent_groups WHERE agent_id=?1 AND grp=?2",
+    [ST_GROUP_COUNT] = "SELECT count(*) FROM agent_groups WHERE agent_id=?1",
     [ST_KEY_INSERT] = "INSERT INTO agent_keys(agent_id, kid, alg, jwk, added_at) "
                       "VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_KEY_OWNER] = "SELECT agent_id FROM agent_keys WHERE kid=?1",
@@ -254,6 +256,12 @@ static const char *const migrations[] = {
      * serve them starts their window again, the safe direction. */
     "ALTER TABLE signing_keys ADD COLUMN published_at INTEGER;"
     "PRAGMA user_version = 4;",
+    /* 4 -> 5: groups change after registration (writ agent group), and a
+     * removal is audited like an addition. */
+    "CREATE TRIGGER outbox_group_removed AFTER DELETE ON agent_groups BEGIN"
+    "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'agent_group_removed',"
+    "    'agent', OLD.agent_id, 'group', OLD.grp, 'actor', writ_actor())); END;"
+    "PRAGMA user_version = 5;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

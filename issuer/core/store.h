@@ -162,6 +162,17 @@ WRIT_MUST_CHECK writ_rc store_agent_set_status(store *s, const char *id, store_s
                                                const char *reason, int *changed, writ_err *err);
 
 /*
+ * Put agent `id` in group grp (add) or take it out (!add): policy rules
+ * that name group:grp apply to it from the issuer's next request. At most
+ * STORE_GROUPS_MAX groups (WRIT_ERR_TOO_LARGE); adding a group it is in,
+ * or a revoked agent, is WRIT_ERR_ARG; removing a group it is not in, or
+ * an unknown agent, is WRIT_ERR_NOT_FOUND. Audited (agent_group_added /
+ * agent_group_removed) in the same transaction. Durable on return.
+ */
+WRIT_MUST_CHECK writ_rc store_agent_group(store *s, const char *id, const char *grp, int add,
+                                          writ_err *err);
+
+/*
  * Add a public key to agent `id` (key rotation: add the new key, move the
  * agent to it, remove the old one). Same key rules as store_agent_add; at
  * most STORE_KEYS_MAX keys; a revoked agent's keys are frozen (WRIT_ERR_ARG).

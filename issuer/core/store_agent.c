@@ -160,22 +160,6 @@ static writ_rc step_done(store *s, sqlite3_stmt *st, const char *what, writ_err 
 	return rc;
 }
 
-static writ_rc count_keys(store *s, const char *id, int64_t *n, writ_err *err)
-{
-	sqlite3_stmt *st = store_stmt(s, ST_KEY_COUNT, err);
-	writ_rc rc = WRIT_OK;
-
-	if (st == NULL)
-		return STMT_FAIL(err);
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		*n = sqlite3_column_int64(st, 0);
-	else
-		rc = store_sqlerr(s, err, "count keys");
-	store_done(st);
-	return rc;
-}
-
 /* Insert key k for id, inside the caller's transaction. */
 static writ_rc key_insert(store *s, const char *id, const new_key *k, writ_err *err)
 {
@@ -574,7 +558,9 @@ out:
 }
 
 /* The agent must exist and not be revoked (its keys are frozen). */
-static writ_rc key_change_allowed(store *s, const char *id, writ_err *err)
+/* Inside the caller's transaction: agent id exists and is not revoked
+ * (a revoked agent's record stays as it was revoked). what: "keys", ... */
+static writ_rc change_allowed(store *s, const char *id, const char *what, writ_err *err)
 {
 	store_status cur;
 	writ_rc rc = status_get(s, id, &cur, err);
@@ -585,8 +571,73 @@ static writ_rc key_change_allowed(store *s, const char *id, writ_err *err)
 		return writ_err_set(err, WRIT_ERR_NOT_FOUND, "no agent \"%s\"", id);
 	if (cur == STORE_REVOKED)
 		return writ_err_set(err, WRIT_ERR_ARG,
-		                    "agent \"%s\" is revoked: its keys can no longer change", id);
+		                    "agent \"%s\" is revoked: its %s can no longer change", id,
+		                    what);
 	return WRIT_OK;
+}
+
+/* count(*) of statement which for agent id. */
+static writ_rc count_of(store *s, store_stmt_id which, const char *id, int64_t *n, writ_err *err)
+{
+	sqlite3_stmt *st = store_stmt(s, which, err);
+	writ_rc rc = WRIT_OK;
+
+	if (st == NULL)
+		return STMT_FAIL(err);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*n = sqlite3_column_int64(st, 0);
+	else
+		rc = store_sqlerr(s, err, "count");
+	store_done(st);
+	return rc;
+}
+
+/* The group change inside the transaction. */
+static writ_rc group_tx(store *s, const char *id, const char *grp, int add, writ_err *err)
+{
+	sqlite3_stmt *st;
+	int64_t n = 0;
+	writ_rc rc;
+
+	if ((rc = change_allowed(s, id, "groups", err)) != WRIT_OK)
+		return rc;
+	if (add && (rc = count_of(s, ST_GROUP_COUNT, id, &n, err)) != WRIT_OK)
+		return rc;
+	if (add && n >= STORE_GROUPS_MAX)
+		return writ_err_set(err, WRIT_ERR_TOO_LARGE,
+		                    "agent \"%s\" is in %d groups, the most allowed", id,
+		                    STORE_GROUPS_MAX);
+	if ((st = store_stmt(s, add ? ST_GROUP_INSERT : ST_GROUP_DELETE, err)) == NULL)
+		return STMT_FAIL(err);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		rc = sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_PRIMARYKEY
+		         ? writ_err_set(err, WRIT_ERR_ARG,
+		                        "agent \"%s\" is already in group \"%s\"", id, grp)
+		         : store_sqlerr(s, err, "change group");
+	} else if (!add && sqlite3_changes(s->db) == 0) {
+		rc = writ_err_set(err, WRIT_ERR_NOT_FOUND, "agent \"%s\" is not in group \"%s\"",
+		                  id, grp);
+	}
+	store_done(st);
+	return rc;
+}
+
+writ_rc store_agent_group(store *s, const char *id, const char *grp, int add, writ_err *err)
+{
+	writ_rc rc;
+
+	if (s == NULL)
+		return writ_err_set(err, WRIT_ERR_ARG, "NULL store");
+	if (!store_id_valid(id))
+		return bad_id(id, err);
+	if ((rc = check_groups(&grp, 1, err)) != WRIT_OK)
+		return rc;
+	if ((rc = store_tx_begin(s, 1, err)) != WRIT_OK)
+		return rc;
+	return store_tx_end(s, 1, group_tx(s, id, grp, add, err), err);
 }
 
 writ_rc store_agent_key_add(store *s, const char *id, const char *jwk_json, char *kid,
@@ -604,9 +655,9 @@ writ_rc store_agent_key_add(store *s, const char *id, const char *jwk_json, char
 		return rc;
 	if ((rc = store_tx_begin(s, 1, err)) != WRIT_OK)
 		goto out_free;
-	if ((rc = key_change_allowed(s, id, err)) != WRIT_OK)
+	if ((rc = change_allowed(s, id, "keys", err)) != WRIT_OK)
 		goto out;
-	if ((rc = count_keys(s, id, &n, err)) != WRIT_OK)
+	if ((rc = count_of(s, ST_KEY_COUNT, id, &n, err)) != WRIT_OK)
 		goto out;
 	if (n >= STORE_KEYS_MAX) {
 		rc = writ_err_set(err, WRIT_ERR_TOO_LARGE,
@@ -639,9 +690,9 @@ writ_rc store_agent_key_remove(store *s, const char *id, const char *kid, writ_e
 		                    id, kid != NULL ? kid : "");
 	if ((rc = store_tx_begin(s, 1, err)) != WRIT_OK)
 		return rc;
-	if ((rc = key_change_allowed(s, id, err)) != WRIT_OK)
+	if ((rc = change_allowed(s, id, "keys", err)) != WRIT_OK)
 		goto out;
-	if ((rc = count_keys(s, id, &n, err)) != WRIT_OK)
+	if ((rc = count_of(s, ST_KEY_COUNT, id, &n, err)) != WRIT_OK)
 		goto out;
 	if ((st = store_stmt(s, ST_KEY_DELETE, err)) == NULL) {
 		rc = STMT_FAIL(err);

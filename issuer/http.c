@@ -393,7 +393,8 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	    (size_t)HTTP_CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 	    s->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
-	    MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
+	    MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_HTTPS_PRIORITIES, HTTP_TLS_PRIORITIES,
+	    MHD_OPTION_END);
 	if (s->d == NULL) {
 		http_stop(s);
 		return writ_err_set(err, WRIT_ERR_IO, "cannot listen on %s", cfg->listen);

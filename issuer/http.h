@@ -19,6 +19,14 @@
  * pool is zeroed for every request on a kept-alive connection, so it is
  * kept at microhttpd's own default rather than larger. */
 #define HTTP_CONN_MEMORY (32 * 1024)
+/*
+ * HTTPS (GnuTLS, through microhttpd): TLS 1.2 and 1.3 only, forward-secret
+ * ECDHE key exchange and AEAD ciphers only. microhttpd's default
+ * ("NORMAL") also answered TLS 1.0 and CBC suites with SHA-1 MACs.
+ */
+#define HTTP_TLS_PRIORITIES                                                                        \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"        \
+	"+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA"
 
 typedef struct http_req {
 	void *hold;         /* for a held response: see http_release */

@@ -64,8 +64,10 @@ class Issuer:
         if tls:
             # A self-signed certificate for 127.0.0.1, trusted by this client.
             cert, key = (os.path.join(self.dir, n) for n in ("tls.crt", "tls.key"))
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+            newkey = (["-newkey", "rsa:2048"] if tls == "rsa" else
+                      ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key,
+                            "-out", cert,
                             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
                             "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
             extra_conf += f"tls_cert = {cert}\ntls_key = {key}\n"

@@ -353,7 +353,28 @@ def test_disk_full(analyst_groups=("analysts",)):
         fx.close()
 
 
+def tls_handshake(port, version=None, ciphers=None):
+    """The negotiated (protocol, cipher) of a handshake with the issuer, or
+    None when it refuses. SECLEVEL=0 so this client offers what an old or
+    downgraded client would; the server is what must refuse."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_ciphers((ciphers or "ALL") + ":@SECLEVEL=0")
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            with ctx.wrap_socket(s) as t:
+                return t.version(), t.cipher()[0]
+    except (ssl.SSLError, OSError):
+        return None
+
+
 def test_https():
+    import ssl
+    import warnings
+    warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1 / TLSv1_1 on purpose
     fx = Issuer(POLICY, tls=True)
     try:
         fx.start()
@@ -367,6 +388,28 @@ def test_https():
         except Exception:
             plain = False
         check(not plain, "HTTPS: plain HTTP is not answered")
+        # Attack: protocol downgrade and weak suites (microhttpd's default
+        # GnuTLS priorities answered TLS 1.0 with CBC and SHA-1 MACs).
+        old = [tls_handshake(fx.port, v) for v in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)]
+        check(old == [None, None], "test_https_downgrade_to_tls10_refused: TLS 1.0 and 1.1 are "
+              "refused", old)
+        cbc = tls_handshake(fx.port, ssl.TLSVersion.TLSv1_2,
+                            "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256"
+                            ":AES128-SHA:AES256-SHA:AES128-GCM-SHA256")
+        check(cbc is None, "test_https_weak_suites_refused: CBC, SHA-1 MAC and static-RSA suites "
+              "are refused", cbc)
+        good = [tls_handshake(fx.port, v) for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)]
+        check(good[0] is not None and "GCM" in good[0][1] and good[1] is not None and
+              good[1][0] == "TLSv1.3", "HTTPS: TLS 1.2 (ECDHE, AEAD) and TLS 1.3 are served", good)
+    finally:
+        fx.close()
+    fx = Issuer(POLICY, tls="rsa")
+    try:
+        fx.start()
+        a = Agent(fx, "tls-rsa", ["analysts"])
+        got = tls_handshake(fx.port, ssl.TLSVersion.TLSv1_2)
+        check(fx.token(a.assertion())[0] == 200 and got is not None and "ECDHE-RSA" in got[1],
+              "HTTPS with an RSA certificate: a token, and TLS 1.2 with ECDHE-RSA", got)
     finally:
         fx.close()
 

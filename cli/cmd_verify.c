@@ -15,17 +15,19 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-	        "usage: writ verify --jwks FILE|- [--iss ISSUER] [--aud AUDIENCE] [--typ TYP]\n"
-	        "                   [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n"
-	        "       writ verify --jwks-url URL --iss ISSUER --aud AUDIENCE [--ca-file FILE]\n"
-	        "                   [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n\n"
-	        "Verify a writ access token offline. TOKEN defaults to - (stdin): prefer it,\n"
-	        "since a bearer token on a command line is visible to other local users.\n"
-	        "--typ defaults to at+jwt; --leeway to 30 (max 60); --max-ttl to 3600.\n"
-	        "--jwks-url fetches the issuer's JWK Set (http or https) through libwrit's\n"
-	        "verifier, as a target service does; it needs --iss and --aud, and the\n"
-	        "token type is always at+jwt.\n");
+	fprintf(
+	    f,
+	    "usage: writ verify --jwks FILE|- [--iss ISSUER] [--aud AUDIENCE] [--typ TYP]\n"
+	    "                   [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n"
+	    "       writ verify --jwks-url URL --iss ISSUER --aud AUDIENCE [--ca-file FILE]\n"
+	    "                   [--allow-http] [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n\n"
+	    "Verify a writ access token offline. TOKEN defaults to - (stdin): prefer it,\n"
+	    "since a bearer token on a command line is visible to other local users.\n"
+	    "--typ defaults to at+jwt; --leeway to 30 (max 60); --max-ttl to 3600.\n"
+	    "--jwks-url fetches the issuer's JWK Set through libwrit's verifier, as a\n"
+	    "target service does; it needs --iss and --aud, and the token type is always\n"
+	    "at+jwt. The URL is https://, or http:// to a loopback host; --allow-http lets\n"
+	    "plain http:// reach another host (only where something else protects the hop).\n");
 }
 
 static unsigned parse_uint(const char *s, const char *what, unsigned max)
@@ -56,15 +58,17 @@ static char *read_token(const char *tok_path, size_t *tlen)
 }
 
 /* The library path: fetch the JWK Set from url, then verify. */
-static writ_rc verify_url(const char *url, const char *ca_file, const writ_verify_opts *vo,
-                          const char *tok, size_t tlen, writ_claims **claims, writ_err *err)
+static writ_rc verify_url(const char *url, const char *ca_file, int allow_http,
+                          const writ_verify_opts *vo, const char *tok, size_t tlen,
+                          writ_claims **claims, writ_err *err)
 {
 	writ_verifier_cfg cfg = {.issuer = vo->iss,
 	                         .audience = vo->aud,
 	                         .jwks_url = url,
 	                         .ca_file = ca_file,
 	                         .leeway = vo->leeway,
-	                         .max_ttl = vo->max_ttl};
+	                         .max_ttl = vo->max_ttl,
+	                         .allow_http = allow_http};
 	writ_verifier *v = NULL;
 	writ_rc rc;
 
@@ -85,12 +89,17 @@ static writ_rc verify_url(const char *url, const char *ca_file, const writ_verif
 
 int verify_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"jwks", required_argument, 0, 'j'},     {"iss", required_argument, 0, 'i'},
-	    {"aud", required_argument, 0, 'a'},      {"typ", required_argument, 0, 't'},
-	    {"leeway", required_argument, 0, 'l'},   {"max-ttl", required_argument, 0, 'm'},
-	    {"jwks-url", required_argument, 0, 'u'}, {"ca-file", required_argument, 0, 'C'},
-	    {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+	static const struct option opts[] = {{"jwks", required_argument, 0, 'j'},
+	                                     {"iss", required_argument, 0, 'i'},
+	                                     {"aud", required_argument, 0, 'a'},
+	                                     {"typ", required_argument, 0, 't'},
+	                                     {"leeway", required_argument, 0, 'l'},
+	                                     {"max-ttl", required_argument, 0, 'm'},
+	                                     {"jwks-url", required_argument, 0, 'u'},
+	                                     {"ca-file", required_argument, 0, 'C'},
+	                                     {"allow-http", no_argument, 0, 'H'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
 	writ_verify_opts vo = {.typ = "at+jwt", .leeway = 30, .max_ttl = WRIT_TTL_HARD_CAP};
 	const char *jwks_path = NULL, *jwks_url = NULL, *ca_file = NULL, *tok_path = "-";
 	char *jwks_buf, *tok, *claims_json;
@@ -99,11 +108,12 @@ int verify_main(int argc, char **argv)
 	writ_claims *claims = NULL;
 	writ_err err = {0};
 	writ_rc rc;
-	int c;
+	int c, allow_http = 0;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': jwks_path = optarg; break;
+		case 'H': allow_http = 1; break;
 		case 'u': jwks_url = optarg; break;
 		case 'C': ca_file = optarg; break;
 		case 'i': vo.iss = optarg; break;
@@ -123,7 +133,7 @@ int verify_main(int argc, char **argv)
 		tok_path = argv[optind];
 	if (jwks_url != NULL) {
 		tok = read_token(tok_path, &tlen);
-		rc = verify_url(jwks_url, ca_file, &vo, tok, tlen, &claims, &err);
+		rc = verify_url(jwks_url, ca_file, allow_http, &vo, tok, tlen, &claims, &err);
 		OPENSSL_cleanse(tok, tlen);
 		free(tok);
 		goto done;

@@ -458,9 +458,8 @@ static writ_rc check_cfg(const writ_verifier_cfg *cfg, writ_err *err)
 		                    "give exactly one of jwks_url, jwks_file, jwks_bytes");
 	if (cfg->leeway > WRIT_LEEWAY_MAX)
 		return writ_err_set(err, WRIT_ERR_ARG, "leeway above %d s", WRIT_LEEWAY_MAX);
-	if (cfg->jwks_url != NULL && strncmp(cfg->jwks_url, "https://", 8) != 0 &&
-	    strncmp(cfg->jwks_url, "http://", 7) != 0)
-		return writ_err_set(err, WRIT_ERR_CONFIG, "jwks_url must be http:// or https://");
+	if (cfg->jwks_url != NULL)
+		return jwks_url_check(cfg->jwks_url, cfg->allow_http, err);
 	return WRIT_OK;
 }
 

@@ -86,6 +86,9 @@ refuse "verify: a payload changed to widen scope fails the signature" 'bad signa
   sh -c "echo '$FORGED' | $WRIT verify --jwks '$D/jwks.json'"
 refuse "verify: expired token (max-ttl cap below its lifetime)" 'lifetime' \
   sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --max-ttl 30"
+# Refused before any connection is made (tests reach 127.0.0.1 only).
+refuse "verify: a JWK Set over plain http to another host is refused" 'only to a loopback host' \
+  sh -c "echo '$TOK' | $WRIT verify --jwks-url http://issuer.example.com/jwks.json --iss x --aud orders-db"
 echo '{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"x","x":"AAAA","y":"AAAA"}]}' >"$D/badjwks.json"
 refuse "verify: a bad JWK Set is named" 'JWK Set: keys\[0\]' \
   sh -c "echo '$TOK' | $WRIT verify --jwks '$D/badjwks.json'"

@@ -748,6 +748,9 @@ static void test_config_errors(void)
 	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_CONFIG);
 	cfg.jwks_url = "http://127.0.0.1:1/jwks.json"; /* nothing listens */
 	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_UNAVAILABLE);
+	cfg.jwks_url = "not a url";
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_CONFIG);
+	CHECK(strstr(err.msg, "not a valid URL") != NULL);
 	cfg.jwks_file = "/nonexistent";
 	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG); /* two sources */
 	cfg.jwks_url = NULL;
@@ -763,6 +766,53 @@ static void test_config_errors(void)
 	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG);
 	CHECK(v == NULL);
 	writ_verifier_free(NULL);
+}
+
+/* Attack: JWKS key injection on the path. Over plain http:// to another
+ * host, whoever sits between the service and the issuer can serve a JWK
+ * Set with their own key and mint tokens the service accepts. Refused at
+ * configuration, unless the caller says the hop is protected otherwise;
+ * loopback stays allowed (the issuer's development default). */
+static void test_jwks_over_plain_http_to_remote_host_refused(void)
+{
+	static const char *const remote[] = {
+	    "http://issuer.example.com/.well-known/jwks.json",
+	    "HTTP://ISSUER.EXAMPLE.COM/jwks.json",
+	    "http://127.0.0.1.example.com/jwks.json", /* a name, not the address */
+	    "http://127.0.0.1@example.com/jwks.json", /* userinfo, not the host */
+	    "http://10.0.0.1:8080/jwks.json",
+	    "http://[::ffff:127.0.0.1]:1/jwks.json",
+	};
+	static const char *const loopback[] = {
+	    "http://127.0.0.1:1/jwks.json",
+	    "http://127.9.8.7:1/jwks.json",
+	    "http://[::1]:1/jwks.json",
+	    "http://LocalHost:1/jwks.json",
+	};
+	writ_verifier_cfg cfg = {.issuer = ISS, .audience = AUD};
+	writ_verifier *v = NULL;
+	writ_err err = {0};
+	size_t i;
+
+	for (i = 0; i < sizeof(remote) / sizeof(remote[0]); i++) {
+		cfg.jwks_url = remote[i];
+		CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_CONFIG);
+		CHECK(v == NULL &&
+		      strstr(err.msg, "plain http:// only to a loopback host") != NULL);
+	}
+	/* Loopback passes the check and gets as far as fetching (nothing
+	 * listens on port 1). Remote hosts pass only with allow_http; the
+	 * check alone, since tests talk to 127.0.0.1 only. */
+	for (i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+		cfg.jwks_url = loopback[i];
+		CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_UNAVAILABLE);
+	}
+	for (i = 0; i < sizeof(remote) / sizeof(remote[0]); i++) {
+		CHECK_RC(jwks_url_check(remote[i], 0, &err), WRIT_ERR_CONFIG);
+		CHECK_RC(jwks_url_check(remote[i], 1, &err), WRIT_OK);
+	}
+	CHECK_RC(jwks_url_check("https://issuer.example.com/jwks.json", 0, &err), WRIT_OK);
+	CHECK_RC(jwks_url_check("ftp://issuer.example.com/jwks.json", 1, &err), WRIT_ERR_CONFIG);
 }
 
 static void test_body_cap(void)
@@ -803,6 +853,7 @@ int main(void)
 	srv_start();
 	RUN(test_cache_control_parse);
 	RUN(test_config_errors);
+	RUN(test_jwks_over_plain_http_to_remote_host_refused);
 	RUN(test_fetch_then_cache_hits);
 	RUN(test_unknown_kid_flood_one_fetch);
 	RUN(test_rotation);

@@ -40,6 +40,12 @@ typedef struct writ_verifier_cfg {
 	                         long past its expiry, then fail closed; 0 means 300 */
 	size_t cache_entries; /* verified-token cache size (rounded up to a multiple
 	                         of 64); 0 means 10000 */
+	int allow_http;       /* jwks_url over plain http:// to a host that is not
+	                         loopback (127.0.0.0/8, [::1], localhost): refused
+	                         (WRIT_ERR_CONFIG) unless set, since whoever is on
+	                         the path could hand the verifier their own keys.
+	                         Set it only where something else encrypts and
+	                         authenticates the hop (a service-mesh sidecar). */
 } writ_verifier_cfg;
 
 /*

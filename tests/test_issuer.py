@@ -15,7 +15,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jwt  # noqa: E402
-from issuer_fixture import Agent, Issuer, WRIT  # noqa: E402
+from issuer_fixture import ISSUER_BIN, Agent, Issuer, WRIT  # noqa: E402
 
 POLICY = {"version": 1, "rules": [
     {"id": "analysts-read", "effect": "allow", "subjects": ["group:analysts"],
@@ -414,6 +414,44 @@ def test_https():
         fx.close()
 
 
+def test_plain_http_off_loopback_refused():
+    """Attack: tokens sniffed off the wire. An issuer told to listen beyond
+    loopback without TLS would carry assertions and access tokens in clear
+    (RFC 6749 s.3.2 requires TLS); it refuses to start unless the operator
+    says TLS ends in front of it. Checked with --check-config only: tests
+    bind 127.0.0.1 alone."""
+    fx = Issuer(POLICY)
+    try:
+        with open(fx.conf) as f:
+            base = [l for l in f if not l.startswith("listen")]
+
+        def check_config(*extra):
+            with open(fx.conf, "w") as f:
+                f.writelines(base + [l + "\n" for l in extra])
+            return subprocess.run([ISSUER_BIN, "-c", fx.conf, "--check-config"],
+                                  capture_output=True, text=True)
+        for listen in ("0.0.0.0:%d" % fx.port, "[::]:%d" % fx.port, "10.1.2.3:%d" % fx.port):
+            r = check_config("listen = " + listen)
+            check(r.returncode != 0 and "not a loopback address" in r.stderr and
+                  "tls_disable = yes" in r.stderr,
+                  f"test_plain_http_off_loopback_refused: listen {listen} without TLS", r.stderr)
+        r = check_config("listen = 0.0.0.0:%d" % fx.port, "tls_disable = yes")
+        check(r.returncode == 0, "tls_disable = yes: plain HTTP behind a TLS proxy is allowed",
+              r.stderr)
+        r = check_config("listen = 0.0.0.0:%d" % fx.port, "tls_disable = maybe")
+        check(r.returncode != 0 and re.search(r"writ\.conf:\d+: tls_disable must be yes or no",
+                                               r.stderr), "tls_disable: a bad value names its line",
+              r.stderr)
+        r = check_config("listen = 127.0.0.1:%d" % fx.port, "tls_disable = yes",
+                         "tls_cert = /nonexistent.crt", "tls_key = /nonexistent.key")
+        check(r.returncode != 0 and "contradicts" in r.stderr,
+              "tls_disable with a certificate is refused as a contradiction", r.stderr)
+        r = check_config("listen = [::1]:%d" % fx.port)
+        check(r.returncode == 0, "[::1] is loopback: plain HTTP allowed", r.stderr)
+    finally:
+        fx.close()
+
+
 def test_replay_after_restart(fx, analyst):
     asr = analyst.assertion()
     check(fx.token(asr)[0] == 200, "fresh assertion accepted")
@@ -560,6 +598,7 @@ def main():
         fx.close()
     test_disk_full()
     test_https()
+    test_plain_http_off_loopback_refused()
     test_kill9_under_load()
     test_sigterm_under_load()
     test_replay_shared_sqlite()

@@ -3,6 +3,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +18,7 @@
 
 #include "writ_int.h"
 
-typedef enum { T_STR, T_PATH, T_UINT, T_ALG, T_URL, T_LABEL, T_REPLAY } ctype;
+typedef enum { T_STR, T_PATH, T_UINT, T_ALG, T_URL, T_LABEL, T_REPLAY, T_YESNO } ctype;
 
 typedef struct ckey {
 	const char *name;
@@ -45,6 +46,7 @@ static const ckey keys[] = {
     {S(audit_log, T_PATH), 0, 0},
     {S(tls_cert, T_PATH), 0, 0},
     {S(tls_key, T_PATH), 0, 0},
+    {"tls_disable", T_YESNO, offsetof(writ_config, tls_disable), sizeof(int), 0, 0},
     {S(http_threads, T_UINT), 1, 64},
     {S(max_connections, T_UINT), 1, 65536},
     {S(conn_timeout, T_UINT), 1, 3600},
@@ -57,6 +59,24 @@ static const ckey keys[] = {
 };
 #undef S
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+/* "127.x.y.z:PORT" or "[::1]:PORT"; anything else (other addresses,
+ * names, what the HTTP layer will refuse to parse) counts as not. */
+static int listen_is_loopback(const char *listen)
+{
+	const char *colon = strrchr(listen, ':');
+	char host[64];
+	struct in_addr a4;
+	size_t n;
+
+	if (strncmp(listen, "[::1]:", 6) == 0)
+		return 1;
+	if (colon == NULL || (n = (size_t)(colon - listen)) >= sizeof(host))
+		return 0;
+	memcpy(host, listen, n);
+	host[n] = '\0';
+	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
 
 void config_defaults(writ_config *cfg)
 {
@@ -125,6 +145,13 @@ static writ_rc set_value(const ckey *k, const char *v, const char *basedir, writ
 			    err, WRIT_ERR_CONFIG,
 			    "%s: replay_cache must be memory or sqlite, got \"%.40s\"", where, v);
 		*(int *)(void *)dst = strcmp(v, "sqlite") == 0;
+		return WRIT_OK;
+	case T_YESNO:
+		if (strcmp(v, "yes") != 0 && strcmp(v, "no") != 0)
+			return writ_err_set(err, WRIT_ERR_CONFIG,
+			                    "%s: %s must be yes or no, got \"%.40s\"", where,
+			                    k->name, v);
+		*(int *)(void *)dst = strcmp(v, "yes") == 0;
 		return WRIT_OK;
 	case T_URL:
 		if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)
@@ -275,6 +302,18 @@ writ_rc config_parse(const char *buf, size_t len, const char *name, const char *
 	if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0'))
 		return writ_err_set(err, WRIT_ERR_CONFIG,
 		                    "%s: set both tls_cert and tls_key, or neither", name);
+	/* RFC 6749 s.3.2: the token endpoint requires TLS. Plain HTTP is the
+	 * development default on loopback; anywhere else it must be asked for. */
+	if (cfg->tls_cert[0] == '\0' && !cfg->tls_disable && !listen_is_loopback(cfg->listen))
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+		                    "%s: listen %.100s is not a loopback address, and plain HTTP "
+		                    "there would carry assertions and tokens in clear: set "
+		                    "tls_cert and tls_key, or tls_disable = yes when a proxy in "
+		                    "front terminates TLS",
+		                    name, cfg->listen);
+	if (cfg->tls_cert[0] != '\0' && cfg->tls_disable)
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+		                    "%s: tls_disable = yes contradicts tls_cert/tls_key", name);
 	if (cfg->pin_file[0] != '\0' && cfg->pin_env[0] != '\0')
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: set pin_file or pin_env, not both",
 		                    name);

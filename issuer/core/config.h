@@ -36,6 +36,7 @@ typedef struct writ_config {
 	char audit_log[CONFIG_VALUE_MAX]; /* JSON-lines audit file */
 	char tls_cert[CONFIG_VALUE_MAX];  /* PEM; HTTPS when set with tls_key */
 	char tls_key[CONFIG_VALUE_MAX];
+	int tls_disable;           /* plain HTTP on a non-loopback listen (TLS ends in front) */
 	unsigned http_threads;     /* worker threads */
 	unsigned max_connections;  /* concurrent connections */
 	unsigned conn_timeout;     /* idle seconds before a connection is dropped */

@@ -10,16 +10,19 @@
 #include <string.h>
 
 #include "cli.h"
+#include "writ_int.h"
 
 #define RESP_MAX (64 * 1024)
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: writ exchange --issuer URL --assertion FILE|- --audience AUD\n"
-	           "                     --scope \"A B\" [--cacert FILE]\n\n"
+	           "                     --scope \"A B\" [--cacert FILE] [--allow-http]\n\n"
 	           "POST URL/token with grant_type token-exchange and the assertion as\n"
 	           "subject_token; print the JSON response. Exit 0 on 200, 1 otherwise (the\n"
-	           "error and its description on stderr).\n");
+	           "error and its description on stderr). URL is https://, or http:// to a\n"
+	           "loopback host; --allow-http lets plain http:// reach another host (only\n"
+	           "where something else protects the hop).\n");
 }
 
 typedef struct buf {
@@ -63,13 +66,11 @@ static char *form_field(CURL *c, const char *name, const char *value, int first)
 
 int exchange_main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"issuer", required_argument, 0, 'i'},
-	                                     {"assertion", required_argument, 0, 'a'},
-	                                     {"audience", required_argument, 0, 'u'},
-	                                     {"scope", required_argument, 0, 's'},
-	                                     {"cacert", required_argument, 0, 'c'},
-	                                     {"help", no_argument, 0, 'h'},
-	                                     {0, 0, 0, 0}};
+	static const struct option opts[] = {
+	    {"issuer", required_argument, 0, 'i'},   {"assertion", required_argument, 0, 'a'},
+	    {"audience", required_argument, 0, 'u'}, {"scope", required_argument, 0, 's'},
+	    {"cacert", required_argument, 0, 'c'},   {"allow-http", no_argument, 0, 'H'},
+	    {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
 	const char *issuer = NULL, *apath = NULL, *aud = NULL, *scope = NULL, *cacert = NULL;
 	const char *names[] = {"grant_type", "subject_token", "subject_token_type", "audience",
 	                       "scope"};
@@ -80,7 +81,8 @@ int exchange_main(int argc, char **argv)
 	long status = 0;
 	CURL *c;
 	CURLcode cc;
-	int opt;
+	writ_err err = {0};
+	int opt, allow_http = 0;
 
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (opt) {
@@ -89,6 +91,7 @@ int exchange_main(int argc, char **argv)
 		case 'u': aud = optarg; break;
 		case 's': scope = optarg; break;
 		case 'c': cacert = optarg; break;
+		case 'H': allow_http = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -97,6 +100,9 @@ int exchange_main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/* The assertion and the token it buys are bearer credentials. */
+	if (writ_url_check(issuer, "--issuer", allow_http, &err) != WRIT_OK)
+		cli_die("exchange: %s", err.msg);
 	assertion = cli_read_input(apath, 16 * 1024, &alen);
 	while (alen > 0 && (assertion[alen - 1] == '\n' || assertion[alen - 1] == '\r'))
 		assertion[--alen] = '\0';

@@ -3,7 +3,6 @@
  * short timeouts, http/https only, the ETag and Cache-Control max-age
  * (RFC 9111 s.5.2.2.1) kept for the next request. The caller parses.
  */
-#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -123,45 +122,6 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 			r->max_age = (unsigned)ma;
 	}
 	return len;
-}
-
-static int host_is_loopback(const char *host)
-{
-	struct in_addr a4;
-
-	if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
-		return 1;
-	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
-}
-
-writ_rc jwks_url_check(const char *url, int allow_http, writ_err *err)
-{
-	char *scheme = NULL, *host = NULL;
-	CURLU *u;
-	writ_rc rc = jwks_fetch_init(err);
-
-	if (rc != WRIT_OK)
-		return rc;
-	if ((u = curl_url()) == NULL)
-		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-		rc = writ_err_set(err, WRIT_ERR_CONFIG, "jwks_url \"%.200s\" is not a valid URL",
-		                  url);
-	} else if (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0) {
-		rc = writ_err_set(err, WRIT_ERR_CONFIG, "jwks_url must be http:// or https://");
-	} else if (strcmp(scheme, "http") == 0 && !allow_http && !host_is_loopback(host)) {
-		rc = writ_err_set(err, WRIT_ERR_CONFIG,
-		                  "jwks_url \"%.200s\": plain http:// only to a loopback host "
-		                  "(127.0.0.1, [::1], localhost); use https://, anyone on the path "
-		                  "could hand this verifier their own keys",
-		                  url);
-	}
-	curl_free(scheme);
-	curl_free(host);
-	curl_url_cleanup(u);
-	return rc;
 }
 
 static writ_rc set_opts(CURL *c, const char *url, const char *ca_file, struct curl_slist *hdrs,

@@ -459,7 +459,7 @@ static writ_rc check_cfg(const writ_verifier_cfg *cfg, writ_err *err)
 	if (cfg->leeway > WRIT_LEEWAY_MAX)
 		return writ_err_set(err, WRIT_ERR_ARG, "leeway above %d s", WRIT_LEEWAY_MAX);
 	if (cfg->jwks_url != NULL)
-		return jwks_url_check(cfg->jwks_url, cfg->allow_http, err);
+		return writ_url_check(cfg->jwks_url, "jwks_url", cfg->allow_http, err);
 	return WRIT_OK;
 }
 

@@ -30,12 +30,6 @@ typedef struct jwks_response {
 /* Process-wide libcurl initialisation; idempotent and thread-safe. */
 writ_rc jwks_fetch_init(writ_err *err);
 /*
- * url is https://, or http:// to a loopback host (127.0.0.0/8, [::1],
- * localhost) or allow_http is set; parsed with libcurl's URL parser, the
- * one that fetches it. WRIT_ERR_CONFIG naming the problem otherwise.
- */
-writ_rc jwks_url_check(const char *url, int allow_http, writ_err *err);
-/*
  * GET url (http or https only; redirects followed for https only, and
  * only to https), sending
  * If-None-Match: etag when etag is not empty. The body is capped at

@@ -134,6 +134,15 @@ writ_rc writ_claims_check(const json_t *payload, const writ_verify_opts *opts, w
  */
 char *writ_jws_signing_input(const json_t *header, const json_t *payload, size_t *len);
 
+/*
+ * url (named `what` in messages) is https://, or http:// to a loopback
+ * host (127.0.0.0/8, [::1], localhost), or allow_http is set: plain http
+ * elsewhere lets anyone on the path read the credentials sent or swap the
+ * keys fetched. Parsed by libcurl's URL parser, the one that fetches it.
+ * WRIT_ERR_CONFIG naming the problem otherwise.
+ */
+writ_rc writ_url_check(const char *url, const char *what, int allow_http, writ_err *err);
+
 /* CLOCK_MONOTONIC in nanoseconds: intervals and deadlines, never dates. */
 static inline int64_t writ_mono_ns(void)
 {

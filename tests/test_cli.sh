@@ -89,6 +89,8 @@ refuse "verify: expired token (max-ttl cap below its lifetime)" 'lifetime' \
 # Refused before any connection is made (tests reach 127.0.0.1 only).
 refuse "verify: a JWK Set over plain http to another host is refused" 'only to a loopback host' \
   sh -c "echo '$TOK' | $WRIT verify --jwks-url http://issuer.example.com/jwks.json --iss x --aud orders-db"
+refuse "exchange: an assertion over plain http to another host is refused" 'only to a loopback host' \
+  sh -c "echo x.y.z | $WRIT exchange --issuer http://issuer.example.com --assertion - --audience a --scope b"
 echo '{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"x","x":"AAAA","y":"AAAA"}]}' >"$D/badjwks.json"
 refuse "verify: a bad JWK Set is named" 'JWK Set: keys\[0\]' \
   sh -c "echo '$TOK' | $WRIT verify --jwks '$D/badjwks.json'"

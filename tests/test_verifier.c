@@ -808,11 +808,13 @@ static void test_jwks_over_plain_http_to_remote_host_refused(void)
 		CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_UNAVAILABLE);
 	}
 	for (i = 0; i < sizeof(remote) / sizeof(remote[0]); i++) {
-		CHECK_RC(jwks_url_check(remote[i], 0, &err), WRIT_ERR_CONFIG);
-		CHECK_RC(jwks_url_check(remote[i], 1, &err), WRIT_OK);
+		CHECK_RC(writ_url_check(remote[i], "jwks_url", 0, &err), WRIT_ERR_CONFIG);
+		CHECK_RC(writ_url_check(remote[i], "jwks_url", 1, &err), WRIT_OK);
 	}
-	CHECK_RC(jwks_url_check("https://issuer.example.com/jwks.json", 0, &err), WRIT_OK);
-	CHECK_RC(jwks_url_check("ftp://issuer.example.com/jwks.json", 1, &err), WRIT_ERR_CONFIG);
+	CHECK_RC(writ_url_check("https://issuer.example.com/jwks.json", "jwks_url", 0, &err),
+	         WRIT_OK);
+	CHECK_RC(writ_url_check("ftp://issuer.example.com/jwks.json", "jwks_url", 1, &err),
+	         WRIT_ERR_CONFIG);
 }
 
 static void test_body_cap(void)

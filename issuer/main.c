@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -359,6 +361,19 @@ static void serve(issuer *is)
 	audit_event(is, json_pack("{s:s}", "event", "issuer_stopped"));
 }
 
+/*
+ * The process holds the TLS private key, and with an in-process module
+ * such as SoftHSM2 the token's keys decrypted while it signs: no core
+ * file, and no ptrace or /proc/PID/mem from other processes of its user.
+ */
+static void harden(void)
+{
+	const struct rlimit none = {0, 0};
+
+	if (setrlimit(RLIMIT_CORE, &none) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		fprintf(stderr, "writ-issuer: cannot turn off core dumps: %s\n", strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	static issuer is;
@@ -382,6 +397,7 @@ int main(int argc, char **argv)
 		die("config", &e);
 	if (check)
 		return check_config(&is);
+	harden();
 	/* Block the signals before any thread starts, so only sigtimedwait
 	 * sees them; SIGPIPE from a vanished client must not kill us. */
 	sigemptyset(&set);

@@ -580,6 +580,10 @@ def main():
     try:
         fx.start()
         analyst = Agent(fx, "analyst-1", ["analysts"])
+        with open(f"/proc/{fx.proc.pid}/limits") as f:
+            core = [l.split()[4:6] for l in f if l.startswith("Max core file size")]
+        check(core == [["0", "0"]], "the issuer runs with core dumps off (it holds the TLS key "
+              "and, with SoftHSM2, decrypted token keys)", core)
         test_success_and_pyjwkclient(fx, analyst)
         test_error_rows(fx, analyst)
         test_policy(fx)

@@ -107,7 +107,14 @@ static void test_retire_revoke_purge_rules(void)
 	CHECK_RC(store_sk_add(s, "v2", WRIT_ALG_PS256, "22", STORE_SK_ROTATE, &W, 1001, NULL, NULL,
 	                      NULL),
 	         WRIT_OK);
-	CHECK_RC(store_sk_retire(s, "v1", &W, 1002, "test", next, NULL), WRIT_OK);
+	/* Attack: handing the active key's place to a pending key no issuer
+	 * has published (or not for its whole window) would sign with a kid
+	 * verifiers' cached key sets lack. */
+	CHECK_RC(store_sk_retire(s, "v1", &W, 1002, "test", next, NULL), WRIT_ERR_ARG);
+	CHECK(state_of(s, "v1") == STORE_SK_ACTIVE && state_of(s, "v2") == STORE_SK_PENDING);
+	CHECK_RC(store_sk_hold(s, "v2", 1002, 1005, 0, NULL, NULL), WRIT_OK);
+	CHECK_RC(store_sk_retire(s, "v1", &W, 1004, "test", next, NULL), WRIT_ERR_ARG);
+	CHECK_RC(store_sk_retire(s, "v1", &W, 1006, "test", next, NULL), WRIT_OK);
 	CHECK(strcmp(next, "v2") == 0 && state_of(s, "v2") == STORE_SK_ACTIVE);
 	/* Revoking the active key needs a replacement, recorded active with it. */
 	CHECK_RC(store_sk_revoke(s, "v2", "compromised", NULL, 1003, NULL), WRIT_ERR_ARG);

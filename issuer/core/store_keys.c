@@ -371,6 +371,7 @@ static writ_rc retire_tx(store *s, const store_sk *k, const store_sk_windows *w,
 {
 	const char *alg = writ_alg_name(k->alg);
 	char next[WRIT_KID_MAX + 1];
+	store_sk n;
 	writ_rc rc;
 
 	if (k->state == STORE_SK_RETIRED)
@@ -389,6 +390,22 @@ static writ_rc retire_tx(store *s, const store_sk *k, const store_sk_windows *w,
 		                    "key %s is the only active %s key: run 'writ key rotate' first "
 		                    "(or 'writ key rotate --now')",
 		                    k->kid, alg);
+	/* The successor signs from now on: only once it is what the clock
+	 * would activate anyway, published by an issuer for its whole window
+	 * (else verifiers' cached key sets miss it; rotate --now is the way to
+	 * switch at once knowingly). */
+	rc = store_sk_get(s, next, &n, err);
+	if (rc != WRIT_OK)
+		return rc;
+	if (n.published_at == 0 || n.activate_after >= now)
+		return writ_err_set(
+		    err, WRIT_ERR_ARG,
+		    "the pending key %s has %s: retire %s once it has, or switch at once with "
+		    "'writ key rotate --now'",
+		    next,
+		    n.published_at == 0 ? "not been published by an issuer yet"
+		                        : "not been published for key_pending_secs yet",
+		    k->kid);
 	if (successor != NULL)
 		snprintf(successor, WRIT_KID_MAX + 1, "%s", next);
 	return activate(s, next, alg, w, now, reason, err);

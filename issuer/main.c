@@ -57,13 +57,16 @@ writ_rc issuer_audit_sign(void *arg, const unsigned char *msg, size_t len,
 	return rc;
 }
 
-static void audit_event(issuer *is, json_t *rec)
+/* Append rec (consumed) durably; on failure say so and return non-OK. */
+static writ_rc audit_event(issuer *is, json_t *rec)
 {
 	writ_err e = {0};
+	writ_rc rc = rec != NULL ? audit_append(is->audit, rec, &e) : WRIT_ERR_NOMEM;
 
-	if (rec != NULL && audit_append(is->audit, rec, &e) != WRIT_OK)
-		fprintf(stderr, "writ-issuer: audit: %s\n", e.msg);
+	if (rc != WRIT_OK)
+		fprintf(stderr, "writ-issuer: audit: %s\n", rec != NULL ? e.msg : "out of memory");
 	json_decref(rec);
+	return rc;
 }
 
 /* Move the store's pending audit records (agent and key changes made with
@@ -216,13 +219,20 @@ static void reload_policy(issuer *is)
 	if (policy_load(is->cfg.policy, &p, &e) != WRIT_OK) {
 		fprintf(stderr, "writ-issuer: policy reload refused, old policy stays: %s\n",
 		        e.msg);
-		audit_event(is, json_pack("{s:s, s:s, s:s}", "event", "policy_rejected", "path",
-		                          is->cfg.policy, "detail", e.msg));
+		(void)audit_event(is, json_pack("{s:s, s:s, s:s}", "event", "policy_rejected",
+		                                "path", is->cfg.policy, "detail", e.msg));
 		return;
 	}
-	audit_event(is, json_pack("{s:s, s:s, s:s, s:I}", "event", "policy_loaded", "path",
-	                          is->cfg.policy, "policy_hash", policy_hash(p), "rules",
-	                          (json_int_t)policy_rule_count(p)));
+	/* Audited before it decides anything: decisions name its hash, and a
+	 * policy the log cannot show was loaded must not be in force. */
+	if (audit_event(is, json_pack("{s:s, s:s, s:s, s:I}", "event", "policy_loaded", "path",
+	                              is->cfg.policy, "policy_hash", policy_hash(p), "rules",
+	                              (json_int_t)policy_rule_count(p))) != WRIT_OK) {
+		fprintf(stderr, "writ-issuer: policy reload refused, old policy stays: its load "
+		                "could not be audited\n");
+		policy_free(p);
+		return;
+	}
 	policy_slot_set(&is->policy, p);
 	fprintf(stderr, "writ-issuer: policy loaded: %s\n", is->cfg.policy);
 }
@@ -267,9 +277,11 @@ static void open_all(issuer *is)
 	keys_open(is);
 	drain_outbox(is);
 	ks = keyset_get(&is->keys);
-	audit_event(is, json_pack("{s:s, s:s, s:s, s:s}", "event", "issuer_started", "issuer",
-	                          is->cfg.issuer, "kid", writ_jwk_kid(ks->signing->jwk),
-	                          "policy_hash", policy_hash(p)));
+	/* A full disk at start still lets the JWKS be served; /token then
+	 * answers 503 while the log cannot be written. */
+	(void)audit_event(is, json_pack("{s:s, s:s, s:s, s:s}", "event", "issuer_started", "issuer",
+	                                is->cfg.issuer, "kid", writ_jwk_kid(ks->signing->jwk),
+	                                "policy_hash", policy_hash(p)));
 	keyset_put(&is->keys, ks);
 }
 
@@ -358,7 +370,7 @@ static void serve(issuer *is)
 	http_stop(srv);
 	attest_shutdown();
 	drain_outbox(is);
-	audit_event(is, json_pack("{s:s}", "event", "issuer_stopped"));
+	(void)audit_event(is, json_pack("{s:s}", "event", "issuer_stopped"));
 }
 
 /*

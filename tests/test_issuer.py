@@ -347,6 +347,22 @@ def test_disk_full(analyst_groups=("analysts",)):
         recs = [r for r in fx.audit_records() if r.get("event") == "token_issued"]
         check(len(recs) == issued, "every token a client received is in the log",
               f"{len(recs)} vs {issued}")
+        # A policy reload the log cannot record must not take effect: the
+        # new policy (analysts get nothing) is refused while the disk is
+        # full, and once there is room again the old one is still deciding.
+        strict = json.loads(json.dumps(POLICY))
+        strict["rules"] = [r for r in strict["rules"] if r["id"] != "analysts-read"]
+        fx.write_policy(strict)
+        fx.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        subprocess.run(["mount", "-o", "remount,size=1m", mnt], check=True)
+        st, _, doc = fx.token(a.assertion())
+        check(st == 200 and doc.get("scope") == "db:read",
+              "a policy reload that could not be audited left the old policy in force",
+              (st, doc))
+        check(not any(r.get("event") == "policy_loaded" for r in fx.audit_records()),
+              "and no policy_loaded record claims otherwise")
+        fx.write_policy(POLICY)
     finally:
         fx.stop()
         subprocess.run(["umount", mnt])

@@ -3,6 +3,7 @@
  * For operators, tests and break-glass; agents use the issuer's /token.
  */
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,28 +16,36 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: writ mint --sub AGENT --aud SERVICE --scope \"A B\" [--ttl SECONDS]\n"
 	           "                 [--alg ALG | --kid KID]\n\n"
-	           "Sign a writ access token (typ at+jwt) with the newest key of ALG (default:\n"
-	           "the config's signing_alg) and print it. TTL defaults to token_ttl and may\n"
-	           "not exceed token_ttl_max.\n");
+	           "Sign a writ access token (typ at+jwt) with the active key of ALG (default:\n"
+	           "the config's signing_alg), or --kid if that key is active, and print it.\n"
+	           "TTL defaults to token_ttl and may not exceed token_ttl_max. Bypasses policy:\n"
+	           "the token is recorded (token_minted, with who minted it) in the store's\n"
+	           "audit outbox before it is printed, and reaches the audit log through the\n"
+	           "issuer.\n");
 }
 
-/* The store's active key for alg (SPEC s.2: pending and retired keys never
- * sign); the newest HSM key only when there is no state database yet. */
-static const keyring_entry *active_key(const writ_config *cfg, const keyring *kr, writ_alg alg)
+/* The store's active key: kid's if kid is given, else alg's (SPEC s.2:
+ * pending, retired, removed and revoked keys never sign). */
+static const keyring_entry *active_key(store *st, const keyring *kr, const char *kid, writ_alg alg)
 {
 	const keyring_entry *key = NULL;
 	store_sk *rows = NULL;
-	store *st = NULL;
+	writ_err err = {0};
 	size_t n = 0, i;
+	writ_rc rc = store_sk_list(st, &rows, &n, &err);
 
-	if (store_open(cfg->state_db, 0, &st, NULL) != WRIT_OK)
-		return keyring_newest(kr, alg);
-	if (store_sk_list(st, &rows, &n, NULL) == WRIT_OK)
-		for (i = 0; i < n; i++)
-			if (rows[i].alg == alg && rows[i].state == STORE_SK_ACTIVE)
-				key = keyring_find(kr, rows[i].kid);
+	if (rc != WRIT_OK)
+		cli_die_err("mint", rc, &err);
+	for (i = 0; i < n; i++) {
+		if (kid != NULL && strcmp(rows[i].kid, kid) == 0 &&
+		    rows[i].state != STORE_SK_ACTIVE)
+			cli_die("mint: key %s is %s: only an active key signs", kid,
+			        store_sk_state_name(rows[i].state));
+		if (rows[i].state == STORE_SK_ACTIVE &&
+		    (kid != NULL ? strcmp(rows[i].kid, kid) == 0 : rows[i].alg == alg))
+			key = keyring_find(kr, rows[i].kid);
+	}
 	free(rows);
-	store_close(st);
 	return key;
 }
 
@@ -54,6 +63,8 @@ int mint_main(int argc, char **argv)
 	writ_err err = {0};
 	keyring *kr = NULL;
 	const keyring_entry *key;
+	store *st = NULL;
+	writ_alg alg;
 	p11_ctx *p11;
 	writ_rc rc;
 	long ttl = -1;
@@ -81,6 +92,11 @@ int mint_main(int argc, char **argv)
 		return 2;
 	}
 	cli_load_config(&cfg);
+	/* The store says which key is active and takes the audit record: no
+	 * store, no token (it would be unaccounted for). */
+	rc = store_open(cfg.state_db, 0, &st, &err);
+	if (rc != WRIT_OK)
+		cli_die_err("mint: state database", rc, &err);
 	if (ttl < 0)
 		ttl = cfg.token_ttl;
 	if (ttl > (long)cfg.token_ttl_max)
@@ -91,22 +107,27 @@ int mint_main(int argc, char **argv)
 	rc = keyring_load(p11, &kr, &err);
 	if (rc != WRIT_OK)
 		cli_die_err("mint", rc, &err);
-	if (kid != NULL)
-		key = keyring_find(kr, kid);
-	else {
-		writ_alg alg = alg_s != NULL ? writ_alg_from_name(alg_s) : cfg.signing_alg;
-		if (alg == WRIT_ALG_NONE)
-			cli_die("mint: unknown algorithm \"%s\"", alg_s);
-		key = active_key(&cfg, kr, alg);
-	}
+	alg = alg_s != NULL ? writ_alg_from_name(alg_s) : cfg.signing_alg;
+	if (alg == WRIT_ALG_NONE)
+		cli_die("mint: unknown algorithm \"%s\"", alg_s);
+	key = active_key(st, kr, kid, alg);
 	if (key == NULL)
-		cli_die("mint: no such signing key in the token (writ key list)");
+		cli_die("mint: no active %s key in the token and the store (writ key list)",
+		        kid != NULL ? kid : writ_alg_name(alg));
 	rc = mint_token(p11, key, &req, &out, &err);
-	if (rc != WRIT_OK)
+	if (rc == WRIT_OK)
+		rc = store_outbox_minted(st, req.sub, req.aud, req.scope, out.jti,
+		                         writ_jwk_kid(key->jwk), out.exp, &err);
+	if (rc != WRIT_OK) {
+		if (out.token != NULL)
+			OPENSSL_cleanse(out.token, strlen(out.token));
+		free(out.token);
 		cli_die_err("mint", rc, &err);
+	}
 	printf("%s\n", out.token);
 	free(out.token);
 	keyring_free(kr);
+	store_close(st);
 	p11_close(p11);
 	return 0;
 }

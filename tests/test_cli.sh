@@ -95,5 +95,17 @@ echo '{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"x","x":"AAAA","y":
 refuse "verify: a bad JWK Set is named" 'JWK Set: keys\[0\]' \
   sh -c "echo '$TOK' | $WRIT verify --jwks '$D/badjwks.json'"
 
+# writ mint signs with an active key only, and only with the store there
+# to take its audit record (token_minted, drained by the issuer).
+PENDING=$($WRIT -c "$C" key rotate | cut -d' ' -f1)
+refuse "mint --kid of a pending key is refused" "key $PENDING is pending" \
+  $WRIT -c "$C" mint --sub a --aud b --scope c --kid "$PENDING"
+DB=$(sed -n 's/^state_db = //p' "$C"); DB=${DB:-$D/t/writ.db}
+case "$DB" in /*) ;; *) DB="$D/t/$DB" ;; esac
+mv "$DB" "$DB.away"
+refuse "mint without the state database is refused (nothing unaccounted)" 'mint: state database' \
+  $WRIT -c "$C" mint --sub a --aud b --scope c
+mv "$DB.away" "$DB"
+
 echo "$fails failed"
 [ "$fails" -eq 0 ]

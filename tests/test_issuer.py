@@ -230,6 +230,21 @@ def test_group_change(fx):
           "both group changes reach the audit log, in order", ev)
 
 
+def test_mint_is_audited(fx):
+    """writ mint bypasses policy (break-glass), so it must not bypass the
+    audit: its token_minted record reaches the issuer's log with who
+    minted it."""
+    tok = fx.writ("mint", "--sub", "breakglass-1", "--aud", "orders-db", "--scope",
+                  "db:read").stdout.strip()
+    jti = jwt.decode(tok, options={"verify_signature": False})["jti"]
+    time.sleep(1.2)  # the outbox drains on the issuer's tick
+    recs = [r for r in fx.audit_records() if r.get("event") == "token_minted"
+            and r.get("jti") == jti]
+    check(len(recs) == 1 and recs[0].get("agent") == "breakglass-1" and recs[0].get("actor")
+          and recs[0].get("scope_granted") == "db:read",
+          "a token from writ mint is in the audit log, with who minted it", recs)
+
+
 def test_revocation_without_signal(fx):
     """A revocation committed without the store's change signal (here a raw
     SQLite write; in life a writer killed between its COMMIT and the signal)
@@ -607,6 +622,7 @@ def main():
         test_http_abuse(fx, analyst)
         test_revocation(fx)
         test_group_change(fx)
+        test_mint_is_audited(fx)
         test_revocation_without_signal(fx)
         test_replay_after_restart(fx, analyst)
         rc = fx.stop()

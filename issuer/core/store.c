@@ -64,6 +64,9 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_OUTBOX_NEXT] = "SELECT id, rec FROM audit_outbox ORDER BY id LIMIT 1",
     [ST_OUTBOX_DELETE] = "DELETE FROM audit_outbox WHERE id = ?1",
     [ST_OUTBOX_COUNT] = "SELECT count(*) FROM audit_outbox",
+    [ST_OUTBOX_MINTED] = "INSERT INTO audit_outbox(rec) VALUES(writ_event('event', "
+                         "'token_minted', 'agent', ?1, 'audience', ?2, 'scope_granted', ?3, "
+                         "'jti', ?4, 'kid', ?5, 'exp', ?6, 'actor', writ_actor()))",
     /* Signing keys. Every transition is a conditional UPDATE (WHERE on the
      * old state) run inside BEGIN IMMEDIATE, so two issuers and the CLI
      * racing for the same transition change the row once. */

@@ -278,6 +278,12 @@ WRIT_MUST_CHECK writ_rc store_outbox_next(store *s, int64_t *id, char **rec, wri
 WRIT_MUST_CHECK writ_rc store_outbox_delete(store *s, int64_t id, writ_err *err);
 /* Pending records (tests, metrics). */
 WRIT_MUST_CHECK writ_rc store_outbox_count(store *s, uint64_t *n, writ_err *err);
+/* Record a token signed outside the issuer (writ mint): a token_minted
+ * record with who minted it, drained into the audit log like the rest.
+ * Durable on return; the caller hands out the token only after that. */
+WRIT_MUST_CHECK writ_rc store_outbox_minted(store *s, const char *sub, const char *aud,
+                                            const char *scope, const char *jti, const char *kid,
+                                            int64_t exp, writ_err *err);
 
 /* ---- signing key lifecycle (store_keys.c; SPEC s.2) ----
  * pending -> active -> retired -> removed, and revoked from any state.

@@ -9,7 +9,6 @@
 #include "writ_int.h"
 
 /* A store_stmt failure has already filled err; return its code. */
-#define STMT_FAIL(err) ((err) != NULL ? (err)->rc : WRIT_ERR_UNAVAILABLE)
 
 static int64_t now_s(void)
 {

@@ -39,6 +39,7 @@ typedef enum store_stmt_id {
 	ST_OUTBOX_NEXT,
 	ST_OUTBOX_DELETE,
 	ST_OUTBOX_COUNT,
+	ST_OUTBOX_MINTED,
 	/* signing key lifecycle (store_keys.c) */
 	ST_SK_GEN,
 	ST_SK_LIST,
@@ -93,6 +94,8 @@ writ_rc store_exec(store *s, store_stmt_id id, writ_err *err);
  * commits when rc is WRIT_OK, else rolls back, and returns the final rc.
  */
 writ_rc store_tx_begin(store *s, int durable, writ_err *err);
+/* The code of a failed store_stmt (which set err, when given). */
+#define STMT_FAIL(err) ((err) != NULL ? (err)->rc : WRIT_ERR_UNAVAILABLE)
 writ_rc store_tx_end(store *s, int durable, writ_rc rc, writ_err *err);
 
 #endif

@@ -8,8 +8,7 @@
 #include "store_int.h"
 #include "writ_int.h"
 
-#define STMT_FAIL(err) ((err) != NULL ? (err)->rc : WRIT_ERR_UNAVAILABLE)
-#define SK_LIST_MAX    4096 /* rows read by store_sk_list: far beyond any rotation history */
+#define SK_LIST_MAX 4096 /* rows read by store_sk_list: far beyond any rotation history */
 
 static const char *const sk_names[] = {
     [STORE_SK_PENDING] = "pending", [STORE_SK_ACTIVE] = "active",   [STORE_SK_RETIRED] = "retired",

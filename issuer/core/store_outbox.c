@@ -126,3 +126,27 @@ writ_rc store_outbox_count(store *s, uint64_t *n, writ_err *err)
 	store_done(st);
 	return rc;
 }
+
+writ_rc store_outbox_minted(store *s, const char *sub, const char *aud, const char *scope,
+                            const char *jti, const char *kid, int64_t exp, writ_err *err)
+{
+	sqlite3_stmt *st;
+	writ_rc rc;
+
+	if (s == NULL || sub == NULL || aud == NULL || scope == NULL || jti == NULL || kid == NULL)
+		return writ_err_set(err, WRIT_ERR_ARG, "store_outbox_minted: bad arguments");
+	if ((rc = store_tx_begin(s, 1, err)) != WRIT_OK)
+		return rc;
+	if ((st = store_stmt(s, ST_OUTBOX_MINTED, err)) == NULL)
+		return store_tx_end(s, 1, STMT_FAIL(err), err);
+	sqlite3_bind_text(st, 1, sub, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, aud, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, scope, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, jti, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, kid, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, exp);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		rc = store_sqlerr(s, err, "record minted token");
+	store_done(st);
+	return store_tx_end(s, 1, rc, err);
+}

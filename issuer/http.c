@@ -287,6 +287,17 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	if (st == NULL)
 		return;
 	if (st->hold_init) {
+		int gone;
+
+		/* Resumed after http_release, but the client had gone: microhttpd
+		 * closes without calling on_request again, so the count of held
+		 * responses drops here (else http_stop waits for it in vain). */
+		pthread_mutex_lock(&st->mu);
+		gone = st->suspended;
+		st->suspended = 0;
+		pthread_mutex_unlock(&st->mu);
+		if (gone)
+			atomic_fetch_sub(&st->srv->suspended, 1);
 		pthread_cond_destroy(&st->cv);
 		pthread_mutex_destroy(&st->mu);
 	}
@@ -381,7 +392,7 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
 		s->tls_cert = slurp(cfg->tls_cert);
 		s->tls_key = slurp(cfg->tls_key);
 		if (s->tls_cert == NULL || s->tls_key == NULL) {
-			http_stop(s);
+			(void)http_stop(s);
 			return writ_err_set(err, WRIT_ERR_CONFIG, "cannot read tls_cert/tls_key");
 		}
 		flags |= MHD_USE_TLS;
@@ -396,7 +407,7 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
 	    MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_HTTPS_PRIORITIES, HTTP_TLS_PRIORITIES,
 	    MHD_OPTION_END);
 	if (s->d == NULL) {
-		http_stop(s);
+		(void)http_stop(s);
 		return writ_err_set(err, WRIT_ERR_IO, "cannot listen on %s", cfg->listen);
 	}
 	*out = s;
@@ -409,12 +420,12 @@ void http_quiesce(http_server *s)
 		(void)MHD_quiesce_daemon(s->d);
 }
 
-void http_stop(http_server *s)
+int http_stop(http_server *s)
 {
 	int i;
 
 	if (s == NULL)
-		return;
+		return 0;
 	/* Let every held response be released and its connection resumed
 	 * (the audit syncs in flight take milliseconds) before microhttpd
 	 * stops: it refuses to stop with a connection suspended. */
@@ -430,7 +441,7 @@ void http_stop(http_server *s)
 		        "writ-issuer: %d responses still wait for the audit log; "
 		        "not stopping the HTTP threads\n",
 		        atomic_load(&s->suspended));
-		return;
+		return -1;
 	}
 	if (s->d != NULL)
 		MHD_stop_daemon(s->d);
@@ -440,6 +451,7 @@ void http_stop(http_server *s)
 	}
 	free(s->tls_cert);
 	free(s);
+	return 0;
 }
 
 unsigned http_port(const http_server *s)

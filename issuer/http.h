@@ -64,8 +64,11 @@ WRIT_MUST_CHECK writ_rc http_start(const writ_config *cfg, http_handler fn, void
                                    http_server **out, writ_err *err);
 /* Stop accepting new connections; requests in flight go on. */
 void http_quiesce(http_server *s);
-/* Finish requests in flight, close everything, free. NULL is fine. */
-void http_stop(http_server *s);
+/* Finish requests in flight, close everything, free; 0. NULL is fine.
+ * -1 when held responses still wait for the audit log after 10 s (a hung
+ * disk): the HTTP threads are left running, and so is everything they
+ * use, so the caller must exit without tearing anything down. */
+int http_stop(http_server *s);
 /*
  * Let a held response leave (rc WRIT_OK) or turn it into a 503 "the audit
  * log is unavailable" (anything else). Any thread, exactly once per held

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -493,6 +494,55 @@ def test_replay_after_restart(fx, analyst):
     check(fx.token(analyst.assertion())[0] == 200, "a fresh assertion still works after restart")
 
 
+def test_sigterm_after_clients_vanish():
+    """Clients that send a token request and reset the connection while its
+    response is held for the audit sync: microhttpd then closes without
+    calling the handler again, and the count of held responses leaked, so
+    SIGTERM waited 10 s for responses nobody held and left the HTTP
+    threads running while the rest was freed. Stop must be prompt."""
+    import struct
+    fx = Issuer(POLICY)
+    try:
+        fx.start()
+        a = Agent(fx, "vanish-1", ["analysts"])
+        GT, TT = ("urn:ietf:params:oauth:grant-type:token-exchange",
+                  "urn:ietf:params:oauth:token-type:jwt")
+
+        def burst(n):
+            for _ in range(n):
+                body = urllib.parse.urlencode([
+                    ("grant_type", GT), ("subject_token", a.assertion()),
+                    ("subject_token_type", TT), ("audience", "orders-db"), ("scope", "db:read")])
+                req = ("POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                       "application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+                       % (len(body), body)).encode()
+                s = socket.create_connection(("127.0.0.1", fx.port))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.sendall(req)
+                time.sleep(0.002)  # into the handler, then gone (RST)
+                s.close()
+        ts = [threading.Thread(target=burst, args=(60,)) for _ in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        time.sleep(0.3)
+        proc = fx.proc
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+        took = time.time() - t0
+        err = proc.stderr.read()
+        fx.proc.stdout.close()
+        fx.proc.stderr.close()
+        fx.proc = None
+        check(rc == 0 and took < 3 and "still wait" not in err,
+              f"SIGTERM after clients reset held requests: prompt clean stop "
+              f"(rc {rc}, {took:.1f} s)", err[-300:])
+    finally:
+        fx.close()
+
+
 def test_sigterm_under_load():
     # Responses are held while their audit record is synced: SIGTERM must
     # let those finish (microhttpd cannot stop with a connection suspended)
@@ -637,6 +687,7 @@ def main():
     test_plain_http_off_loopback_refused()
     test_kill9_under_load()
     test_sigterm_under_load()
+    test_sigterm_after_clients_vanish()
     test_replay_shared_sqlite()
     print(f"{failures} failed")
     return 1 if failures else 0

@@ -20,6 +20,8 @@
 #define GT_EXCHANGE "urn:ietf:params:oauth:grant-type:token-exchange"
 #define TT_JWT      "urn:ietf:params:oauth:token-type:jwt"
 #define TT_ACCESS   "urn:ietf:params:oauth:token-type:access_token"
+/* One target service's name: printable ASCII, no space, no glob. */
+#define AUDIENCE_MAX POLICY_NAME_MAX
 
 /* What the request asked for, for audit records. Borrowed strings. */
 typedef struct ask {
@@ -59,14 +61,32 @@ static json_t *groups_json(const store_agent *a)
 	return g;
 }
 
+/* A request value into a record: itself when check_request would let it
+ * through, else only its length (the value was refused for its size or
+ * bytes, and would only make the line too long to write). */
+static void set_asked(json_t *r, const char *key, const char *v, size_t max)
+{
+	char k[32];
+
+	if (v == NULL)
+		return;
+	if (strlen(v) <= max) {
+		json_object_set_new(r, key, json_string(v));
+		return;
+	}
+	snprintf(k, sizeof(k), "%s_bytes", key);
+	json_object_set_new(r, k, json_integer((json_int_t)strlen(v)));
+}
+
 /* The common part of every token record (SPEC s.7). */
 static json_t *audit_base(const char *event, const ask *a)
 {
-	json_t *r = json_pack("{s:s, s:s?, s:s?, s:s?}", "event", event, "client", a->client,
-	                      "audience", a->audience, "scope_requested", a->scope);
+	json_t *r = json_pack("{s:s, s:s?}", "event", event, "client", a->client);
 
 	if (r == NULL)
 		return NULL;
+	set_asked(r, "audience", a->audience, AUDIENCE_MAX);
+	set_asked(r, "scope_requested", a->scope, MINT_CLAIM_MAX);
 	if (a->who != NULL) {
 		json_object_set_new(r, "agent", json_string(a->who->agent.id));
 		json_object_set_new(r, "groups", groups_json(&a->who->agent));
@@ -160,6 +180,20 @@ static void deny(issuer *is, http_resp *resp, const ask *a, int status, const ch
 }
 
 /* RFC 8693 s.2.1 parameters. Returns 0 or fills the refusal. */
+/* A literal service name: a glob character here would let a request
+ * like "orders-pro[d]" slip past a deny rule for "orders-prod" while an
+ * allow rule's "orders-*" matched it. */
+static int audience_ok(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (i >= AUDIENCE_MAX || s[i] <= 0x20 || s[i] >= 0x7f ||
+		    strchr("*?[]", s[i]) != NULL)
+			return 0;
+	return i > 0;
+}
+
 static int check_request(const form *f, const char **why, const char **error)
 {
 	const char *gt = form_get(f, "grant_type"), *rtt = form_get(f, "requested_token_type");
@@ -182,11 +216,19 @@ static int check_request(const form *f, const char **why, const char **error)
 		return *why = "delegation (actor_token) is not supported by this issuer", -1;
 	if (form_get(f, "audience") == NULL)
 		return *why = "audience is required (one target service)", -1;
+	if (!audience_ok(form_get(f, "audience")))
+		return *why = "audience must be one service name: 1..256 printable characters, "
+		              "no spaces or glob characters (* ? [ ])",
+		       -1;
 	if (form_get(f, "resource") != NULL)
 		return *why = "use audience, not resource, to name the target", -1;
 	if (form_get(f, "scope") == NULL) {
 		*error = "invalid_scope";
 		return *why = "scope is required", -1;
+	}
+	if (strlen(form_get(f, "scope")) > MINT_CLAIM_MAX) {
+		*error = "invalid_scope";
+		return *why = "scope is longer than 1024 bytes", -1;
 	}
 	return 0;
 }
@@ -215,13 +257,15 @@ static unsigned take_rate(issuer *is, const char *agent, const policy_decision *
 static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask *a,
                        const policy_decision *d)
 {
-	unsigned ttl = d->ttl != 0 && d->ttl < is->cfg.token_ttl ? d->ttl : is->cfg.token_ttl;
+	/* The rule's ttl, else the configured default; never above the cap. */
+	unsigned ttl = d->ttl != 0 ? d->ttl : is->cfg.token_ttl;
 	mint_req mr = {
 	    .iss = is->cfg.issuer, .sub = a->who->agent.id, .aud = a->audience, .scope = d->scope};
 	json_t *extra = json_object(), *rec = NULL, *body;
 	char *lim = policy_decision_lim_json(d);
 	writ_err e = {0};
 	mint_out mo;
+	writ_rc rc;
 
 	mr.ttl = ttl < is->cfg.token_ttl_max ? ttl : is->cfg.token_ttl_max;
 	if (a->who->agent.ngroups > 0)
@@ -230,9 +274,13 @@ static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask 
 		json_object_set_new(extra, "lim", json_loads(lim, 0, NULL));
 	free(lim);
 	mr.extra = extra;
-	if (mint_token(is->p11, ks->signing, &mr, &mo, &e) != WRIT_OK) {
-		atomic_store(&is->hsm_ok, 0);
-		metrics_hsm_error();
+	if ((rc = mint_token(is->p11, ks->signing, &mr, &mo, &e)) != WRIT_OK) {
+		/* Only the token's failure counts against it: bad claims are a
+		 * bug here, not an outage to report on /healthz. */
+		if (rc != WRIT_ERR_ARG) {
+			atomic_store(&is->hsm_ok, 0);
+			metrics_hsm_error();
+		}
 		json_decref(extra);
 		deny(is, resp, a, 503, "temporarily_unavailable", "signing is unavailable", NULL,
 		     e.msg);

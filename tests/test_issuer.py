@@ -27,6 +27,8 @@ POLICY = {"version": 1, "rules": [
      "actions": ["db:write", "db:drop"]},
     {"id": "limited", "effect": "allow", "subjects": ["rl-*"], "audiences": ["search"],
      "actions": ["q"], "rate": "2/sec", "lim": {"rps": 5}},
+    {"id": "long-reports", "effect": "allow", "subjects": ["long-*"], "audiences": ["reports"],
+     "actions": ["r"], "ttl": 900},
 ]}
 
 failures = 0
@@ -159,6 +161,44 @@ def test_policy(fx):
     fx.write_policy(POLICY)
     fx.proc.send_signal(signal.SIGHUP)
     time.sleep(0.5)
+
+
+def test_request_bounds(fx):
+    """Request values that would make the audit record too long to write
+    are refused (400), and the refusal is audited: before, a 20 kB scope
+    overflowed the record and the issuer answered 503 with no audit line,
+    a refusal anyone could repeat unrecorded."""
+    ops = Agent(fx, "ops-bounds")
+    r = fx.token(ops.assertion(), scope="a" * 20000)
+    check(err_of(r) == (400, "invalid_scope"),
+          "test_unaudited_refusal_by_oversized_scope: 400 invalid_scope", r[:1])
+    recs = [x for x in fx.audit_records() if x.get("scope_requested_bytes") == 20000]
+    check(len(recs) == 1 and "scope_requested" not in recs[0],
+          "the refusal is in the audit log, with the scope's size rather than its bytes", recs)
+    r = fx.token(ops.assertion(), audience="x" * 20000)
+    check(err_of(r) == (400, "invalid_request") and
+          any(x.get("audience_bytes") == 20000 for x in fx.audit_records()),
+          "an oversized audience: 400, audited by size")
+    # Attack: a granted scope over the token's claim limit made signing fail,
+    # counted as an HSM outage (/healthz 503) that any agent could trigger.
+    big = " ".join("db:" + c * 117 for c in "abcdefghi")  # 1088 bytes, all granted by db:*
+    r = fx.token(ops.assertion(), scope=big)
+    health = json.loads(fx.request("/healthz")[2])
+    check(err_of(r) == (400, "invalid_scope") and health.get("hsm") is True,
+          "test_fake_hsm_outage_by_large_scope: refused as a request error, /healthz stays ok",
+          (r[:1], health))
+    ok = " ".join("db:" + c * 100 for c in "abcdefghi")  # 944 bytes
+    st, _, doc = fx.token(ops.assertion(), scope=ok)
+    check(st == 200 and doc.get("scope") == ok, "a 944-byte scope is granted in full", st)
+    # Attack: glob characters in the audience ("orders-pro[d]" passed an
+    # allow rule "orders-*" beside a deny rule for "orders-prod").
+    check(err_of(fx.token(ops.assertion(), audience="orders-d[b]")) == (400, "invalid_request"),
+          "test_audience_with_glob_characters_refused")
+    # A rule's ttl above the configured default is the rule's (under the cap).
+    longer = Agent(fx, "long-1")
+    st, _, doc = fx.token(longer.assertion(), audience="reports", scope="r")
+    check(st == 200 and doc.get("expires_in") == 900,
+          "a rule's ttl (900 s) above token_ttl (300 s) is honoured", (st, doc))
 
 
 def test_rate_limit(fx):
@@ -669,6 +709,7 @@ def main():
         test_error_rows(fx, analyst)
         test_policy(fx)
         test_rate_limit(fx)
+        test_request_bounds(fx)
         test_http_abuse(fx, analyst)
         test_revocation(fx)
         test_group_change(fx)

@@ -14,7 +14,7 @@ static int claim_ok(const char *s)
 {
 	size_t i;
 
-	if (s == NULL || s[0] == '\0' || strlen(s) > 1024)
+	if (s == NULL || s[0] == '\0' || strlen(s) > MINT_CLAIM_MAX)
 		return 0;
 	for (i = 0; s[i] != '\0'; i++)
 		if ((unsigned char)s[i] < 0x20)

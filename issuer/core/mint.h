@@ -9,7 +9,8 @@
 
 #include "keyring.h"
 
-#define MINT_JTI_LEN 22 /* 128 bits, base64url, no padding */
+#define MINT_JTI_LEN   22   /* 128 bits, base64url, no padding */
+#define MINT_CLAIM_MAX 1024 /* bytes of iss, sub, aud and scope */
 
 typedef struct mint_req {
 	const char *iss;     /* issuer URL */

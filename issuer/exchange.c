@@ -233,21 +233,34 @@ static int check_request(const form *f, const char **why, const char **error)
 	return 0;
 }
 
-/* Take a token from every rate-limited rule that granted; 0 or seconds to wait. */
+/* Take a token from every rate-limited rule that granted, or from none:
+ * 0, or the seconds to wait (a refused request leaves every bucket as it
+ * was, so one rule's limit does not drain the others). */
 static unsigned take_rate(issuer *is, const char *agent, const policy_decision *d)
 {
 	struct timespec ts;
 	double now, wait = 0, w;
+	uint64_t taken = 0;
 	size_t i;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 	for (i = 0; i < d->nrate; i++) {
 		w = 0;
-		if (ratelimit_take(is->rl, agent, d->rate[i].rule_id, d->rate[i].n,
-		                   d->rate[i].period_s, now, &w) != RATELIMIT_OK)
-			wait = w > wait ? w : wait;
+		switch (ratelimit_take(is->rl, agent, d->rate[i].rule_id, d->rate[i].n,
+		                       d->rate[i].period_s, now, &w)) {
+		case RATELIMIT_OK: taken |= (uint64_t)1 << i; continue;
+		case RATELIMIT_INVALID: w = 1; break; /* refused, never waved through */
+		default: break;
+		}
+		wait = w > wait ? w : wait;
+		if (wait < 1)
+			wait = 1;
 	}
+	if (wait > 0)
+		for (i = 0; i < d->nrate; i++)
+			if (taken & ((uint64_t)1 << i))
+				ratelimit_give(is->rl, agent, d->rate[i].rule_id);
 	return wait > 0 ? (unsigned)ceil(wait) : 0;
 }
 

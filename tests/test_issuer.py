@@ -27,6 +27,10 @@ POLICY = {"version": 1, "rules": [
      "actions": ["db:write", "db:drop"]},
     {"id": "limited", "effect": "allow", "subjects": ["rl-*"], "audiences": ["search"],
      "actions": ["q"], "rate": "2/sec", "lim": {"rps": 5}},
+    {"id": "twin-fast", "effect": "allow", "subjects": ["twin-*"], "audiences": ["ledger"],
+     "actions": ["read"], "rate": "1/sec"},
+    {"id": "twin-slow", "effect": "allow", "subjects": ["twin-*"], "audiences": ["ledger"],
+     "actions": ["read"], "rate": "3/min"},
     {"id": "long-reports", "effect": "allow", "subjects": ["long-*"], "audiences": ["reports"],
      "actions": ["r"], "ttl": 900},
 ]}
@@ -211,6 +215,17 @@ def test_rate_limit(fx):
     time.sleep(1.2)
     st, _, doc = fx.token(rl.assertion(), audience="search", scope="q")
     check(st == 200, "the bucket refills")
+    # Two rules with rates grant the same request: a refusal by one must
+    # not use up the other (before, requests refused by 1/sec drained the
+    # 3/min bucket and the agent stayed limited for minutes).
+    tw = Agent(fx, "twin-1")
+    got = []
+    for _ in range(3):
+        got += [fx.token(tw.assertion(), audience="ledger", scope="read")[0] for _ in range(4)]
+        time.sleep(1.1)
+    check(got.count(200) == 3 and got[0] == 200 and got[4] == 200 and got[8] == 200,
+          "test_refused_request_drains_no_other_bucket: 3/min is spent on issued tokens only",
+          got)
     claims = jwt.decode(doc["access_token"], options={"verify_signature": False})
     check(claims.get("lim") == {"rps": 5}, "the rule's lim travels in the token")
 

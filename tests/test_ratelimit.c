@@ -34,6 +34,30 @@ static void test_n_allowed_then_refused_with_retry_after(void)
 	ratelimit_free(rl);
 }
 
+/* ratelimit_give puts back what a take took (a request refused by another
+ * rule's bucket), never above capacity, and only into that key's bucket. */
+static void test_give_puts_back_one_token(void)
+{
+	ratelimit *rl = ratelimit_new(0);
+	double ra = -1;
+
+	REQUIRE(rl != NULL);
+	CHECK(ratelimit_take(rl, "a", "r", 1, 60, 1000.0, &ra) == RATELIMIT_OK);
+	CHECK(ratelimit_take(rl, "a", "r", 1, 60, 1000.0, &ra) == RATELIMIT_LIMITED);
+	ratelimit_give(rl, "a", "r");
+	CHECK(ratelimit_take(rl, "a", "r", 1, 60, 1000.0, &ra) == RATELIMIT_OK);
+	ratelimit_give(rl, "a", "r");
+	ratelimit_give(rl, "a", "r"); /* not above capacity (1) */
+	CHECK(ratelimit_take(rl, "a", "r", 1, 60, 1000.0, &ra) == RATELIMIT_OK);
+	CHECK(ratelimit_take(rl, "a", "r", 1, 60, 1000.0, &ra) == RATELIMIT_LIMITED);
+	ratelimit_give(rl, "b", "r"); /* no bucket: nothing happens */
+	ratelimit_give(rl, "a", "other");
+	ratelimit_give(NULL, "a", "r");
+	CHECK(ratelimit_count(rl) == 1);
+	CHECK(ratelimit_take(rl, "a", "r", 1, 60, 1000.0, &ra) == RATELIMIT_LIMITED);
+	ratelimit_free(rl);
+}
+
 static void test_refills_after_time_passes(void)
 {
 	ratelimit *rl = ratelimit_new(0);
@@ -254,6 +278,7 @@ static void test_threads_same_instant_exactly_capacity(void)
 int main(void)
 {
 	RUN(test_n_allowed_then_refused_with_retry_after);
+	RUN(test_give_puts_back_one_token);
 	RUN(test_refills_after_time_passes);
 	RUN(test_agents_and_rules_are_independent);
 	RUN(test_reloaded_rate_caps_the_bucket);

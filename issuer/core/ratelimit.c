@@ -174,12 +174,63 @@ static ratelimit_result take(rl_bucket *b, double now, double *retry_after)
 	return RATELIMIT_LIMITED;
 }
 
+/* The bucket key "agent\0rule" into key (RATELIMIT_KEY_MAX + 2 bytes), its
+ * length and hash; -1 for a key ratelimit_take calls invalid. */
+static int make_key(const ratelimit *rl, const char *agent, const char *rule_id, char *key,
+                    size_t *keylen, uint64_t *h)
+{
+	size_t alen, rlen;
+
+	if (agent == NULL || rule_id == NULL)
+		return -1;
+	alen = strlen(agent);
+	rlen = strlen(rule_id);
+	if (alen == 0 || rlen == 0 || alen + rlen > RATELIMIT_KEY_MAX)
+		return -1;
+	/* The NUL between the parts keeps ("ab","c") and ("a","bc") apart. */
+	memcpy(key, agent, alen + 1);
+	memcpy(key + alen + 1, rule_id, rlen);
+	*keylen = alen + 1 + rlen;
+	*h = key_hash(rl->seed, key, *keylen);
+	return 0;
+}
+
+static rl_bucket *find_locked(const rl_shard *s, uint64_t h, const char *key, size_t keylen)
+{
+	rl_bucket *b;
+
+	for (b = s->slots[(h >> 6) & (s->nslots - 1)]; b != NULL; b = b->next)
+		if (b->hash == h && b->keylen == keylen && memcmp(b->key, key, keylen) == 0)
+			return b;
+	return NULL;
+}
+
+void ratelimit_give(ratelimit *rl, const char *agent, const char *rule_id)
+{
+	char key[RATELIMIT_KEY_MAX + 2];
+	size_t keylen;
+	rl_bucket *b;
+	rl_shard *s;
+	uint64_t h;
+
+	if (rl == NULL || make_key(rl, agent, rule_id, key, &keylen, &h) != 0)
+		return;
+	s = &rl->shard[h % RL_SHARDS];
+	pthread_mutex_lock(&s->mu);
+	if ((b = find_locked(s, h, key, keylen)) != NULL) {
+		b->tokens += 1.0;
+		if (b->tokens > b->n)
+			b->tokens = b->n;
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
 ratelimit_result ratelimit_take(ratelimit *rl, const char *agent, const char *rule_id,
                                 unsigned n_per_period, unsigned period_s, double now,
                                 double *retry_after)
 {
 	char key[RATELIMIT_KEY_MAX + 2];
-	size_t alen, rlen, keylen;
+	size_t keylen;
 	ratelimit_result res;
 	rl_bucket *b;
 	rl_shard *s;
@@ -187,23 +238,13 @@ ratelimit_result ratelimit_take(ratelimit *rl, const char *agent, const char *ru
 
 	if (retry_after != NULL)
 		*retry_after = 0;
-	if (rl == NULL || agent == NULL || rule_id == NULL || n_per_period == 0 || period_s == 0)
+	if (rl == NULL || n_per_period == 0 || period_s == 0 ||
+	    make_key(rl, agent, rule_id, key, &keylen, &h) != 0)
 		return RATELIMIT_INVALID;
-	alen = strlen(agent);
-	rlen = strlen(rule_id);
-	if (alen == 0 || rlen == 0 || alen + rlen > RATELIMIT_KEY_MAX)
-		return RATELIMIT_INVALID;
-	/* The NUL between the parts keeps ("ab","c") and ("a","bc") apart. */
-	memcpy(key, agent, alen + 1);
-	memcpy(key + alen + 1, rule_id, rlen);
-	keylen = alen + 1 + rlen;
-	h = key_hash(rl->seed, key, keylen);
 	s = &rl->shard[h % RL_SHARDS];
 
 	pthread_mutex_lock(&s->mu);
-	for (b = s->slots[(h >> 6) & (s->nslots - 1)]; b != NULL; b = b->next)
-		if (b->hash == h && b->keylen == keylen && memcmp(b->key, key, keylen) == 0)
-			break;
+	b = find_locked(s, h, key, keylen);
 	if (b != NULL) {
 		if (b->n != n_per_period || b->period != period_s) {
 			/* The policy was reloaded with another rate for this rule:

@@ -66,6 +66,14 @@ WRIT_MUST_CHECK ratelimit_result ratelimit_take(ratelimit *rl, const char *agent
                                                 const char *rule_id, unsigned n_per_period,
                                                 unsigned period_s, double now, double *retry_after);
 
+/*
+ * Put back the token a ratelimit_take of (agent, rule_id) took, when the
+ * request it was for is refused by another rule's bucket: a request takes
+ * from all its buckets or from none. Never above the bucket's capacity; a
+ * bucket that is gone is left alone. Thread-safe.
+ */
+void ratelimit_give(ratelimit *rl, const char *agent, const char *rule_id);
+
 /* Buckets currently held (for /metrics and tests). Thread-safe. */
 size_t ratelimit_count(ratelimit *rl);
 

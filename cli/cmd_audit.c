@@ -17,14 +17,17 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: writ audit verify FILE [--jwks FILE] [--json]\n"
+	fprintf(f, "usage: writ audit verify FILE [--jwks FILE] [--checkpoint-every N] [--json]\n"
 	           "       writ audit query FILE [--agent ID] [--jti JTI] [--audience AUD]\n"
 	           "                             [--event EVENT] [--since TIME] [--json]\n\n"
 	           "verify: check every line of the audit log: seq without gaps, each line's\n"
 	           "        SHA-256 in the next one's prev, and the signed checkpoints. With\n"
 	           "        --jwks (the issuer's JWK Set, retired keys included) checkpoint\n"
-	           "        signatures are verified too. Exit 0 if intact, 1 naming the first\n"
-	           "        edited, dropped, reordered or truncated record.\n"
+	           "        signatures are verified too. Checkpoints must come at least every N\n"
+	           "        records (default: checkpoint_every of the configuration, else 1000)\n"
+	           "        and after a clean stop, so removing them is seen too. Exit 0 if\n"
+	           "        intact, 1 naming the first edited, dropped, reordered or truncated\n"
+	           "        record or the missing checkpoints.\n"
 	           "query:  print the records matching every given filter as a table, or the\n"
 	           "        raw lines with --json. TIME is UTC RFC 3339 (2025-01-02T03:04:05Z,\n"
 	           "        2025-01-02) or relative (-30m, -1h, -7d). Does not check the chain:\n"
@@ -44,6 +47,8 @@ static const char *problem_key(audit_problem p)
 	    [AUDIT_BAD_SIGNATURE] = "bad_signature",
 	    [AUDIT_UNKNOWN_KID] = "unknown_kid",
 	    [AUDIT_IO] = "io",
+	    [AUDIT_UNSIGNED_RUN] = "checkpoints_missing",
+	    [AUDIT_UNSIGNED_STOP] = "final_checkpoint_missing",
 	};
 
 	return (unsigned)p < sizeof(keys) / sizeof(keys[0]) ? keys[p] : "unknown";
@@ -60,8 +65,12 @@ static void print_json(json_t *o)
 
 static int audit_verify_cmd(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"jwks", required_argument, 0, 'k'}, {"json", no_argument, 0, 'j'}, {0, 0, 0, 0}};
+	static const struct option opts[] = {{"jwks", required_argument, 0, 'k'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"checkpoint-every", required_argument, 0, 'e'},
+	                                     {0, 0, 0, 0}};
+	unsigned long every = 0;
+	char *end;
 	const char *jwks_path = NULL, *path;
 	writ_jwks *set = NULL;
 	audit_report rep;
@@ -76,8 +85,17 @@ static int audit_verify_cmd(int argc, char **argv)
 			jwks_path = optarg;
 		else if (c == 'j')
 			json = 1;
-		else
+		else if (c == 'e') {
+			every = strtoul(optarg, &end, 10);
+			if (*end != '\0' || every == 0 || every > 1000000 || optarg[0] == '-')
+				cli_die("audit verify: --checkpoint-every must be 1..1000000");
+		} else
 			return 2;
+	}
+	if (every == 0 && cli_config_available()) {
+		writ_config cfg;
+		cli_load_config(&cfg);
+		every = cfg.checkpoint_every;
 	}
 	if (argc - optind != 1) {
 		usage(stderr);
@@ -95,6 +113,7 @@ static int audit_verify_cmd(int argc, char **argv)
 	writ_jwks_free(set);
 	if (rc != WRIT_OK)
 		cli_die_err("audit verify", rc, &err);
+	audit_check_signing(&rep, every != 0 ? every : 1000);
 	if (json) {
 		json_t *o =
 		    json_pack("{s:s, s:b, s:I, s:I, s:I, s:b, s:I, s:s}", "file", path, "ok",

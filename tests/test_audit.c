@@ -772,6 +772,127 @@ static void test_signer_failure_keeps_records(void)
 	tsigner_free(&s);
 }
 
+/* buf's records without line `drop` (1-based; 0: none) and without any
+ * checkpoint, renumbered and re-chained: what someone who can write the
+ * file but not sign can make (SHA-256 needs no key). malloc'd. */
+static char *rechain_without(const char *buf, size_t len, size_t drop, size_t *outlen)
+{
+	char *out = malloc(len + 1), hex[AUDIT_HASH_HEX + 1] = {0};
+	unsigned char h[32] = {0};
+	size_t off = 0, o = 0, lineno = 0, seq = 0, l, i;
+
+	REQUIRE(out != NULL);
+	memset(hex, '0', AUDIT_HASH_HEX);
+	while (off < len) {
+		const char *e = memchr(buf + off, '\n', len - off);
+		json_t *rec = json_loadb(buf + off, (size_t)(e - (buf + off)), 0, NULL);
+		const char *ev = json_string_value(json_object_get(rec, "event"));
+		char *line;
+
+		REQUIRE(rec != NULL && e != NULL);
+		off = (size_t)(e - buf) + 1;
+		if (++lineno == drop || (ev != NULL && strcmp(ev, "checkpoint") == 0)) {
+			json_decref(rec);
+			continue;
+		}
+		json_object_set_new(rec, "seq", json_integer((json_int_t)++seq));
+		json_object_set_new(rec, "prev", json_string(hex));
+		line = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		REQUIRE(line != NULL);
+		l = strlen(line);
+		memcpy(out + o, line, l);
+		out[o + l] = '\n';
+		writ_sha256((unsigned char *)line, l, h);
+		for (i = 0; i < 32; i++)
+			snprintf(hex + 2 * i, 3, "%02x", h[i]);
+		o += l + 1;
+		free(line);
+		json_decref(rec);
+	}
+	*outlen = o;
+	return out;
+}
+
+/* Attack: cut a record out, then remove the checkpoints after it and
+ * recompute the chain. The chain verifies; the checkpoints' spacing
+ * (audit_check_signing) does not. So does cutting only the final one. */
+static void test_stripped_checkpoints_detected(void)
+{
+	audit_opts o;
+	audit_log *log = NULL;
+	audit_report rep;
+	tsigner s;
+	json_t *stop = json_pack("{s:s}", "event", "issuer_stopped");
+	char *buf, *forged;
+	size_t len, flen, off;
+	int i;
+
+	tsigner_new(&s);
+	o = (audit_opts){.sign = tsign, .sign_arg = &s, .checkpoint_every = 10};
+	unlink(path_in("strip.log"));
+	REQUIRE(audit_open(path_in("strip.log"), &o, &log, NULL) == WRIT_OK);
+	for (i = 0; i < 35; i++)
+		CHECK_RC(append_issued(log, i, NULL), WRIT_OK);
+	CHECK_RC(audit_append(log, stop, NULL), WRIT_OK);
+	CHECK_RC(audit_close(log, NULL), WRIT_OK);
+	buf = tu_read_file(path_in("strip.log"), &len);
+	rep = verify_buf(buf, len, NULL);
+	audit_check_signing(&rep, 10);
+	CHECK(rep.problem == AUDIT_OK && rep.checkpoints == 4);
+
+	forged = rechain_without(buf, len, 6, &flen);
+	rep = verify_buf(forged, flen, NULL);
+	CHECK(rep.problem == AUDIT_OK); /* the chain alone is fooled */
+	audit_check_signing(&rep, 10);
+	CHECK(rep.problem == AUDIT_UNSIGNED_RUN && rep.longest_unsigned == 36);
+	free(forged);
+
+	/* Only the final checkpoint cut: the clean stop is unsigned. */
+	for (off = len - 1; off > 0 && buf[off - 1] != '\n'; off--)
+		;
+	rep = verify_buf(buf, off, NULL);
+	audit_check_signing(&rep, 10);
+	CHECK(rep.problem == AUDIT_UNSIGNED_STOP);
+	free(buf);
+	json_decref(stop);
+	tsigner_free(&s);
+}
+
+/* A restart that finds the log's tail unsigned (a crash, kill -9) signs
+ * at its first append, so the run across the restart stays within
+ * checkpoint_every plus the restart's own records. */
+static void test_restart_after_unsigned_tail_signs_first(void)
+{
+	audit_opts o;
+	audit_log *log = NULL;
+	audit_report rep;
+	tsigner s;
+	char *buf;
+	size_t len;
+	int i;
+
+	tsigner_new(&s);
+	o = (audit_opts){.sign = tsign, .sign_arg = &s, .checkpoint_every = 100};
+	unlink(path_in("crash.log"));
+	unlink(path_in("crash2.log"));
+	REQUIRE(audit_open(path_in("crash.log"), &o, &log, NULL) == WRIT_OK);
+	for (i = 0; i < 98; i++) /* with log_opened, 99 records: none signed yet */
+		CHECK_RC(append_issued(log, i, NULL), WRIT_OK);
+	/* The file as kill -9 would leave it: durable records, no close. */
+	buf = tu_read_file(path_in("crash.log"), &len);
+	write_file(path_in("crash2.log"), buf, len);
+	free(buf);
+	CHECK_RC(audit_close(log, NULL), WRIT_OK);
+	REQUIRE(audit_open(path_in("crash2.log"), &o, &log, NULL) == WRIT_OK);
+	for (i = 0; i < 99; i++)
+		CHECK_RC(append_issued(log, i, NULL), WRIT_OK);
+	CHECK_RC(audit_close(log, NULL), WRIT_OK);
+	CHECK_RC(audit_verify_file(path_in("crash2.log"), NULL, &rep, NULL), WRIT_OK);
+	audit_check_signing(&rep, 100);
+	CHECK(rep.problem == AUDIT_OK && rep.longest_unsigned <= 101);
+	tsigner_free(&s);
+}
+
 /* A quiet issuer still signs its head: a checkpoint once it is old. */
 static void test_checkpoint_after_interval(void)
 {
@@ -983,6 +1104,8 @@ int main(void)
 	RUN(test_commit_delay_waits_only_for_announced_records);
 	RUN(test_signer_failure_keeps_records);
 	RUN(test_checkpoint_after_interval);
+	RUN(test_stripped_checkpoints_detected);
+	RUN(test_restart_after_unsigned_tail_signs_first);
 	RUN(test_disk_full);
 	RUN(test_query_filters);
 	RUN(test_scan_since_reads_only_the_tail);

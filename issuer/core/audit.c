@@ -378,14 +378,17 @@ static uint64_t line_number_at(int fd, off_t off)
 
 /* A line the writer could have produced: a JSON object with a positive
  * integer seq. Anything else at the very end is a torn write. */
-static int line_is_record(const char *p, size_t n, uint64_t *seq)
+static int line_is_record(const char *p, size_t n, uint64_t *seq, int *checkpoint)
 {
 	json_t *o = wjson_parse_object(p, n, "record", NULL);
 	json_t *s = json_object_get(o, "seq");
+	const char *ev = json_string_value(json_object_get(o, "event"));
 	int ok = json_is_integer(s) && json_integer_value(s) >= 1;
 
-	if (ok)
+	if (ok) {
 		*seq = (uint64_t)json_integer_value(s);
+		*checkpoint = ev != NULL && strcmp(ev, "checkpoint") == 0;
+	}
 	json_decref(o);
 	return ok;
 }
@@ -407,7 +410,7 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 	off_t off;
 	uint64_t seq = 0;
 	writ_rc rc = WRIT_OK;
-	int tries;
+	int tries, last_is_ckpt = 0;
 
 	*dropped = 0;
 	if (fstat(log->fd, &st) != 0)
@@ -450,9 +453,15 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 			goto out;
 		}
 		ls = nl == NULL ? 0 : (size_t)(nl - buf) + 1;
-		if (pos - ls <= AUDIT_LINE_MAX && line_is_record(buf + ls, pos - 1 - ls, &seq)) {
+		if (pos - ls <= AUDIT_LINE_MAX &&
+		    line_is_record(buf + ls, pos - 1 - ls, &seq, &last_is_ckpt)) {
 			writ_sha256((const unsigned char *)buf + ls, pos - 1 - ls, log->prev);
 			log->next_seq = seq + 1;
+			/* The run before (a crash, kill -9) ended unsigned: sign at
+			 * the first append, so no run of unsigned records grows
+			 * past checkpoint_every across restarts either. */
+			if (!last_is_ckpt)
+				log->since_ckpt = log->o.checkpoint_every;
 			break;
 		}
 		if (tries == 1) {

@@ -163,6 +163,9 @@ typedef enum audit_problem {
 	AUDIT_BAD_SIGNATURE,  /* checkpoint signature does not verify */
 	AUDIT_UNKNOWN_KID,    /* checkpoint kid not in the JWK Set */
 	AUDIT_IO,             /* the file could not be read */
+	AUDIT_UNSIGNED_RUN,   /* more records in a row without a checkpoint than the
+	                         issuer leaves: checkpoints removed (audit_check_signing) */
+	AUDIT_UNSIGNED_STOP,  /* ends with issuer_stopped and no checkpoint after it */
 } audit_problem;
 
 /* "edited record" ...; static, never NULL. */
@@ -176,9 +179,13 @@ typedef struct audit_report {
 	uint64_t records;      /* records, checkpoints included */
 	uint64_t checkpoints;
 	uint64_t last_seq;
-	uint64_t unsigned_tail;        /* records after the last checkpoint (not an error) */
-	int sigs_checked;              /* 1: checkpoint signatures verified with keys */
-	char head[AUDIT_HASH_HEX + 1]; /* hash of the last good line */
+	uint64_t unsigned_tail;         /* records after the last checkpoint (not an error) */
+	uint64_t longest_unsigned;      /* the most records in a row without a checkpoint */
+	uint64_t longest_unsigned_line; /* line of the last record of that run */
+	int stopped_unsigned;           /* the last record is issuer_stopped, no checkpoint
+	                                   after it: a clean stop writes one */
+	int sigs_checked;               /* 1: checkpoint signatures verified with keys */
+	char head[AUDIT_HASH_HEX + 1];  /* hash of the last good line */
 } audit_report;
 
 /*
@@ -194,6 +201,20 @@ WRIT_MUST_CHECK writ_rc audit_verify_file(const char *path, const writ_jwks *key
                                           audit_report *rep, writ_err *err);
 WRIT_MUST_CHECK writ_rc audit_verify_buf(const char *buf, size_t len, const writ_jwks *keys,
                                          audit_report *rep, writ_err *err);
+
+/*
+ * The chain alone cannot show records cut out together with the checkpoints
+ * after them (anyone can recompute SHA-256): the checkpoints' spacing can.
+ * An issuer signs after every `every` records (checkpoint_every), after a
+ * restart that found the log's tail unsigned at its first append, and when
+ * it stops cleanly. On a report without a problem, set AUDIT_UNSIGNED_RUN
+ * when a run of unsigned records is longer than every plus a small slack
+ * (a restart's own records), and AUDIT_UNSIGNED_STOP when the log ends with
+ * issuer_stopped unsigned. Either is also what a long HSM outage leaves:
+ * the records are then truly unsigned, and the detail says both. Cutting
+ * the log back to a checkpoint is not detectable from the file alone.
+ */
+void audit_check_signing(audit_report *rep, uint64_t every);
 
 typedef struct audit_filter {
 	const char *agent;    /* "agent" equals, or NULL */

@@ -168,6 +168,8 @@ const char *audit_problem_name(audit_problem p)
 	case AUDIT_BAD_SIGNATURE: return "bad checkpoint signature";
 	case AUDIT_UNKNOWN_KID: return "unknown checkpoint key";
 	case AUDIT_IO: return "read error";
+	case AUDIT_UNSIGNED_RUN: return "checkpoints missing";
+	case AUDIT_UNSIGNED_STOP: return "final checkpoint missing";
 	}
 	return "unknown problem";
 }
@@ -374,9 +376,11 @@ static int check_line(struct vstate *vs, const char *line, size_t len)
 		if (check_checkpoint(vs, o, seq, prevhex) != 0)
 			goto out;
 		rep->unsigned_tail = 0;
-	} else {
-		rep->unsigned_tail++;
+	} else if (++rep->unsigned_tail > rep->longest_unsigned) {
+		rep->longest_unsigned = rep->unsigned_tail;
+		rep->longest_unsigned_line = vs->lineno;
 	}
+	rep->stopped_unsigned = strcmp(ev, "issuer_stopped") == 0;
 	rep->records++;
 	rep->last_seq = seq;
 	vs->expect = seq + 1;
@@ -600,4 +604,26 @@ writ_rc audit_scan_since(const char *path, int64_t since_ms, audit_query_fn fn, 
 out:
 	lr_close(&r);
 	return rc;
+}
+
+/* A restart writes a record or two of its own (log_opened, a recovery)
+ * before the append that signs. */
+#define UNSIGNED_SLACK 8
+
+void audit_check_signing(audit_report *rep, uint64_t every)
+{
+	if (rep == NULL || rep->problem != AUDIT_OK || every == 0)
+		return;
+	if (rep->longest_unsigned > every + UNSIGNED_SLACK) {
+		problem(rep, AUDIT_UNSIGNED_RUN, rep->longest_unsigned_line,
+		        "%" PRIu64 " records in a row without a checkpoint, where the issuer "
+		        "signs every %" PRIu64 ": checkpoints were removed (or signing failed "
+		        "that long)",
+		        rep->longest_unsigned, every);
+		return;
+	}
+	if (rep->stopped_unsigned && rep->unsigned_tail > 0)
+		problem(rep, AUDIT_UNSIGNED_STOP, rep->lines,
+		        "the log ends with issuer_stopped and no checkpoint after it, where a "
+		        "clean stop signs one: the end was cut (or signing failed at the stop)");
 }

@@ -13,6 +13,7 @@
 
 #include "audit.h"
 #include "cli.h"
+#include "store.h"
 #include "writ_int.h"
 
 static void usage(FILE *f)
@@ -22,7 +23,8 @@ static void usage(FILE *f)
 	           "                             [--event EVENT] [--since TIME] [--json]\n\n"
 	           "verify: check every line of the audit log: seq without gaps, each line's\n"
 	           "        SHA-256 in the next one's prev, and the signed checkpoints. With\n"
-	           "        --jwks (the issuer's JWK Set, retired keys included) checkpoint\n"
+	           "        --jwks (the issuer's JWK Set, retired keys included), or else with\n"
+	           "        the public keys the store keeps of every signing key, checkpoint\n"
 	           "        signatures are verified too. Checkpoints must come at least every N\n"
 	           "        records (default: checkpoint_every of the configuration, else 1000)\n"
 	           "        and after a clean stop, so removing them is seen too. Exit 0 if\n"
@@ -63,6 +65,51 @@ static void print_json(json_t *o)
 	json_decref(o);
 }
 
+/*
+ * The public keys of every signing key the store has recorded, whatever
+ * its state (removed and purged keys signed checkpoints too), as a JWK
+ * Set; NULL when no configuration or store is at hand.
+ */
+static writ_jwks *store_jwks(size_t *missing)
+{
+	writ_config cfg;
+	writ_err err = {0};
+	store_sk *rows = NULL;
+	store *st = NULL;
+	writ_jwks *set = NULL;
+	json_t *doc, *keys;
+	size_t n = 0, i;
+	char *json;
+
+	*missing = 0;
+	if (!cli_config_available())
+		return NULL;
+	cli_load_config(&cfg);
+	if (store_open(cfg.state_db, 0, &st, &err) != WRIT_OK)
+		return NULL;
+	if (store_sk_list(st, &rows, &n, &err) != WRIT_OK)
+		cli_die_err("audit verify: signing keys", err.rc, &err);
+	store_close(st);
+	keys = json_array();
+	doc = json_pack("{s:o}", "keys", keys);
+	for (i = 0; doc != NULL && i < n; i++) {
+		json_t *k = rows[i].jwk[0] != '\0' ? json_loads(rows[i].jwk, 0, NULL) : NULL;
+		if (k == NULL)
+			(*missing)++;
+		else
+			json_array_append_new(keys, k);
+	}
+	free(rows);
+	json = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	if (json == NULL)
+		cli_die("out of memory");
+	if (writ_jwks_parse(json, strlen(json), WRIT_JWKS_KID_IS_THUMBPRINT, &set, &err) != WRIT_OK)
+		cli_die_err("audit verify: the store's signing keys", err.rc, &err);
+	free(json);
+	return set;
+}
+
 static int audit_verify_cmd(int argc, char **argv)
 {
 	static const struct option opts[] = {{"jwks", required_argument, 0, 'k'},
@@ -70,6 +117,7 @@ static int audit_verify_cmd(int argc, char **argv)
 	                                     {"checkpoint-every", required_argument, 0, 'e'},
 	                                     {0, 0, 0, 0}};
 	unsigned long every = 0;
+	size_t missing = 0;
 	char *end;
 	const char *jwks_path = NULL, *path;
 	writ_jwks *set = NULL;
@@ -108,6 +156,8 @@ static int audit_verify_cmd(int argc, char **argv)
 		free(buf);
 		if (rc != WRIT_OK)
 			cli_die_err("audit verify: JWK Set", rc, &err);
+	} else {
+		set = store_jwks(&missing);
 	}
 	rc = audit_verify_file(path, set, &rep, &err);
 	writ_jwks_free(set);
@@ -133,13 +183,20 @@ static int audit_verify_cmd(int argc, char **argv)
 	} else {
 		printf("%s: ok, %" PRIu64 " records, %" PRIu64 " checkpoints (%s), head %s", path,
 		       rep.records, rep.checkpoints,
-		       rep.sigs_checked ? "signatures verified"
-		                        : "signatures not checked: pass --jwks",
+		       !rep.sigs_checked   ? "signatures not checked: pass --jwks"
+		       : jwks_path != NULL ? "signatures verified"
+		                           : "signatures verified with the store's keys",
 		       rep.head);
 		if (rep.unsigned_tail > 0)
 			printf(", %" PRIu64 " records after the last checkpoint (unsigned tail)",
 			       rep.unsigned_tail);
 		printf("\n");
+		if (missing > 0)
+			fprintf(
+			    stderr,
+			    "writ: audit verify: %zu signing key(s) in the store have no public "
+			    "key recorded (made before it was kept, and purged since)\n",
+			    missing);
 	}
 	return rep.problem == AUDIT_OK ? 0 : 1;
 }

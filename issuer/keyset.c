@@ -5,9 +5,11 @@
 #include "keyset.h"
 
 #include <openssl/sha.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lifecycle.h"
 #include "writ_int.h"
 
 #define GT_EXCHANGE "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -122,6 +124,10 @@ writ_rc keyset_build(p11_ctx *p11, store *st, const writ_config *cfg, uint64_t g
 		rc = keyring_load(p11, &ks->kr, err);
 	if (rc == WRIT_OK)
 		rc = fill(ks, cfg, rows, n, err);
+	/* Keys made since (by this issuer, the CLI or another instance) get
+	 * their public JWK recorded for good; that change republishes once. */
+	if (rc == WRIT_OK && lifecycle_record_jwks(st, ks->kr, rows, n, err) != WRIT_OK)
+		fprintf(stderr, "writ-issuer: keys: %s (recorded next time)\n", err->msg);
 	free(rows);
 	if (rc != WRIT_OK) {
 		keyset_free(ks);

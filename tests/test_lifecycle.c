@@ -171,6 +171,12 @@ static void test_hold_moves_a_pending_key_later_only(void)
 	/* Only pending keys: the active one is not touched. */
 	CHECK_RC(store_sk_hold(s, "h2", 2900, 3000, 1, &changed, NULL), WRIT_OK);
 	CHECK(changed == 0 && state_of(s, "h2") == STORE_SK_ACTIVE);
+	/* The public JWK is recorded once and kept: never replaced. */
+	CHECK_RC(store_sk_set_jwk(s, "h2", "{\"kty\":\"one\"}", NULL), WRIT_OK);
+	CHECK_RC(store_sk_set_jwk(s, "h2", "{\"kty\":\"two\"}", NULL), WRIT_OK);
+	CHECK_RC(store_sk_get(s, "h2", &k, NULL), WRIT_OK);
+	CHECK(strcmp(k.jwk, "{\"kty\":\"one\"}") == 0);
+	CHECK_RC(store_sk_set_jwk(s, "h2", "", NULL), WRIT_ERR_ARG);
 	store_close(s);
 }
 

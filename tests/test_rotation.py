@@ -27,7 +27,8 @@ POLICY = {"version": 1, "rules": [
 # jwks_max_age + leeway = 3 <= key_pending_secs; token_ttl_max + leeway = 5
 # <= key_retired_secs; rotation_period 6 > key_pending_secs.
 WINDOWS = {"jwks_max_age": 2, "leeway": 1, "key_pending_secs": 3, "token_ttl": 3,
-           "token_ttl_max": 4, "key_retired_secs": 5}
+           "token_ttl_max": 4, "key_retired_secs": 5,
+           "checkpoint_every": 50}  # so rotating keys each sign some checkpoints
 
 failures = 0
 
@@ -195,6 +196,22 @@ def removed_and_purged(fx):
     ev = {r["event"] for r in recs if r.get("kid") in ks}
     check({"key_generated", "key_activated", "key_retired", "key_removed"} <= ev,
           "the lifecycle events are in the audit log", ev)
+
+
+def audit_verifies_after_purge(fx):
+    """Checkpoints signed by keys since removed and purged still verify:
+    the store keeps every signing key's public JWK. Run with the issuer
+    stopped, so the log's last line is complete."""
+    fx.stop()
+    ks = keys(fx)
+    purged = {k for k, v in ks.items() if "purged" in v}
+    by_purged = [r for r in fx.audit_records()
+                 if r.get("event") == "checkpoint" and r.get("kid") in purged]
+    v = fx.writ("audit", "verify", fx.audit, ok=False)
+    check(v.returncode == 0 and "signatures verified with the store's keys" in v.stdout
+          and by_purged,
+          f"audit verify checks {len(by_purged)} checkpoints signed by purged keys "
+          "with the public keys the store kept", v.stdout + v.stderr)
 
 
 def emergency_revoke(fx):
@@ -392,6 +409,7 @@ def main():
     try:
         removed_and_purged(fx)
         emergency_revoke(fx)
+        audit_verifies_after_purge(fx)
     finally:
         fx.close()
     fx = rotation_under_load("RS256")

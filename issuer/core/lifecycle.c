@@ -201,6 +201,26 @@ static writ_rc reconcile_rows(store *st, const keyring *kr, const store_sk *rows
 	return rc;
 }
 
+writ_rc lifecycle_record_jwks(store *st, const keyring *kr, const store_sk *rows, size_t n,
+                              writ_err *err)
+{
+	writ_rc rc = WRIT_OK;
+	size_t i;
+
+	for (i = 0; rc == WRIT_OK && i < n; i++) {
+		const keyring_entry *e;
+		char *json;
+
+		if (rows[i].jwk[0] != '\0' || (e = keyring_find(kr, rows[i].kid)) == NULL)
+			continue;
+		json = writ_jwk_to_json(e->jwk);
+		rc = json != NULL ? store_sk_set_jwk(st, rows[i].kid, json, err)
+		                  : writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
+		free(json);
+	}
+	return rc;
+}
+
 writ_rc lifecycle_reconcile(p11_ctx *p11, store *st, const writ_config *cfg, int64_t now,
                             int *changed, writ_err *err)
 {
@@ -220,6 +240,8 @@ writ_rc lifecycle_reconcile(p11_ctx *p11, store *st, const writ_config *cfg, int
 			rc = reconcile_hsm(p11, st, cfg, kr, rows, n, now, &c, &again, err);
 		if (rc == WRIT_OK && !again)
 			rc = reconcile_rows(st, kr, rows, n, now, &c, err);
+		if (rc == WRIT_OK && !again)
+			rc = lifecycle_record_jwks(st, kr, rows, n, err);
 		keyring_free(kr);
 		free(rows);
 		kr = NULL, rows = NULL;

@@ -12,6 +12,7 @@
 #define WRIT_LIFECYCLE_H
 
 #include "config.h"
+#include "keyring.h"
 #include "p11.h"
 #include "store.h"
 
@@ -39,6 +40,12 @@ WRIT_MUST_CHECK writ_rc lifecycle_generate(p11_ctx *p11, store *st, const writ_c
                                            writ_alg alg, store_sk_mode mode, const char *reason,
                                            store_sk *out, writ_err *err);
 
+/* Record in the store the public JWK of every row that has none yet and
+ * whose key kr holds (store_sk_set_jwk): kept after the key is purged, for
+ * verifying the audit checkpoints it signed. Called by reconcile and by the
+ * issuer whenever it republishes. */
+WRIT_MUST_CHECK writ_rc lifecycle_record_jwks(store *st, const keyring *kr, const store_sk *rows,
+                                              size_t n, writ_err *err);
 /*
  * Make the HSM and the store agree, auditing every outcome (key_reconciled):
  *  - a writ key in the HSM without a row, for an alg the store already

@@ -73,10 +73,10 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_SK_GEN] = "SELECT v FROM meta WHERE k='keys_gen'",
     [ST_SK_LIST] = "SELECT kid, alg, p11_id, state, created_at, activate_after, activated_at, "
                    "retired_at, remove_after, removed_at, revoked_at, purged_at, reason, actor, "
-                   "published_at FROM signing_keys ORDER BY created_at, rowid",
+                   "published_at, jwk FROM signing_keys ORDER BY created_at, rowid",
     [ST_SK_GET] = "SELECT kid, alg, p11_id, state, created_at, activate_after, activated_at, "
                   "retired_at, remove_after, removed_at, revoked_at, purged_at, reason, actor, "
-                  "published_at FROM signing_keys WHERE kid=?1",
+                  "published_at, jwk FROM signing_keys WHERE kid=?1",
     [ST_SK_INSERT] = "INSERT INTO signing_keys(kid, alg, p11_id, state, created_at, "
                      "activate_after, activated_at, reason, actor) "
                      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, writ_actor())",
@@ -105,6 +105,7 @@ static const char *const stmt_sql[ST__COUNT] = {
                    "activate_after=max(coalesce(activate_after, 0), ?2) "
                    "WHERE kid=?1 AND state='pending' AND (published_at IS NULL "
                    "OR (?4 AND coalesce(activate_after, 0) < ?2))",
+    [ST_SK_SET_JWK] = "UPDATE signing_keys SET jwk=?2 WHERE kid=?1 AND jwk IS NULL",
     [ST_SK_DUE_RETIRED] = "SELECT kid FROM signing_keys WHERE state='retired' "
                           "AND remove_after < ?1 LIMIT 1",
     [ST_SK_NEWEST_PENDING] = "SELECT kid FROM signing_keys WHERE alg=?1 AND state='pending' "
@@ -265,6 +266,11 @@ static const char *const migrations[] = {
     "  INSERT INTO audit_outbox(rec) VALUES(writ_event('event', 'agent_group_removed',"
     "    'agent', OLD.agent_id, 'group', OLD.grp, 'actor', writ_actor())); END;"
     "PRAGMA user_version = 5;",
+    /* 5 -> 6: each signing key's public JWK, kept for good (after the key
+     * is removed and its HSM object purged), so `writ audit verify` can
+     * still check the checkpoints it signed. */
+    "ALTER TABLE signing_keys ADD COLUMN jwk TEXT;"
+    "PRAGMA user_version = 6;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

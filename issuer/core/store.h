@@ -304,7 +304,8 @@ typedef enum store_sk_state {
 	STORE_SK_REVOKED,  /* withdrawn at once (compromise); terminal */
 } store_sk_state;
 
-#define STORE_P11_ID_HEX_MAX 64 /* hex CKA_ID */
+#define STORE_P11_ID_HEX_MAX 64   /* hex CKA_ID */
+#define STORE_SK_JWK_MAX     2048 /* public JWK JSON: RSA-4096 is ~800 bytes */
 
 typedef struct store_sk {
 	char kid[WRIT_KID_MAX + 1];
@@ -315,6 +316,7 @@ typedef struct store_sk {
 	int64_t created_at, activate_after, activated_at, retired_at, remove_after;
 	int64_t removed_at, revoked_at, purged_at;
 	int64_t published_at;              /* an issuer first served it while pending */
+	char jwk[STORE_SK_JWK_MAX + 1];    /* its public JWK (JSON); "" if not recorded yet */
 	char reason[STORE_REASON_MAX + 1]; /* of the last transition; "" if none */
 	char actor[128];                   /* who made the last transition */
 } store_sk;
@@ -375,6 +377,10 @@ WRIT_MUST_CHECK writ_rc store_sk_advance(store *s, const store_sk_windows *w, in
  */
 WRIT_MUST_CHECK writ_rc store_sk_hold(store *s, const char *kid, int64_t now, int64_t not_before,
                                       int always, int *changed, writ_err *err);
+/* Record kid's public JWK (JSON, at most STORE_SK_JWK_MAX bytes) if none is
+ * recorded yet; never replaced. */
+WRIT_MUST_CHECK writ_rc store_sk_set_jwk(store *s, const char *kid, const char *jwk_json,
+                                         writ_err *err);
 /*
  * Retire kid. A pending key is simply withdrawn from the rotation (it
  * never signed). An active key needs a successor: the newest pending key

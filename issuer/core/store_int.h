@@ -56,6 +56,7 @@ typedef enum store_stmt_id {
 	ST_SK_DUE_RETIRED,
 	ST_SK_NEWEST_PENDING,
 	ST_SK_HOLD,
+	ST_SK_SET_JWK,
 	ST_SK_AUDIT,
 	ST__COUNT
 } store_stmt_id;

@@ -57,6 +57,7 @@ static writ_rc row_read(sqlite3_stmt *st, store_sk *k, writ_err *err)
 	copy_text(k->reason, sizeof(k->reason), st, 12);
 	copy_text(k->actor, sizeof(k->actor), st, 13);
 	k->published_at = sqlite3_column_int64(st, 14);
+	copy_text(k->jwk, sizeof(k->jwk), st, 15);
 	if (k->state == STORE_SK_NONE || k->alg == WRIT_ALG_NONE)
 		return writ_err_set(err, WRIT_ERR_UNAVAILABLE,
 		                    "store: signing key %s has an invalid state or alg", k->kid);
@@ -291,6 +292,26 @@ writ_rc store_sk_add(store *s, const char *kid, writ_alg alg, const char *p11_id
 		return rc;
 	rc = add_tx(s, kid, writ_alg_name(alg), p11_id, mode, w, now, reason,
 	            state != NULL ? state : &dummy, err);
+	return store_tx_end(s, 1, rc, err);
+}
+
+writ_rc store_sk_set_jwk(store *s, const char *kid, const char *jwk_json, writ_err *err)
+{
+	sqlite3_stmt *st;
+	writ_rc rc;
+
+	if (s == NULL || kid == NULL || jwk_json == NULL || jwk_json[0] == '\0' ||
+	    strlen(jwk_json) > STORE_SK_JWK_MAX)
+		return writ_err_set(err, WRIT_ERR_ARG, "store_sk_set_jwk: bad arguments");
+	if ((rc = store_tx_begin(s, 1, err)) != WRIT_OK)
+		return rc;
+	if ((st = store_stmt(s, ST_SK_SET_JWK, err)) == NULL)
+		return store_tx_end(s, 1, STMT_FAIL(err), err);
+	sqlite3_bind_text(st, 1, kid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, jwk_json, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		rc = store_sqlerr(s, err, "record public key");
+	store_done(st);
 	return store_tx_end(s, 1, rc, err);
 }
 

@@ -30,8 +30,8 @@ static void usage(FILE *f)
 	        "          verifiers with a cached JWKS miss it until their cache expires).\n"
 	        "retire:   stop a pending key, or hand an active key's place to the pending one\n"
 	        "          once an issuer has published that for key_pending_secs.\n"
-	        "revoke:   compromise: withdraw from the JWKS at once; an active key is\n"
-	        "          replaced by a new one immediately.\n"
+	        "revoke:   compromise: withdraw from the JWKS at once and destroy it in the\n"
+	        "          HSM; an active key is replaced by a new one immediately.\n"
 	        "purge:    destroy the HSM objects of removed and revoked keys (only those).\n"
 	        "list:     kid (RFC 7638 thumbprint), alg, state, created, activated, retired,\n"
 	        "          removal time.\n"
@@ -193,12 +193,23 @@ static void make_replacement(p11_ctx *p11, writ_alg alg, store_sk *repl, p11_key
 	writ_jwk_free(jwk);
 }
 
+/* Destroy kid's HSM object (if the token still holds it) and record it
+ * purged. Only for removed and revoked keys (the caller checks). */
+static writ_rc purge_one(keyctx *k, const keyring *kr, const char *kid, writ_err *err)
+{
+	const keyring_entry *e = keyring_find(kr, kid);
+	writ_rc rc = e != NULL ? p11_key_destroy(k->p11, e->id, e->id_len, err) : WRIT_OK;
+
+	return rc == WRIT_OK ? store_sk_purged(k->st, kid, (int64_t)time(NULL), err) : rc;
+}
+
 static int key_revoke(int argc, char **argv, const writ_config *cfg)
 {
 	const char *kid, *reason = opt_reason(argc, argv, &kid);
 	p11_key key = {0};
 	writ_err err = {0};
 	store_sk cur, repl;
+	keyring *kr = NULL;
 	keyctx k;
 	writ_rc rc;
 	int replace;
@@ -219,6 +230,17 @@ static int key_revoke(int argc, char **argv, const writ_config *cfg)
 		cli_die_err("key revoke", rc, &err);
 	}
 	printf("%s revoked%s%s\n", kid, replace ? "; now active: " : "", replace ? repl.kid : "");
+	/* Compromised: nothing may sign with it again, not even an issuer
+	 * whose store is restored from a backup (reconcile adopts what the HSM
+	 * holds). Its public key stays in the store for the audit. */
+	rc = keyring_load(k.p11, &kr, &err);
+	if (rc == WRIT_OK)
+		rc = purge_one(&k, kr, kid, &err);
+	if (rc != WRIT_OK)
+		fprintf(stderr, "writ: key revoke: %s; run 'writ key purge'\n", err.msg);
+	else
+		printf("%s purged from the HSM\n", kid);
+	keyring_free(kr);
 	EVP_PKEY_free(key.pub);
 	keyctx_close(&k);
 	return 0;
@@ -241,15 +263,11 @@ static int key_purge(int argc, char **argv, const writ_config *cfg)
 	if (rc == WRIT_OK)
 		rc = keyring_load(k.p11, &kr, &err);
 	for (i = 0; rc == WRIT_OK && i < n; i++) {
-		const keyring_entry *e = keyring_find(kr, rows[i].kid);
 		/* Only keys no verifier can need any more (SPEC s.2). */
 		if ((rows[i].state != STORE_SK_REMOVED && rows[i].state != STORE_SK_REVOKED) ||
 		    rows[i].purged_at != 0)
 			continue;
-		if (e != NULL)
-			rc = p11_key_destroy(k.p11, e->id, e->id_len, &err);
-		if (rc == WRIT_OK)
-			rc = store_sk_purged(k.st, rows[i].kid, (int64_t)time(NULL), &err);
+		rc = purge_one(&k, kr, rows[i].kid, &err);
 		if (rc == WRIT_OK)
 			printf("%s purged\n", rows[i].kid), done++;
 	}

@@ -226,6 +226,10 @@ def emergency_revoke(fx):
     fx.writ("key", "revoke", kid, "--reason", "test: key compromised")
     time.sleep(0.6)
     check(kid not in jwks_kids(fx), "a revoked key leaves the JWKS at once")
+    # Attack: a store restored from a backup, or lost, would let reconcile
+    # adopt a compromised key the HSM still held; revoke destroys it.
+    check(kid not in hsm_kids(fx) and "purged" in keys(fx)[kid],
+          "test_revoked_key_cannot_come_back: revoke destroys it in the HSM")
     time.sleep(WINDOWS["jwks_max_age"] + 0.2)
     try:
         ver.verify(old)

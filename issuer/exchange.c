@@ -331,9 +331,12 @@ static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decisi
 {
 	keyset *ks = keyset_get(&is->keys);
 
-	if (ks == NULL) {
+	if (ks == NULL || atomic_load(&is->signing_stale)) {
 		deny(is, resp, a, 503, "temporarily_unavailable", "signing is unavailable", NULL,
-		     "no signing key set");
+		     ks == NULL ? "no signing key set"
+		                : "the signing key is no longer active and the key set could "
+		                  "not be rebuilt");
+		keyset_put(&is->keys, ks);
 		return;
 	}
 	issue_with(is, ks, resp, a, d);

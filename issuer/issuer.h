@@ -21,7 +21,10 @@
 typedef struct issuer {
 	writ_config cfg;
 	p11_ctx *p11;
-	keyset_slot keys;  /* signing key, JWKS, discovery: take a reference */
+	keyset_slot keys; /* signing key, JWKS, discovery: take a reference */
+	/* The store no longer lists keys' signing key as active, and the set
+	 * could not be rebuilt (HSM trouble): keep publishing, stop signing. */
+	atomic_int signing_stale;
 	uint64_t keys_gen; /* store_keys_generation of keys (main thread only) */
 	/* Pending keys this process has served (main thread only): one that
 	 * shows up later is held for the whole pending window (store_sk_hold). */

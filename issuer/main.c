@@ -47,8 +47,10 @@ writ_rc issuer_audit_sign(void *arg, const unsigned char *msg, size_t len,
 	const keyring_entry *k;
 	writ_rc rc;
 
-	if (ks == NULL)
-		return writ_err_set(err, WRIT_ERR_UNAVAILABLE, "no signing key");
+	if (ks == NULL || atomic_load(&is->signing_stale)) {
+		keyset_put(&is->keys, ks);
+		return writ_err_set(err, WRIT_ERR_UNAVAILABLE, "no active signing key");
+	}
 	k = ks->signing;
 	snprintf(kid, WRIT_KID_MAX + 1, "%s", writ_jwk_kid(k->jwk));
 	*alg = writ_jwk_alg(k->jwk);
@@ -164,6 +166,27 @@ static void hold_new_pending(issuer *is, store *st, int at_start)
 }
 
 /*
+ * The key set could not be rebuilt: it keeps being published (verifiers
+ * need it), but if the store says its signing key is no longer active
+ * (revoked, retired by the CLI or another instance), signing stops until
+ * a rebuild succeeds. A store that cannot say changes nothing.
+ */
+static void check_signing_key(issuer *is, store *st)
+{
+	keyset *ks = keyset_get(&is->keys);
+	store_sk row;
+
+	if (ks != NULL && st != NULL &&
+	    store_sk_get(st, writ_jwk_kid(ks->signing->jwk), &row, NULL) == WRIT_OK &&
+	    row.state != STORE_SK_ACTIVE && !atomic_exchange(&is->signing_stale, 1))
+		fprintf(stderr,
+		        "writ-issuer: keys: signing key %s is %s in the store: not signing "
+		        "until the key set is rebuilt\n",
+		        row.kid, store_sk_state_name(row.state));
+	keyset_put(&is->keys, ks);
+}
+
+/*
  * Publish what the store holds, then apply the key lifecycle transitions
  * that are due (and scheduled rotation), then republish if that changed
  * anything: a rotation by the CLI or by another instance shows up within
@@ -182,11 +205,13 @@ static void keys_tick(issuer *is, int at_start)
 	    republish(is, st, 0, &e) != WRIT_OK)
 		goto fail;
 	hold_new_pending(is, st, 0);
+	atomic_store(&is->signing_stale, 0);
 	return;
 fail:
 	if (at_start)
 		die("keys", &e);
 	fprintf(stderr, "writ-issuer: keys: %s (the published keys stay)\n", e.msg);
+	check_signing_key(is, st);
 }
 
 /* At start: make the HSM and the store agree before anything is

@@ -549,6 +549,41 @@ def test_replay_after_restart(fx, analyst):
     check(fx.token(analyst.assertion())[0] == 200, "a fresh assertion still works after restart")
 
 
+def test_stale_signing_key_stops_signing():
+    """The store stops listing the issuer's signing key as active while the
+    key set cannot be rebuilt (here: the new active row names a key the
+    HSM does not hold; in life an HSM outage during a revocation). Before,
+    the issuer went on signing with the key the store had withdrawn; now
+    it keeps publishing and refuses to sign (503) until a rebuild works."""
+    import sqlite3
+    fx = Issuer(POLICY)
+    try:
+        fx.start()
+        a = Agent(fx, "stale-1", ["analysts"])
+        check(fx.token(a.assertion())[0] == 200, "stale key: tokens before")
+        db = sqlite3.connect(os.path.join(fx.dir, "writ.db"), timeout=5)
+        db.create_function("writ_actor", 0, lambda: "test-raw-sql")
+        db.create_function("writ_event", -1, lambda *kv: json.dumps(
+            {k: v for k, v in zip(kv[::2], kv[1::2]) if v is not None}, separators=(",", ":")))
+        now = int(time.time())
+        with db:
+            db.execute("UPDATE signing_keys SET state='retired', retired_at=?, "
+                       "remove_after=? WHERE state='active'", (now, now + 3600))
+            db.execute("INSERT INTO signing_keys(kid, alg, p11_id, state, created_at, "
+                       "activated_at, actor) VALUES('not-in-the-hsm', 'ES256', 'ffff', "
+                       "'active', ?, ?, 'test')", (now, now))
+        db.close()
+        time.sleep(1.0)
+        st, _, doc = fx.token(a.assertion())
+        check(st == 503 and doc.get("error") == "temporarily_unavailable",
+              "test_withdrawn_signing_key_not_used: no token signed with a key the store "
+              "no longer lists as active", (st, doc))
+        check(fx.request("/.well-known/jwks.json")[0] == 200,
+              "the JWKS is still served meanwhile")
+    finally:
+        fx.close()
+
+
 def test_sigterm_after_clients_vanish():
     """Clients that send a token request and reset the connection while its
     response is held for the audit sync: microhttpd then closes without
@@ -744,6 +779,7 @@ def main():
     test_kill9_under_load()
     test_sigterm_under_load()
     test_sigterm_after_clients_vanish()
+    test_stale_signing_key_stops_signing()
     test_replay_shared_sqlite()
     print(f"{failures} failed")
     return 1 if failures else 0

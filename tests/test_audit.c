@@ -615,6 +615,34 @@ static void test_write_and_sync_failures_fail_closed(void)
 	CHECK(rep.problem == AUDIT_OK && rep.last_seq == 4);
 }
 
+/* A failed fdatasync cuts away what it covered, a checkpoint included: the
+ * next append that works signs again, so the unsigned run stays short. */
+static void test_checkpoint_cut_by_failed_sync_is_redone(void)
+{
+	tsigner s;
+	audit_opts o;
+	audit_log *log = NULL;
+	audit_stats st;
+	uint64_t before;
+
+	tsigner_new(&s);
+	o = (audit_opts){
+	    .sign = tsign, .sign_arg = &s, .checkpoint_every = 3, .sync_fn = flaky_sync};
+	unlink(path_in("cut.log"));
+	REQUIRE(audit_open(path_in("cut.log"), &o, &log, NULL) == WRIT_OK);
+	CHECK_RC(append_issued(log, 1, NULL), WRIT_OK);
+	fail_syncs = 1; /* the third record and the checkpoint after it */
+	CHECK_RC(append_issued(log, 2, NULL), WRIT_ERR_UNAVAILABLE);
+	audit_get_stats(log, &st);
+	before = st.checkpoints;
+	CHECK(before == 1);
+	CHECK_RC(append_issued(log, 3, NULL), WRIT_OK);
+	audit_get_stats(log, &st);
+	CHECK(st.checkpoints == before + 1);
+	CHECK_RC(audit_close(log, NULL), WRIT_OK);
+	tsigner_free(&s);
+}
+
 /* ---- asynchronous appends (the issuer's held responses) ---- */
 
 typedef struct async_seen {
@@ -1100,6 +1128,7 @@ int main(void)
 	RUN(test_second_writer_and_symlink_refused);
 	RUN(test_concurrent_appends_share_fsyncs);
 	RUN(test_write_and_sync_failures_fail_closed);
+	RUN(test_checkpoint_cut_by_failed_sync_is_redone);
 	RUN(test_async_append_reports_durable_or_failed);
 	RUN(test_commit_delay_waits_only_for_announced_records);
 	RUN(test_signer_failure_keeps_records);

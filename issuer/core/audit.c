@@ -654,6 +654,10 @@ static void sync_failed_locked(audit_log *log, int e, struct waiter **done_list)
 	log->next_seq = log->synced_seq + 1;
 	log->st.last_seq = log->synced_seq;
 	memcpy(log->prev, log->synced_prev, sizeof(log->prev));
+	/* A checkpoint may have been cut away with the rest: sign again at the
+	 * first append that works, so the run of unsigned records stays short
+	 * (audit_check_signing). */
+	log->since_ckpt = log->o.checkpoint_every;
 	for (w = log->wait_head; w != NULL; w = next) {
 		next = w->next;
 		complete_locked(log, w, W_FAILED, done_list);

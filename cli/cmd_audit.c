@@ -70,7 +70,49 @@ static void print_json(json_t *o)
  * its state (removed and purged keys signed checkpoints too), as a JWK
  * Set; NULL when no configuration or store is at hand.
  */
-static writ_jwks *store_jwks(size_t *missing)
+/* Revoked signing keys: a checkpoint they signed after their revocation
+ * proves nothing (the key was compromised). */
+typedef struct revoked_key {
+	char kid[WRIT_KID_MAX + 1];
+	int64_t at; /* revoked_at, s */
+} revoked_key;
+
+typedef struct revoked_set {
+	revoked_key *k;
+	size_t n;
+	audit_report *rep;
+} revoked_set;
+
+/* A revocation takes a moment to reach every issuer (and the HSM object
+ * is destroyed right after the store records it). */
+#define REVOKE_GRACE_S 2
+
+static int late_checkpoint(void *arg, const char *line, size_t len, const json_t *rec)
+{
+	revoked_set *rs = arg;
+	const char *kid = json_string_value(json_object_get(rec, "kid"));
+	const char *ts = json_string_value(json_object_get(rec, "ts"));
+	int64_t ms;
+	size_t i;
+
+	(void)line, (void)len;
+	if (kid == NULL || ts == NULL || audit_ts_parse(ts, strlen(ts), &ms) != 0)
+		return 0;
+	for (i = 0; i < rs->n; i++) {
+		if (strcmp(rs->k[i].kid, kid) != 0 || ms <= (rs->k[i].at + REVOKE_GRACE_S) * 1000)
+			continue;
+		rs->rep->problem = AUDIT_BAD_SIGNATURE;
+		rs->rep->line = (uint64_t)json_integer_value(json_object_get(rec, "seq"));
+		snprintf(rs->rep->detail, sizeof(rs->rep->detail),
+		         "checkpoint signed at %s by key %.43s, revoked before that: whoever held "
+		         "the compromised key could have signed it",
+		         ts, kid);
+		return 1;
+	}
+	return 0;
+}
+
+static writ_jwks *store_jwks(size_t *missing, revoked_set *rs)
 {
 	writ_config cfg;
 	writ_err err = {0};
@@ -90,6 +132,14 @@ static writ_jwks *store_jwks(size_t *missing)
 	if (store_sk_list(st, &rows, &n, &err) != WRIT_OK)
 		cli_die_err("audit verify: signing keys", err.rc, &err);
 	store_close(st);
+	rs->k = calloc(n + 1, sizeof(*rs->k));
+	if (rs->k == NULL)
+		cli_die("out of memory");
+	for (i = 0; i < n; i++)
+		if (rows[i].state == STORE_SK_REVOKED) {
+			snprintf(rs->k[rs->n].kid, sizeof(rs->k[0].kid), "%s", rows[i].kid);
+			rs->k[rs->n++].at = rows[i].revoked_at;
+		}
 	keys = json_array();
 	doc = json_pack("{s:o}", "keys", keys);
 	for (i = 0; doc != NULL && i < n; i++) {
@@ -117,6 +167,7 @@ static int audit_verify_cmd(int argc, char **argv)
 	                                     {"checkpoint-every", required_argument, 0, 'e'},
 	                                     {0, 0, 0, 0}};
 	unsigned long every = 0;
+	revoked_set rs = {0};
 	size_t missing = 0;
 	char *end;
 	const char *jwks_path = NULL, *path;
@@ -157,13 +208,21 @@ static int audit_verify_cmd(int argc, char **argv)
 		if (rc != WRIT_OK)
 			cli_die_err("audit verify: JWK Set", rc, &err);
 	} else {
-		set = store_jwks(&missing);
+		set = store_jwks(&missing, &rs);
 	}
 	rc = audit_verify_file(path, set, &rep, &err);
 	writ_jwks_free(set);
 	if (rc != WRIT_OK)
 		cli_die_err("audit verify", rc, &err);
 	audit_check_signing(&rep, every != 0 ? every : 1000);
+	rs.rep = &rep;
+	if (rep.problem == AUDIT_OK && rs.n > 0) {
+		audit_filter f = {.event = "checkpoint"};
+		rc = audit_query_file(path, &f, late_checkpoint, &rs, NULL, &err);
+		if (rc != WRIT_OK)
+			cli_die_err("audit verify", rc, &err);
+	}
+	free(rs.k);
 	if (json) {
 		json_t *o =
 		    json_pack("{s:s, s:b, s:I, s:I, s:I, s:b, s:I, s:s}", "file", path, "ok",

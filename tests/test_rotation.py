@@ -212,6 +212,24 @@ def audit_verifies_after_purge(fx):
           and by_purged,
           f"audit verify checks {len(by_purged)} checkpoints signed by purged keys "
           "with the public keys the store kept", v.stdout + v.stderr)
+    # Attack: checkpoints signed with a compromised key after its revocation
+    # prove nothing. Revoke a key that signed checkpoints, recorded as if
+    # before it signed them (revoked_at in 1970): verify must refuse them.
+    signed = by_purged
+    revoked = [signed[0]["kid"]] if signed else ["none"]
+    import sqlite3
+    db = sqlite3.connect(os.path.join(fx.dir, "writ.db"), timeout=5)
+    db.create_function("writ_actor", 0, lambda: "test-raw-sql")
+    db.create_function("writ_event", -1, lambda *kv: json.dumps(
+        {k: v for k, v in zip(kv[::2], kv[1::2]) if v is not None}, separators=(",", ":")))
+    with db:
+        db.execute("UPDATE signing_keys SET state='revoked', revoked_at=1, reason='test' "
+                   "WHERE kid=?", (revoked[0],))
+    db.close()
+    v = fx.writ("audit", "verify", fx.audit, ok=False)
+    check(signed and v.returncode == 1 and "revoked before that" in v.stdout,
+          "test_checkpoint_by_revoked_key_refused: audit verify refuses a checkpoint signed "
+          "after its key's revocation", (len(signed), v.stdout + v.stderr))
 
 
 def emergency_revoke(fx):

@@ -561,6 +561,50 @@ static ssize_t flaky_write(int fd, const void *buf, size_t n)
 	return write(fd, buf, n);
 }
 
+static int fail_truncates;
+
+static int flaky_truncate(int fd, off_t len)
+{
+	if (fail_truncates > 0) {
+		fail_truncates--;
+		errno = EIO;
+		return -1;
+	}
+	return ftruncate(fd, len);
+}
+
+/* fdatasync fails and so does cutting the unsynced line away: the log must
+ * not resume on top of it (the page cache shows it; after a failed
+ * writeback the disk may not have it, and its client got a 503). It stays
+ * down until the cut works, then goes on from the last durable line. */
+static void test_failed_cut_never_resumes_on_unsynced_bytes(void)
+{
+	audit_opts o = {.sync_fn = flaky_sync, .truncate_fn = flaky_truncate};
+	const char *path = path_in("cut2.log");
+	audit_log *log = NULL;
+	audit_report rep;
+	writ_err err = {0};
+	char *buf;
+	size_t len;
+
+	unlink(path);
+	REQUIRE(audit_open(path, &o, &log, &err) == WRIT_OK);
+	CHECK_RC(append_issued(log, 1, &err), WRIT_OK);
+	fail_syncs = 1;
+	fail_truncates = 2;
+	CHECK_RC(append_issued(log, 2, &err), WRIT_ERR_UNAVAILABLE);
+	CHECK_RC(append_issued(log, 3, &err), WRIT_ERR_UNAVAILABLE); /* the cut fails again */
+	CHECK(strstr(err.msg, "cannot cut the log back") != NULL);
+	CHECK_RC(append_issued(log, 4, &err), WRIT_OK);
+	CHECK_RC(audit_close(log, &err), WRIT_OK);
+	buf = tu_read_file(path, &len);
+	CHECK(strstr(buf, "jti-000002") == NULL && strstr(buf, "jti-000003") == NULL &&
+	      strstr(buf, "jti-000004") != NULL);
+	free(buf);
+	CHECK_RC(audit_verify_file(path, NULL, &rep, NULL), WRIT_OK);
+	CHECK(rep.problem == AUDIT_OK);
+}
+
 static void test_write_and_sync_failures_fail_closed(void)
 {
 	audit_opts o = {.sync_fn = flaky_sync, .write_fn = flaky_write};
@@ -1128,6 +1172,7 @@ int main(void)
 	RUN(test_second_writer_and_symlink_refused);
 	RUN(test_concurrent_appends_share_fsyncs);
 	RUN(test_write_and_sync_failures_fail_closed);
+	RUN(test_failed_cut_never_resumes_on_unsynced_bytes);
 	RUN(test_checkpoint_cut_by_failed_sync_is_redone);
 	RUN(test_async_append_reports_durable_or_failed);
 	RUN(test_commit_delay_waits_only_for_announced_records);

@@ -189,12 +189,13 @@ static int sync_fd(const audit_log *log)
 	return log->o.sync_fn != NULL ? log->o.sync_fn(log->fd) : fdatasync(log->fd);
 }
 
-static int truncate_to(int fd, off_t len)
+static int truncate_to(const audit_log *log, off_t len)
 {
 	int r;
 
 	do
-		r = ftruncate(fd, len);
+		r = log->o.truncate_fn != NULL ? log->o.truncate_fn(log->fd, len)
+		                               : ftruncate(log->fd, len);
 	while (r != 0 && errno == EINTR);
 	return r;
 }
@@ -231,7 +232,7 @@ static writ_rc write_line_locked(audit_log *log, const char *inner, size_t ilen,
 	if (write_all(log, log->line, n) != 0) {
 		int e = errno;
 
-		if (truncate_to(log->fd, log->good_len) != 0)
+		if (truncate_to(log, log->good_len) != 0)
 			log->needs_rescan = 1;
 		fail_locked(log, "write", e);
 		return writ_err_set(err, WRIT_ERR_UNAVAILABLE, "%s", log->fail_msg);
@@ -476,7 +477,7 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 		pos = ls;
 	}
 	log->good_len = off + (off_t)pos;
-	if (*dropped > 0 && (truncate_to(log->fd, log->good_len) != 0 || sync_fd(log) != 0)) {
+	if (*dropped > 0 && (truncate_to(log, log->good_len) != 0 || sync_fd(log) != 0)) {
 		rc = writ_err_set(err, WRIT_ERR_IO, "audit log %s: cannot cut the torn end: %s",
 		                  log->path, strerror(errno));
 		goto out;
@@ -511,16 +512,17 @@ static writ_rc resume_locked(audit_log *log, writ_err *err)
 	writ_rc rc;
 
 	memcpy(why, log->fail_msg, sizeof(why));
+	/* The cut after the failure failed too: try it again, and resume only
+	 * once the file ends where the log's state does. Bytes past that are
+	 * not to be trusted (after a failed writeback the page cache can show
+	 * data the disk never got), so the tail is never re-read as good. */
 	if (log->needs_rescan) {
-		rc = scan_tail(log, &dropped, err);
-		if (rc != WRIT_OK)
-			return writ_err_set(err, WRIT_ERR_UNAVAILABLE, "%s (cannot resume)", why);
+		if (truncate_to(log, log->good_len) != 0)
+			return writ_err_set(
+			    err, WRIT_ERR_UNAVAILABLE,
+			    "%s (cannot cut the log back to its last good line: %s)", why,
+			    strerror(errno));
 		log->needs_rescan = 0;
-		if (log->synced_len > log->good_len) {
-			log->synced_len = log->good_len;
-			log->synced_seq = log->next_seq - 1;
-			memcpy(log->synced_prev, log->prev, sizeof(log->prev));
-		}
 	}
 	rc = write_recovered_locked(log, dropped, why, err);
 	if (rc != WRIT_OK)
@@ -648,7 +650,7 @@ static void sync_failed_locked(audit_log *log, int e, struct waiter **done_list)
 {
 	struct waiter *w, *next;
 
-	if (truncate_to(log->fd, log->synced_len) != 0)
+	if (truncate_to(log, log->synced_len) != 0)
 		log->needs_rescan = 1;
 	log->good_len = log->synced_len;
 	log->next_seq = log->synced_seq + 1;

@@ -60,6 +60,7 @@ typedef struct audit_opts {
 	/* Fault injection for tests; NULL means the real system call. */
 	int (*sync_fn)(int fd);
 	ssize_t (*write_fn)(int fd, const void *buf, size_t n);
+	int (*truncate_fn)(int fd, off_t len);
 } audit_opts;
 
 typedef struct audit_log audit_log;

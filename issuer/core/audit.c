@@ -402,6 +402,29 @@ static int line_is_record(const char *p, size_t n, uint64_t *seq, int *checkpoin
  * zero-filled blocks). A bad line before that is not what a crash leaves:
  * refuse, naming it, so an operator runs `writ audit verify`.
  */
+/* Move *size back over trailing zero bytes, adding them to *dropped. */
+static writ_rc skip_zero_tail(audit_log *log, off_t *size, size_t *dropped, writ_err *err)
+{
+	char buf[8192];
+	off_t end = *size;
+
+	while (end > 0) {
+		size_t n = end < (off_t)sizeof(buf) ? (size_t)end : sizeof(buf), i;
+
+		if (pread_all(log->fd, buf, n, end - (off_t)n) != (ssize_t)n)
+			return writ_err_set(err, WRIT_ERR_IO, "audit log %s: cannot read its end",
+			                    log->path);
+		for (i = n; i > 0 && buf[i - 1] == '\0'; i--)
+			;
+		end -= (off_t)(n - i);
+		if (i > 0)
+			break;
+	}
+	*dropped += (size_t)(*size - end);
+	*size = end;
+	return WRIT_OK;
+}
+
 static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 {
 	struct stat st;
@@ -420,8 +443,16 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 	log->next_seq = 1;
 	memcpy(log->prev, zero_hash, sizeof(zero_hash));
 	log->good_len = 0;
-	if (st.st_size == 0)
-		return WRIT_OK;
+	/* Zero-filled blocks at the end (a power loss after the size grew but
+	 * before the data landed) are not a line of anything: skip them, to be
+	 * cut with the rest of a torn tail, however many there are. */
+	rc = skip_zero_tail(log, &st.st_size, dropped, err);
+	if (rc != WRIT_OK || st.st_size == 0) {
+		if (rc == WRIT_OK && *dropped > 0 && truncate_to(log, 0) != 0)
+			rc = writ_err_set(err, WRIT_ERR_IO, "audit log %s: cannot cut its end: %s",
+			                  log->path, strerror(errno));
+		return rc;
+	}
 	win = st.st_size < TAIL_WINDOW ? (size_t)st.st_size : TAIL_WINDOW;
 	off = st.st_size - (off_t)win;
 	buf = malloc(win);

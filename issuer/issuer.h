@@ -29,6 +29,12 @@ typedef struct issuer {
 	/* Pending keys this process has served (main thread only): one that
 	 * shows up later is held for the whole pending window (store_sk_hold). */
 	char served_pending[KEYSET_METRICS_MAX][WRIT_KID_MAX + 1];
+	/* Scheduled rotation's key generation (keygen_main in main.c): a
+	 * thread of its own, so the key tick never waits on an RSA key. */
+	pthread_t keygen;
+	pthread_mutex_t keygen_mu;
+	pthread_cond_t keygen_cv;
+	int keygen_started, keygen_stop;
 	size_t nserved_pending;
 	policy_slot policy;
 	ratelimit *rl;

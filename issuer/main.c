@@ -201,7 +201,7 @@ static void keys_tick(issuer *is, int at_start)
 	if (st == NULL || republish(is, st, at_start, &e) != WRIT_OK)
 		goto fail;
 	hold_new_pending(is, st, at_start);
-	if (lifecycle_tick(is->p11, st, &is->cfg, (int64_t)time(NULL), NULL, &e) != WRIT_OK ||
+	if (lifecycle_tick(NULL, st, &is->cfg, (int64_t)time(NULL), NULL, &e) != WRIT_OK ||
 	    republish(is, st, 0, &e) != WRIT_OK)
 		goto fail;
 	hold_new_pending(is, st, 0);
@@ -234,6 +234,65 @@ static void keys_open(issuer *is)
 		        "(see the audit log)\n",
 		        changed);
 	keys_tick(is, 1);
+}
+
+/*
+ * Scheduled rotation, checked once a second on a thread of its own: an RSA
+ * key takes seconds to generate (more on a loaded machine or a remote HSM),
+ * and the key tick on the main thread must go on publishing new keys and
+ * activating due ones meanwhile. The key made here reaches the JWKS through
+ * the store like one made by the CLI.
+ */
+static void *keygen_main(void *arg)
+{
+	issuer *is = arg;
+	struct timespec until;
+	writ_err e = {0};
+	store *st;
+
+	pthread_mutex_lock(&is->keygen_mu);
+	while (!is->keygen_stop) {
+		pthread_mutex_unlock(&is->keygen_mu);
+		st = issuer_store(is, &e);
+		if (st == NULL || lifecycle_rotate_due(is->p11, st, &is->cfg, (int64_t)time(NULL),
+		                                       NULL, &e) != WRIT_OK)
+			fprintf(stderr, "writ-issuer: scheduled rotation: %s (tried again)\n",
+			        e.msg);
+		pthread_mutex_lock(&is->keygen_mu);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		while (!is->keygen_stop &&
+		       pthread_cond_timedwait(&is->keygen_cv, &is->keygen_mu, &until) == 0)
+			;
+	}
+	pthread_mutex_unlock(&is->keygen_mu);
+	return NULL;
+}
+
+static void keygen_start(issuer *is)
+{
+	pthread_mutex_init(&is->keygen_mu, NULL);
+	pthread_cond_init(&is->keygen_cv, NULL);
+	if (is->cfg.rotation_period == 0)
+		return;
+	if (pthread_create(&is->keygen, NULL, keygen_main, is) != 0) {
+		fprintf(stderr, "writ-issuer: cannot start the key generation thread\n");
+		exit(1);
+	}
+	is->keygen_started = 1;
+}
+
+/* Waits for a key generation in progress to finish. */
+static void keygen_stop(issuer *is)
+{
+	if (!is->keygen_started)
+		return;
+	pthread_mutex_lock(&is->keygen_mu);
+	is->keygen_stop = 1;
+	pthread_cond_signal(&is->keygen_cv);
+	pthread_mutex_unlock(&is->keygen_mu);
+	pthread_join(is->keygen, NULL);
+	is->keygen_started = 0;
 }
 
 static void reload_policy(issuer *is)
@@ -300,6 +359,7 @@ static void open_all(issuer *is)
 		die("attestation", &e);
 	/* After the audit log: reconcile's records go through the outbox. */
 	keys_open(is);
+	keygen_start(is);
 	drain_outbox(is);
 	ks = keyset_get(&is->keys);
 	/* A full disk at start still lets the JWKS be served; /token then
@@ -399,6 +459,7 @@ static void serve(issuer *is)
 		fprintf(stderr, "writ-issuer: stopped uncleanly (audit log not syncing)\n");
 		_exit(1);
 	}
+	keygen_stop(is);
 	attest_shutdown();
 	drain_outbox(is);
 	(void)audit_event(is, json_pack("{s:s}", "event", "issuer_stopped"));

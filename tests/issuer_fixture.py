@@ -96,20 +96,29 @@ class Issuer:
         return p
 
     def start(self):
-        self.proc = subprocess.Popen([ISSUER_BIN, "-c", self.conf], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        # stderr to a file, not a pipe nobody drains: a full pipe would
+        # block the issuer's next log line (and its key thread with it).
+        self.err_path = os.path.join(self.dir, "issuer.err")
+        with open(self.err_path, "a") as err:
+            self.proc = subprocess.Popen([ISSUER_BIN, "-c", self.conf], stdout=subprocess.PIPE,
+                                         stderr=err, text=True)
         line = self.proc.stdout.readline()
         if "listening" not in line:
-            self.proc.kill()  # so reading its stderr cannot hang
-            raise RuntimeError("issuer did not start: " + line + self.proc.stderr.read())
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("issuer did not start: " + line + self.stderr_text())
         return self
+
+    def stderr_text(self):
+        """Everything the issuer (all its runs in this fixture) wrote to stderr."""
+        with open(self.err_path) as f:
+            return f.read()
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc is not None:
             self.proc.send_signal(sig)
             rc = self.proc.wait(timeout=30)
             self.proc.stdout.close()
-            self.proc.stderr.close()
             self.proc = None
             return rc
         return None

@@ -617,15 +617,10 @@ def test_sigterm_after_clients_vanish():
         for t in ts:
             t.join()
         time.sleep(0.3)
-        proc = fx.proc
         t0 = time.time()
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=30)
+        rc = fx.stop()
         took = time.time() - t0
-        err = proc.stderr.read()
-        fx.proc.stdout.close()
-        fx.proc.stderr.close()
-        fx.proc = None
+        err = fx.stderr_text()
         check(rc == 0 and took < 3 and "still wait" not in err,
               f"SIGTERM after clients reset held requests: prompt clean stop "
               f"(rc {rc}, {took:.1f} s)", err[-300:])

@@ -256,14 +256,16 @@ writ_rc lifecycle_reconcile(p11_ctx *p11, store *st, const writ_config *cfg, int
 /* A pending key for each alg whose active key is old enough. The store
  * refuses a second pending key (STORE_SK_SCHEDULE), so of several issuers
  * on one schedule only one key survives; the others are destroyed. */
-static writ_rc rotate_due(p11_ctx *p11, store *st, const writ_config *cfg, int64_t now,
-                          int *changed, writ_err *err)
+writ_rc lifecycle_rotate_due(p11_ctx *p11, store *st, const writ_config *cfg, int64_t now,
+                             int *changed, writ_err *err)
 {
 	int64_t due_age = (int64_t)cfg->rotation_period - (int64_t)cfg->key_pending_secs;
 	store_sk *rows = NULL;
 	writ_rc rc;
 	size_t n = 0, i, j;
 
+	if (cfg->rotation_period == 0)
+		return WRIT_OK;
 	rc = store_sk_list(st, &rows, &n, err);
 	for (i = 0; rc == WRIT_OK && i < n; i++) {
 		if (rows[i].state != STORE_SK_ACTIVE || now - rows[i].activated_at < due_age)
@@ -277,7 +279,7 @@ static writ_rc rotate_due(p11_ctx *p11, store *st, const writ_config *cfg, int64
 		                        "scheduled rotation (rotation_period)", NULL, err);
 		if (rc == WRIT_ERR_ARG) /* another instance was first */
 			rc = WRIT_OK;
-		else if (rc == WRIT_OK)
+		else if (rc == WRIT_OK && changed != NULL)
 			(*changed)++;
 	}
 	free(rows);
@@ -293,8 +295,8 @@ writ_rc lifecycle_tick(p11_ctx *p11, store *st, const writ_config *cfg, int64_t 
 
 	lifecycle_windows(cfg, &w);
 	rc = store_sk_advance(st, &w, now, &c, err);
-	if (rc == WRIT_OK && cfg->rotation_period != 0)
-		rc = rotate_due(p11, st, cfg, now, &c, err);
+	if (rc == WRIT_OK && p11 != NULL)
+		rc = lifecycle_rotate_due(p11, st, cfg, now, &c, err);
 	if (changed != NULL)
 		*changed = c;
 	return rc;

@@ -61,13 +61,22 @@ WRIT_MUST_CHECK writ_rc lifecycle_reconcile(p11_ctx *p11, store *st, const writ_
                                             int64_t now, int *changed, writ_err *err);
 
 /*
- * What is due at now: store_sk_advance, then, when cfg->rotation_period is
- * set, a pending key for every alg whose active key reaches the age
- * rotation_period - key_pending_secs (so it activates at rotation_period).
- * *changed (optional) is non-zero when any row changed.
+ * What is due at now: store_sk_advance, then, unless p11 is NULL,
+ * lifecycle_rotate_due. *changed (optional) is non-zero when any row
+ * changed. The issuer passes p11 NULL and generates on a thread of its own
+ * (an RSA key takes seconds, during which nothing would be published or
+ * activated).
  */
 WRIT_MUST_CHECK writ_rc lifecycle_tick(p11_ctx *p11, store *st, const writ_config *cfg, int64_t now,
                                        int *changed, writ_err *err);
+/*
+ * When cfg->rotation_period is set: a pending key for every alg whose
+ * active key reaches the age rotation_period - key_pending_secs (so it
+ * activates at rotation_period), unless the alg has a pending key already.
+ * *changed (optional) counts the keys made.
+ */
+WRIT_MUST_CHECK writ_rc lifecycle_rotate_due(p11_ctx *p11, store *st, const writ_config *cfg,
+                                             int64_t now, int *changed, writ_err *err);
 
 /* CKA_ID as lowercase hex (STORE_P11_ID_HEX_MAX + 1 bytes), and back
  * (returns 0 on success). */

@@ -201,7 +201,7 @@ static void keys_tick(issuer *is, int at_start)
 	if (st == NULL || republish(is, st, at_start, &e) != WRIT_OK)
 		goto fail;
 	hold_new_pending(is, st, at_start);
-	if (lifecycle_tick(NULL, st, &is->cfg, (int64_t)time(NULL), NULL, &e) != WRIT_OK ||
+	if (lifecycle_advance(st, &is->cfg, (int64_t)time(NULL), NULL, &e) != WRIT_OK ||
 	    republish(is, st, 0, &e) != WRIT_OK)
 		goto fail;
 	hold_new_pending(is, st, 0);

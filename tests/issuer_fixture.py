@@ -109,6 +109,17 @@ class Issuer:
             raise RuntimeError("issuer did not start: " + line + self.stderr_text())
         return self
 
+    def raw_db(self):
+        """A plain sqlite3 connection to the state database, with the SQL
+        functions writ's triggers call registered as writ's store does: for
+        tests that change rows behind writ's back."""
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.dir, "writ.db"), timeout=5)
+        db.create_function("writ_actor", 0, lambda: "test-raw-sql")
+        db.create_function("writ_event", -1, lambda *kv: json.dumps(
+            {k: v for k, v in zip(kv[::2], kv[1::2]) if v is not None}, separators=(",", ":")))
+        return db
+
     def stderr_text(self):
         """Everything the issuer (all its runs in this fixture) wrote to stderr."""
         with open(self.err_path) as f:

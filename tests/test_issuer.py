@@ -16,7 +16,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jwt  # noqa: E402
-from issuer_fixture import ISSUER_BIN, Agent, Issuer, WRIT  # noqa: E402
+from issuer_fixture import GT, ISSUER_BIN, TT, Agent, Issuer, WRIT  # noqa: E402
 
 POLICY = {"version": 1, "rules": [
     {"id": "analysts-read", "effect": "allow", "subjects": ["group:analysts"],
@@ -305,7 +305,6 @@ def test_revocation_without_signal(fx):
     """A revocation committed without the store's change signal (here a raw
     SQLite write; in life a writer killed between its COMMIT and the signal)
     is still refused within the issuer's periodic re-read (0.25 s)."""
-    import sqlite3
     ag = Agent(fx, "loop-2", ["analysts"])
     stop = threading.Event()
     results = []
@@ -318,12 +317,7 @@ def test_revocation_without_signal(fx):
     t = threading.Thread(target=loop)
     t.start()
     time.sleep(0.5)
-    db = sqlite3.connect(os.path.join(fx.dir, "writ.db"), timeout=5)
-    # The functions writ's triggers call (the audit outbox), as writ's
-    # store registers them.
-    db.create_function("writ_actor", 0, lambda: "test-raw-sql")
-    db.create_function("writ_event", -1, lambda *kv: json.dumps(
-        {k: v for k, v in zip(kv[::2], kv[1::2]) if v is not None}, separators=(",", ":")))
+    db = fx.raw_db()
     signal_file = os.path.join(fx.dir, "writ.db.agents-changed")
     size = os.path.getsize(signal_file)
     with db:
@@ -555,16 +549,12 @@ def test_stale_signing_key_stops_signing():
     HSM does not hold; in life an HSM outage during a revocation). Before,
     the issuer went on signing with the key the store had withdrawn; now
     it keeps publishing and refuses to sign (503) until a rebuild works."""
-    import sqlite3
     fx = Issuer(POLICY)
     try:
         fx.start()
         a = Agent(fx, "stale-1", ["analysts"])
         check(fx.token(a.assertion())[0] == 200, "stale key: tokens before")
-        db = sqlite3.connect(os.path.join(fx.dir, "writ.db"), timeout=5)
-        db.create_function("writ_actor", 0, lambda: "test-raw-sql")
-        db.create_function("writ_event", -1, lambda *kv: json.dumps(
-            {k: v for k, v in zip(kv[::2], kv[1::2]) if v is not None}, separators=(",", ":")))
+        db = fx.raw_db()
         now = int(time.time())
         with db:
             db.execute("UPDATE signing_keys SET state='retired', retired_at=?, "
@@ -595,8 +585,6 @@ def test_sigterm_after_clients_vanish():
     try:
         fx.start()
         a = Agent(fx, "vanish-1", ["analysts"])
-        GT, TT = ("urn:ietf:params:oauth:grant-type:token-exchange",
-                  "urn:ietf:params:oauth:token-type:jwt")
 
         def burst(n):
             for _ in range(n):

@@ -229,11 +229,7 @@ def audit_verifies_after_purge(fx):
     # before it signed them (revoked_at in 1970): verify must refuse them.
     signed = by_purged
     revoked = [signed[0]["kid"]] if signed else ["none"]
-    import sqlite3
-    db = sqlite3.connect(os.path.join(fx.dir, "writ.db"), timeout=5)
-    db.create_function("writ_actor", 0, lambda: "test-raw-sql")
-    db.create_function("writ_event", -1, lambda *kv: json.dumps(
-        {k: v for k, v in zip(kv[::2], kv[1::2]) if v is not None}, separators=(",", ":")))
+    db = fx.raw_db()
     with db:
         db.execute("UPDATE signing_keys SET state='revoked', revoked_at=1, reason='test' "
                    "WHERE kid=?", (revoked[0],))

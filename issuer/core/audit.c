@@ -448,7 +448,8 @@ static writ_rc scan_tail(audit_log *log, size_t *dropped, writ_err *err)
 	 * cut with the rest of a torn tail, however many there are. */
 	rc = skip_zero_tail(log, &st.st_size, dropped, err);
 	if (rc != WRIT_OK || st.st_size == 0) {
-		if (rc == WRIT_OK && *dropped > 0 && truncate_to(log, 0) != 0)
+		if (rc == WRIT_OK && *dropped > 0 &&
+		    (truncate_to(log, 0) != 0 || sync_fd(log) != 0))
 			rc = writ_err_set(err, WRIT_ERR_IO, "audit log %s: cannot cut its end: %s",
 			                  log->path, strerror(errno));
 		return rc;

@@ -286,18 +286,11 @@ writ_rc lifecycle_rotate_due(p11_ctx *p11, store *st, const writ_config *cfg, in
 	return rc;
 }
 
-writ_rc lifecycle_tick(p11_ctx *p11, store *st, const writ_config *cfg, int64_t now, int *changed,
-                       writ_err *err)
+writ_rc lifecycle_advance(store *st, const writ_config *cfg, int64_t now, int *changed,
+                          writ_err *err)
 {
 	store_sk_windows w;
-	writ_rc rc;
-	int c = 0;
 
 	lifecycle_windows(cfg, &w);
-	rc = store_sk_advance(st, &w, now, &c, err);
-	if (rc == WRIT_OK && p11 != NULL)
-		rc = lifecycle_rotate_due(p11, st, cfg, now, &c, err);
-	if (changed != NULL)
-		*changed = c;
-	return rc;
+	return store_sk_advance(st, &w, now, changed, err);
 }

@@ -61,14 +61,13 @@ WRIT_MUST_CHECK writ_rc lifecycle_reconcile(p11_ctx *p11, store *st, const writ_
                                             int64_t now, int *changed, writ_err *err);
 
 /*
- * What is due at now: store_sk_advance, then, unless p11 is NULL,
- * lifecycle_rotate_due. *changed (optional) is non-zero when any row
- * changed. The issuer passes p11 NULL and generates on a thread of its own
- * (an RSA key takes seconds, during which nothing would be published or
- * activated).
+ * The transitions due at now under cfg's windows (store_sk_advance).
+ * Scheduled rotation is lifecycle_rotate_due, apart: the issuer runs it on
+ * a thread of its own, since an RSA key takes seconds to generate and
+ * nothing would be published or activated meanwhile.
  */
-WRIT_MUST_CHECK writ_rc lifecycle_tick(p11_ctx *p11, store *st, const writ_config *cfg, int64_t now,
-                                       int *changed, writ_err *err);
+WRIT_MUST_CHECK writ_rc lifecycle_advance(store *st, const writ_config *cfg, int64_t now,
+                                          int *changed, writ_err *err);
 /*
  * When cfg->rotation_period is set: a pending key for every alg whose
  * active key reaches the age rotation_period - key_pending_secs (so it

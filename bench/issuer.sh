@@ -43,7 +43,10 @@ field() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p"; }
 # Fresh unique assertions for each phase: each is accepted once, and they
 # live 60 s (writ assert's default; SPEC s.5 allows up to 300), so they are
 # made just before use, in chunks that are used up well within that.
-gen() { "$BI" gen "$1" bench-1 "$D/agent.key" "$ISS" >"$D/assertions"; }
+# The file (tens of MB) is synced before the load starts: left dirty, its
+# writeback would land mid-phase on the disk the audit log fdatasyncs to,
+# and the phase would measure the benchmark's own setup.
+gen() { "$BI" gen "$1" bench-1 "$D/agent.key" "$ISS" >"$D/assertions" && sync "$D/assertions"; }
 phase() { # phase NAME RATE: load with fresh assertions; sets R
   gen "$(python3 -c "print(int(max(20000, 8000 * $SECS) if float('$2') == 0 else float('$2') * $SECS + 1000))")"
   R=$("$BI" load "127.0.0.1:$PORT" "$D/assertions" "$CONNS" "$SECS" "$2")

@@ -41,13 +41,17 @@
 /* Commit delay: while callers have announced records that are on their
  * way (audit_expect: a request being decided), the sync thread waits up
  * to GROUP_WAIT_NS for them, or for GROUP_MIN lines, before it syncs.
- * Each fdatasync costs tens of microseconds of CPU (in a VM, a device
- * notification per sync), so at thousands of tokens/s one sync per line
- * would spend a core's tenth on it. With nothing announced the line is
- * synced at once: waiting then would only add latency (a lone request,
- * or a moderate load whose requests do not overlap). */
-#define GROUP_MIN     8
-#define GROUP_WAIT_NS 500000
+ * Each fdatasync costs about 150 us of CPU here (an ext4 journal commit
+ * and, in a VM, device notifications), so its share per token is that
+ * over the batch size. Measured at full load (bench/issuer.sh setup, 32
+ * connections): 8 lines or 0.5 ms gave batches of 5 and 405-436 us of
+ * issuer CPU per token; 32 lines or 2 ms gives batches of 11-13 and
+ * 366-399 us; no fdatasync at all would be about 380 us. With nothing
+ * announced the line is synced at once, so a lone request or a moderate
+ * load whose requests do not overlap never waits: the delay only binds
+ * while requests keep overlapping, that is, near saturation. */
+#define GROUP_MIN     32
+#define GROUP_WAIT_NS 2000000
 #define TAIL_WINDOW   (4 * AUDIT_LINE_MAX) /* read from the end at open */
 /* {"seq":<20>,"ts":"<24>",  ...  ,"prev":"<64>"}\n */
 #define LINE_OVERHEAD (8 + 20 + 7 + AUDIT_TS_LEN + 2 + 9 + AUDIT_HASH_HEX + 3)

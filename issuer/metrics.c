@@ -100,12 +100,16 @@ char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *a
 	        "requests still being decided.\n"
 	        "# TYPE writ_audit_commit_delays_total counter\n"
 	        "writ_audit_commit_delays_total %" PRIu64 "\n"
+	        "# HELP writ_audit_commit_delays_busy_total Of those, the longer waits after a "
+	        "sync that covered many lines.\n"
+	        "# TYPE writ_audit_commit_delays_busy_total counter\n"
+	        "writ_audit_commit_delays_busy_total %" PRIu64 "\n"
 	        "# HELP writ_audit_checkpoints_total Signed checkpoints written.\n"
 	        "# TYPE writ_audit_checkpoints_total counter\n"
 	        "writ_audit_checkpoints_total %" PRIu64 "\n"
 	        "# HELP writ_audit_failures_total Appends refused for a write or sync error.\n"
 	        "# TYPE writ_audit_failures_total counter\nwrit_audit_failures_total %" PRIu64 "\n",
-	        au->appends, au->syncs, au->delays, au->checkpoints, au->failures);
+	        au->appends, au->syncs, au->delays, au->busy_delays, au->checkpoints, au->failures);
 	fprintf(f,
 	        "# HELP writ_up Dependencies usable (1) or not (0).\n"
 	        "# TYPE writ_up gauge\nwrit_up{component=\"audit\"} %d\n"

@@ -832,6 +832,77 @@ static void test_commit_delay_waits_only_for_announced_records(void)
 	CHECK_RC(audit_close(log, &err), WRIT_OK);
 }
 
+/* A sync gated by the test: the first call waits until released, so the
+ * lines appended meanwhile all ride on the next sync. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_armed, gate_entered, gate_open;
+
+static int gated_sync(int fd)
+{
+	pthread_mutex_lock(&gate_mu);
+	if (!gate_armed) /* the syncs of audit_open itself */
+		gate_open = 1;
+	gate_entered++;
+	pthread_cond_broadcast(&gate_cv);
+	while (!gate_open)
+		pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
+	return fdatasync(fd);
+}
+
+/* The longer commit delay is for a busy log only: after a sync that
+ * covered several lines the next delay may wait longer, and after a sync
+ * of one line it is the short one again, so a moderate load keeps its
+ * latency. (Which cap was used is read from the counters, not timed.) */
+static void test_commit_delay_longer_only_when_busy(void)
+{
+	async_seen a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {0}};
+	audit_opts o = {.sync_fn = gated_sync};
+	const char *path = path_in("busy.log");
+	audit_log *log = NULL;
+	audit_stats st;
+	json_t *r;
+	int i;
+
+	unlink(path);
+	REQUIRE(audit_open(path, &o, &log, NULL) == WRIT_OK);
+	pthread_mutex_lock(&gate_mu);
+	gate_armed = 1;
+	gate_open = 0;
+	gate_entered = 0;
+	pthread_mutex_unlock(&gate_mu);
+	/* Line 1's sync blocks in the gate; lines 2-6 queue behind it. */
+	for (i = 1; i <= 6; i++) {
+		r = issued_rec(i);
+		CHECK_RC(audit_append_async(log, r, async_done, &a, NULL), WRIT_OK);
+		json_decref(r);
+		if (i == 1) {
+			pthread_mutex_lock(&gate_mu);
+			while (gate_entered == 0)
+				pthread_cond_wait(&gate_cv, &gate_mu);
+			pthread_mutex_unlock(&gate_mu);
+		}
+	}
+	pthread_mutex_lock(&gate_mu);
+	gate_open = 1;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+	async_wait(&a, 6); /* two syncs: line 1, then lines 2-6 */
+	audit_get_stats(log, &st);
+	CHECK(st.syncs == 2 && st.delays == 0);
+
+	audit_expect(log); /* a request being decided, never appended here */
+	CHECK(durable_then_delays(log, &a, 7) == 1);
+	audit_get_stats(log, &st);
+	CHECK(st.busy_delays == 1); /* after a sync of 5 lines */
+	CHECK(durable_then_delays(log, &a, 8) == 2);
+	audit_get_stats(log, &st);
+	CHECK(st.busy_delays == 1); /* after a sync of 1 line: the short cap */
+	audit_expect_done(log);
+	CHECK_RC(audit_close(log, NULL), WRIT_OK);
+}
+
 static void test_signer_failure_keeps_records(void)
 {
 	tsigner s;
@@ -1193,6 +1264,7 @@ int main(void)
 	RUN(test_checkpoint_cut_by_failed_sync_is_redone);
 	RUN(test_async_append_reports_durable_or_failed);
 	RUN(test_commit_delay_waits_only_for_announced_records);
+	RUN(test_commit_delay_longer_only_when_busy);
 	RUN(test_signer_failure_keeps_records);
 	RUN(test_checkpoint_after_interval);
 	RUN(test_stripped_checkpoints_detected);

@@ -39,19 +39,26 @@
 #define DEFAULT_EVERY 1000
 #define DEFAULT_SECS  60
 /* Commit delay: while callers have announced records that are on their
- * way (audit_expect: a request being decided), the sync thread waits up
- * to GROUP_WAIT_NS for them, or for GROUP_MIN lines, before it syncs.
+ * way (audit_expect: a request being decided), the sync thread waits for
+ * them, up to GROUP_MIN lines or a time cap, before it syncs. With
+ * nothing announced the line is synced at once, so a lone request never
+ * waits.
+ *
  * Each fdatasync costs about 150 us of CPU here (an ext4 journal commit
  * and, in a VM, device notifications), so its share per token is that
- * over the batch size. Measured at full load (bench/issuer.sh setup, 32
- * connections): 8 lines or 0.5 ms gave batches of 5 and 405-436 us of
- * issuer CPU per token; 32 lines or 2 ms gives batches of 11-13 and
- * 366-399 us; no fdatasync at all would be about 380 us. With nothing
- * announced the line is synced at once, so a lone request or a moderate
- * load whose requests do not overlap never waits: the delay only binds
- * while requests keep overlapping, that is, near saturation. */
-#define GROUP_MIN     32
-#define GROUP_WAIT_NS 2000000
+ * over the batch. The cap is GROUP_WAIT_NS, or GROUP_WAIT_BUSY_NS once
+ * the previous sync covered GROUP_BUSY lines or more: a log that busy is
+ * near saturation, where its clients wait in line anyway and a bigger
+ * batch buys throughput. Measured at full load (bench/issuer.sh setup, 32
+ * connections): a 0.5 ms cap gave batches of 5 and 405-436 us of issuer
+ * CPU per token; 2 ms gives batches of 11-13 and 366-399 us (no
+ * fdatasync at all: about 380 us). At half load a sync covers 1-2 lines,
+ * and a request still being decided when another's line is appended is
+ * waited for at most 0.5 ms, as before. */
+#define GROUP_MIN          32
+#define GROUP_BUSY         4
+#define GROUP_WAIT_NS      500000
+#define GROUP_WAIT_BUSY_NS 2000000
 #define TAIL_WINDOW   (4 * AUDIT_LINE_MAX) /* read from the end at open */
 /* {"seq":<20>,"ts":"<24>",  ...  ,"prev":"<64>"}\n */
 #define LINE_OVERHEAD (8 + 20 + 7 + AUDIT_TS_LEN + 2 + 9 + AUDIT_HASH_HEX + 3)
@@ -88,6 +95,7 @@ struct audit_log {
 	unsigned char synced_prev[SHA256_DIGEST_LENGTH];
 	struct waiter *wait_head, *wait_tail;
 	size_t npending;
+	size_t last_batch;   /* lines the previous sync covered */
 	atomic_int expected; /* records announced by audit_expect, not yet appended */
 	int delaying;        /* the sync thread is in its commit delay */
 	pthread_t syncer;
@@ -722,31 +730,38 @@ static void sync_locked(audit_log *log, struct waiter **done_list)
 	pthread_mutex_lock(&log->mu);
 	log->st.syncs++;
 	if (r != 0) {
+		log->last_batch = 0;
 		sync_failed_locked(log, e != 0 ? e : EIO, done_list);
 		return;
 	}
 	log->synced_seq = tseq;
 	log->synced_len = tlen;
 	memcpy(log->synced_prev, tprev, sizeof(tprev));
+	log->last_batch = 0;
 	while ((w = log->wait_head) != NULL && w->seq <= tseq) {
 		log->wait_head = w->next;
 		complete_locked(log, w, W_DURABLE, done_list);
+		log->last_batch++;
 	}
 	if (log->wait_head == NULL)
 		log->wait_tail = NULL;
 }
 
-/* While records are announced, give the batch up to GROUP_WAIT_NS to
- * grow (see above). */
+/* While records are announced, give the batch time to grow (see
+ * above): longer when the previous sync found the log busy. */
 static void commit_delay_locked(audit_log *log)
 {
 	struct timespec until;
-	int64_t t;
+	int64_t t, cap = GROUP_WAIT_NS;
 
 	if (log->npending >= GROUP_MIN || atomic_load(&log->expected) <= 0)
 		return;
 	log->st.delays++;
-	t = writ_mono_ns() + GROUP_WAIT_NS;
+	if (log->last_batch >= GROUP_BUSY) {
+		log->st.busy_delays++;
+		cap = GROUP_WAIT_BUSY_NS;
+	}
+	t = writ_mono_ns() + cap;
 	until.tv_sec = (time_t)(t / 1000000000);
 	until.tv_nsec = (long)(t % 1000000000);
 	log->delaying = 1;

@@ -134,6 +134,7 @@ typedef struct audit_stats {
 	uint64_t appends;     /* records appended by callers */
 	uint64_t syncs;       /* fdatasync calls */
 	uint64_t delays;      /* syncs that first waited for announced records */
+	uint64_t busy_delays; /* of those, the longer waits of a busy log */
 	uint64_t checkpoints; /* checkpoints written */
 	uint64_t sign_failures;
 	uint64_t failures; /* appends refused for a write/sync error */

@@ -59,7 +59,7 @@
 #define GROUP_BUSY         4
 #define GROUP_WAIT_NS      500000
 #define GROUP_WAIT_BUSY_NS 2000000
-#define TAIL_WINDOW   (4 * AUDIT_LINE_MAX) /* read from the end at open */
+#define TAIL_WINDOW        (4 * AUDIT_LINE_MAX) /* read from the end at open */
 /* {"seq":<20>,"ts":"<24>",  ...  ,"prev":"<64>"}\n */
 #define LINE_OVERHEAD (8 + 20 + 7 + AUDIT_TS_LEN + 2 + 9 + AUDIT_HASH_HEX + 3)
 

@@ -114,7 +114,13 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 	char cc[256];
 	long ma;
 
-	if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
+	/* Each response of a redirect chain starts with its status line, and
+	 * only the last one's validators and lifetime describe the body: a
+	 * redirect's "max-age=31536000" must not become the key set's. */
+	if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
+		r->etag[0] = '\0';
+		r->max_age = JWKS_MAX_AGE_DEFAULT;
+	} else if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
 		header_value(data + 5, len - 5, r->etag, sizeof(r->etag));
 	} else if (len > 14 && strncasecmp(data, "Cache-Control:", 14) == 0) {
 		header_value(data + 14, len - 14, cc, sizeof(cc));
@@ -139,6 +145,12 @@ static writ_rc set_opts(CURL *c, const char *url, const char *ca_file, struct cu
 	 * URL was allowed for: followed for https only. */
 	SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
 	SET(CURLOPT_FOLLOWLOCATION, https ? 1L : 0L);
+	/* Plain http is allowed because it stays on this host: never through
+	 * a proxy from the environment (http_proxy, ALL_PROXY), which would
+	 * carry the keys off it in the clear. https may use one: its tunnel
+	 * does not see or change the keys. */
+	if (!https)
+		SET(CURLOPT_PROXY, "");
 	SET(CURLOPT_MAXREDIRS, 3L);
 	SET(CURLOPT_CONNECTTIMEOUT, (long)JWKS_CONNECT_TIMEOUT_S);
 	SET(CURLOPT_TIMEOUT, (long)JWKS_TIMEOUT_S);

@@ -350,8 +350,10 @@ int writ_claims_has_scope(const writ_claims *c, const char *action)
 	const char *s, *p;
 	size_t n;
 
+	/* One member only: "db:read db:write" is two, and must not match
+	 * a scope that holds both as if it were one. */
 	if (c == NULL || action == NULL || (n = strlen(action)) == 0 ||
-	    (s = writ_claims_string(c, "scope")) == NULL)
+	    strchr(action, ' ') != NULL || (s = writ_claims_string(c, "scope")) == NULL)
 		return 0;
 	/* RFC 6749 s.3.3: space-delimited; an exact member, so "db:read"
 	 * does not grant "db:re" or "db:read:all". */

@@ -448,6 +448,10 @@ static void test_scope_exact_member(void)
 	CHECK(!writ_claims_has_scope(c, "read"));
 	CHECK(!writ_claims_has_scope(c, ""));
 	CHECK(!writ_claims_has_scope(c, NULL));
+	/* Two members asked for as one, or one with a blank, are not a member. */
+	CHECK(!writ_claims_has_scope(c, "db:read db:write:all"));
+	CHECK(!writ_claims_has_scope(c, "db:read "));
+	CHECK(!writ_claims_has_scope(c, " db:write:all"));
 	writ_claims_free(c);
 	writ_verifier_free(v);
 	free(t);
@@ -847,6 +851,104 @@ static void test_cache_control_parse(void)
 	CHECK(jwks_parse_max_age("") == -1);
 }
 
+/* ---- attacks on the JWKS fetch itself ---- */
+
+static unsigned short redir_port;
+
+/* /old redirects to /jwks.json with a year's max-age and an ETag of its
+ * own; /jwks.json answers with neither. */
+static enum MHD_Result on_redirect(void *cls, struct MHD_Connection *c, const char *url,
+                                   const char *method, const char *ver, const char *data,
+                                   size_t *sz, void **state)
+{
+	static const char body[] = "{\"keys\":[]}";
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+	    strlen(body), (void *)(uintptr_t)body, MHD_RESPMEM_PERSISTENT);
+	unsigned status = 200;
+	enum MHD_Result ret;
+	char loc[96];
+
+	(void)cls, (void)method, (void)ver, (void)data, (void)sz, (void)state;
+	if (strcmp(url, "/old") == 0) {
+		snprintf(loc, sizeof(loc), "https://127.0.0.1:%u/jwks.json", redir_port);
+		MHD_add_response_header(r, "Location", loc);
+		MHD_add_response_header(r, "Cache-Control", "public, max-age=31536000");
+		MHD_add_response_header(r, "ETag", "\"redirect\"");
+		status = 301;
+	} else {
+		MHD_add_response_header(r, "Cache-Control", "public");
+	}
+	ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* A redirect's caching headers describe the redirect, not the key set:
+ * kept, a CDN's "301, max-age=31536000" in front of the JWKS would let a
+ * removed key verify for the whole cap (a day) instead of the default. */
+static void test_redirect_cache_headers_not_applied_to_jwks(void)
+{
+	char dir[] = "/tmp/writ-tv-XXXXXX", cert[64], key[64], cmd[512], url[96];
+	char *cpem, *kpem;
+	struct MHD_Daemon *d;
+	jwks_response r = {0};
+	writ_err err = {0};
+	size_t n;
+
+	REQUIRE(mkdtemp(dir) != NULL);
+	snprintf(cert, sizeof(cert), "%s/tls.crt", dir);
+	snprintf(key, sizeof(key), "%s/tls.key", dir);
+	snprintf(cmd, sizeof(cmd),
+	         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s "
+	         "-out %s -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+	         ">/dev/null 2>&1",
+	         key, cert);
+	REQUIRE(system(cmd) == 0);
+	cpem = tu_read_file(cert, &n);
+	kpem = tu_read_file(key, &n);
+	REQUIRE(cpem != NULL && kpem != NULL);
+	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS, 0, NULL, NULL,
+	                     on_redirect, NULL, MHD_OPTION_HTTPS_MEM_CERT, cpem,
+	                     MHD_OPTION_HTTPS_MEM_KEY, kpem, MHD_OPTION_CONNECTION_TIMEOUT, 5u,
+	                     MHD_OPTION_END);
+	REQUIRE(d != NULL);
+	redir_port = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port;
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u/old", redir_port);
+	REQUIRE(jwks_fetch_init(&err) == WRIT_OK);
+	CHECK_RC(jwks_fetch(url, cert, NULL, &r, &err), WRIT_OK);
+	CHECK(r.status == 200 && r.body != NULL && strcmp(r.body, "{\"keys\":[]}") == 0);
+	CHECK(r.max_age == JWKS_MAX_AGE_DEFAULT);
+	CHECK(r.etag[0] == '\0');
+	free(r.body);
+	MHD_stop_daemon(d);
+	free(cpem);
+	free(kpem);
+	unlink(cert);
+	unlink(key);
+	rmdir(dir);
+}
+
+/* Plain http is allowed only to this host; a proxy from the environment
+ * would carry the key set off it in the clear, where anyone on the path
+ * could answer with keys of their own. The proxy named here refuses
+ * connections, so a fetch that used it would fail. */
+static void test_jwks_over_plain_http_never_through_env_proxy(void)
+{
+	jwks_response r = {0};
+	writ_err err = {0};
+
+	srv_set("{\"keys\":[]}", 60);
+	unsetenv("no_proxy");
+	unsetenv("NO_PROXY");
+	setenv("http_proxy", "http://127.0.0.1:9", 1);
+	setenv("ALL_PROXY", "http://127.0.0.1:9", 1);
+	CHECK_RC(jwks_fetch(srv.url, NULL, NULL, &r, &err), WRIT_OK);
+	CHECK(r.status == 200);
+	free(r.body);
+	unsetenv("http_proxy");
+	unsetenv("ALL_PROXY");
+}
+
 int main(void)
 {
 	srandom((unsigned)time(NULL));
@@ -868,6 +970,8 @@ int main(void)
 	RUN(test_check_scope_limits_and_decisions);
 	RUN(test_rpm_and_bounded_table);
 	RUN(test_body_cap);
+	RUN(test_redirect_cache_headers_not_applied_to_jwks);
+	RUN(test_jwks_over_plain_http_never_through_env_proxy);
 	MHD_stop_daemon(srv.d);
 	free(srv.jwks);
 	EVP_PKEY_free(k1.pk), EVP_PKEY_free(k2.pk);

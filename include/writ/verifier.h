@@ -69,7 +69,8 @@ WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verifier_verify(writ_verifier *v, const
                                                          size_t len, writ_claims **out,
                                                          writ_err *err);
 
-/* Does the verified token grant `action` (an exact member of "scope")? */
+/* Does the verified token grant `action` (an exact member of "scope"; an
+ * action holding a space is never one)? */
 WRIT_EXPORT int writ_claims_has_scope(const writ_claims *c, const char *action);
 
 /*

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "writ_int.h"
@@ -136,6 +137,11 @@ int exchange_main(int argc, char **argv)
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* Plain http is allowed to a loopback issuer only: never through a
+	 * proxy from the environment, which would see the assertion and the
+	 * token in the clear (libwrit's JWKS fetch does the same). */
+	if (strncasecmp(url, "https://", 8) != 0)
+		curl_easy_setopt(c, CURLOPT_PROXY, "");
 	if (cacert != NULL)
 		curl_easy_setopt(c, CURLOPT_CAINFO, cacert);
 	cc = curl_easy_perform(c);

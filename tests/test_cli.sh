@@ -91,6 +91,21 @@ refuse "verify: a JWK Set over plain http to another host is refused" 'only to a
   sh -c "echo '$TOK' | $WRIT verify --jwks-url http://issuer.example.com/jwks.json --iss x --aud orders-db"
 refuse "exchange: an assertion over plain http to another host is refused" 'only to a loopback host' \
   sh -c "echo x.y.z | $WRIT exchange --issuer http://issuer.example.com --assertion - --audience a --scope b"
+# Plain http to a loopback issuer never goes through a proxy from the
+# environment (it would see the assertion and the token in the clear): the
+# proxy named here refuses connections, and the request still reaches the
+# loopback server, whose refusal of a POST (501) is what comes back.
+PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+/usr/bin/python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$D" >/dev/null 2>&1 &
+HS=$!
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+if echo x.y.z | env http_proxy=http://127.0.0.1:9 ALL_PROXY=http://127.0.0.1:9 no_proxy= \
+  NO_PROXY= $WRIT exchange --issuer "http://127.0.0.1:$PORT" --assertion - --audience a \
+  --scope b >"$D/proxy.out" 2>&1; then bad "exchange via a dead proxy: succeeded?"
+elif head -1 "$D/proxy.out" | grep -q 'HTTP 501'; then
+  ok "exchange: plain http to a loopback issuer ignores http_proxy/ALL_PROXY"
+else bad "exchange: plain http to a loopback issuer went elsewhere: $(head -1 "$D/proxy.out")"; fi
+kill $HS 2>/dev/null; wait $HS 2>/dev/null
 echo '{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"x","x":"AAAA","y":"AAAA"}]}' >"$D/badjwks.json"
 refuse "verify: a bad JWK Set is named" 'JWK Set: keys\[0\]' \
   sh -c "echo '$TOK' | $WRIT verify --jwks '$D/badjwks.json'"

@@ -18,14 +18,17 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: writ audit verify FILE [--jwks FILE] [--checkpoint-every N] [--json]\n"
+	fprintf(f, "usage: writ audit verify FILE [--jwks FILE | --no-signatures]\n"
+	           "                              [--checkpoint-every N] [--json]\n"
 	           "       writ audit query FILE [--agent ID] [--jti JTI] [--audience AUD]\n"
 	           "                             [--event EVENT] [--since TIME] [--json]\n\n"
 	           "verify: check every line of the audit log: seq without gaps, each line's\n"
 	           "        SHA-256 in the next one's prev, and the signed checkpoints. With\n"
 	           "        --jwks (the issuer's JWK Set, retired keys included), or else with\n"
 	           "        the public keys the store keeps of every signing key, checkpoint\n"
-	           "        signatures are verified too. Checkpoints must come at least every N\n"
+	           "        signatures are verified too; with neither it refuses, since whoever\n"
+	           "        edits the file can recompute a bare chain (--no-signatures checks the\n"
+	           "        chain only, and says so). Checkpoints must come at least every N\n"
 	           "        records (default: checkpoint_every of the configuration, else 1000)\n"
 	           "        and after a clean stop, so removing them is seen too. Exit 0 if\n"
 	           "        intact, 1 naming the first edited, dropped, reordered or truncated\n"
@@ -127,8 +130,14 @@ static writ_jwks *store_jwks(size_t *missing, revoked_set *rs)
 	if (!cli_config_available())
 		return NULL;
 	cli_load_config(&cfg);
+	/* With a configuration the store's keys are the ones to check with:
+	 * a store that cannot be read is an error, not a log whose
+	 * signatures quietly go unchecked. */
 	if (store_open(cfg.state_db, 0, &st, &err) != WRIT_OK)
-		return NULL;
+		cli_die(
+		    "audit verify: cannot read the signing keys in %s: %s (pass --jwks FILE, or "
+		    "--no-signatures to check the hash chain only)",
+		    cfg.state_db, err.msg);
 	if (store_sk_list(st, &rows, &n, &err) != WRIT_OK)
 		cli_die_err("audit verify: signing keys", err.rc, &err);
 	store_close(st);
@@ -165,6 +174,7 @@ static int audit_verify_cmd(int argc, char **argv)
 	static const struct option opts[] = {{"jwks", required_argument, 0, 'k'},
 	                                     {"json", no_argument, 0, 'j'},
 	                                     {"checkpoint-every", required_argument, 0, 'e'},
+	                                     {"no-signatures", no_argument, 0, 'n'},
 	                                     {0, 0, 0, 0}};
 	unsigned long every = 0;
 	revoked_set rs = {0};
@@ -177,11 +187,13 @@ static int audit_verify_cmd(int argc, char **argv)
 	char *buf;
 	size_t len;
 	writ_rc rc;
-	int c, json = 0;
+	int c, json = 0, no_sigs = 0;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c == 'k')
 			jwks_path = optarg;
+		else if (c == 'n')
+			no_sigs = 1;
 		else if (c == 'j')
 			json = 1;
 		else if (c == 'e') {
@@ -201,7 +213,11 @@ static int audit_verify_cmd(int argc, char **argv)
 		return 2;
 	}
 	path = argv[optind];
-	if (jwks_path != NULL) {
+	if (jwks_path != NULL && no_sigs)
+		cli_die("audit verify: --jwks and --no-signatures exclude each other");
+	if (no_sigs) {
+		set = NULL;
+	} else if (jwks_path != NULL) {
 		buf = cli_read_input(jwks_path, WRIT_JWKS_MAX_BYTES, &len);
 		rc = writ_jwks_parse(buf, len, WRIT_JWKS_KID_IS_THUMBPRINT, &set, &err);
 		free(buf);
@@ -209,6 +225,13 @@ static int audit_verify_cmd(int argc, char **argv)
 			cli_die_err("audit verify: JWK Set", rc, &err);
 	} else {
 		set = store_jwks(&missing, &rs);
+		/* A hash chain alone proves nothing against whoever can write
+		 * the file: they recompute it. Without keys this is no check. */
+		if (set == NULL)
+			cli_die(
+			    "audit verify: no keys to check the checkpoint signatures with: pass "
+			    "--jwks FILE or -c CONFIG (the store's keys), or --no-signatures to "
+			    "check the hash chain only");
 	}
 	rc = audit_verify_file(path, set, &rep, &err);
 	writ_jwks_free(set);
@@ -242,7 +265,8 @@ static int audit_verify_cmd(int argc, char **argv)
 	} else {
 		printf("%s: ok, %" PRIu64 " records, %" PRIu64 " checkpoints (%s), head %s", path,
 		       rep.records, rep.checkpoints,
-		       !rep.sigs_checked   ? "signatures not checked: pass --jwks"
+		       no_sigs             ? "signatures not checked: --no-signatures"
+		       : !rep.sigs_checked ? "signatures not checked"
 		       : jwks_path != NULL ? "signatures verified"
 		                           : "signatures verified with the store's keys",
 		       rep.head);

@@ -373,8 +373,32 @@ def test_audit_verify(fx):
     lines2 = list(lines)
     lines2[mid] = lines2[mid].replace('"event":"', '"event":"x', 1)
     open(edited, "w").writelines(lines2)
-    v = subprocess.run([WRIT, "audit", "verify", edited], capture_output=True, text=True)
-    check(v.returncode != 0, "an edited record is detected", v.stdout)
+    v = subprocess.run([WRIT, "audit", "verify", edited, "--jwks", jw], capture_output=True,
+                       text=True)
+    check(v.returncode == 1 and f":{mid + 1}: " in v.stdout, "an edited record is detected",
+          v.stdout + v.stderr)
+    # test_audit_verify_without_keys_is_no_pass: whoever can write the log
+    # can recompute its hash chain, so with no key to check the checkpoint
+    # signatures with, verify refuses instead of passing it.
+    env = {k: v for k, v in os.environ.items() if k != "WRIT_CONFIG"}
+    env["HOME"] = fx.dir  # no writ.conf there
+    v = subprocess.run([WRIT, "audit", "verify", fx.audit], capture_output=True, text=True,
+                       env=env)
+    check(v.returncode != 0 and "--no-signatures" in v.stderr and not v.stdout,
+          "test_audit_verify_without_keys_is_no_pass: verify without keys refuses",
+          v.stdout + v.stderr)
+    v = subprocess.run([WRIT, "audit", "verify", fx.audit, "--no-signatures"],
+                       capture_output=True, text=True, env=env)
+    check(v.returncode == 0 and "signatures not checked: --no-signatures" in v.stdout,
+          "verify --no-signatures checks the chain only, and says so", v.stdout + v.stderr)
+    lost = os.path.join(fx.dir, "lost-store.conf")  # the same, with a store that is not there
+    with open(fx.conf) as f, open(lost, "w") as g:
+        g.writelines(l for l in f if not l.startswith("state_db"))
+        g.write("state_db = /nonexistent/writ.db\n")
+    v = subprocess.run([WRIT, "-c", lost, "audit", "verify", fx.audit], capture_output=True,
+                       text=True, env=env)
+    check(v.returncode != 0 and "cannot read the signing keys" in v.stderr,
+          "verify with a configuration whose store cannot be read refuses", v.stdout + v.stderr)
     q = subprocess.run([WRIT, "audit", "query", fx.audit, "--agent", "analyst-1"],
                        capture_output=True, text=True)
     check(q.returncode == 0 and "analyst-1" in q.stdout, "audit query finds the agent's records")
@@ -651,8 +675,9 @@ def test_sigterm_under_load():
         jtis = {r.get("jti") for r in fx.audit_records()}
         check(got and all(j in jtis for j in got),
               f"SIGTERM under load: all {len(got)} tokens clients received are in the log")
-        v = subprocess.run([WRIT, "audit", "verify", fx.audit], capture_output=True, text=True)
-        check(v.returncode == 0, "SIGTERM under load: the log verifies", v.stdout + v.stderr)
+        v = fx.writ("audit", "verify", fx.audit, ok=False)
+        check(v.returncode == 0 and "signatures verified" in v.stdout,
+              "SIGTERM under load: the log verifies", v.stdout + v.stderr)
     finally:
         fx.close()
 
@@ -721,8 +746,9 @@ def test_kill9_under_load():
     check(used and all(r == (400, "invalid_grant") for r in replays),
           f"after kill -9, none of {len(replays)} used assertions is accepted again", replays[:3])
     fx.stop()
-    v = subprocess.run([WRIT, "audit", "verify", fx.audit], capture_output=True, text=True)
-    check(v.returncode == 0, "the recovered log verifies", v.stdout + v.stderr)
+    v = fx.writ("audit", "verify", fx.audit, ok=False)
+    check(v.returncode == 0 and "signatures verified" in v.stdout, "the recovered log verifies",
+          v.stdout + v.stderr)
     fx.close()
 
 

@@ -7,6 +7,7 @@
  * the signing (it handles PEM keys and ES256/ES384/RS256 well; it cannot
  * do PS256 or EdDSA, which an agent then signs with its own tooling).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jwt.h>
 #include <openssl/crypto.h>
@@ -52,6 +53,7 @@ int assert_main(int argc, char **argv)
 	char jti[32], *key, *out;
 	size_t keylen;
 	long ttl = 60;
+	char *end;
 	time_t now = time(NULL);
 	jwt_t *jwt = NULL;
 	int c, bad;
@@ -63,7 +65,14 @@ int assert_main(int argc, char **argv)
 		case 'u': aud = optarg; break;
 		case 'K': kid = optarg; break;
 		case 'A': alg = writ_alg_from_name(optarg); break;
-		case 't': ttl = strtol(optarg, NULL, 10); break;
+		case 't':
+			/* Whole seconds only: "5m" is not 5 seconds, "1e2" not 1. */
+			errno = 0;
+			ttl = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0')
+				cli_die("assert: --ttl \"%s\" is not a whole number of seconds",
+				        optarg);
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -236,14 +236,19 @@ static int key_revoke(int argc, char **argv, const writ_config *cfg)
 	rc = keyring_load(k.p11, &kr, &err);
 	if (rc == WRIT_OK)
 		rc = purge_one(&k, kr, kid, &err);
+	/* Revoked in the store, but the key may still be in the HSM: an
+	 * incident script must not read that as done. */
 	if (rc != WRIT_OK)
-		fprintf(stderr, "writ: key revoke: %s; run 'writ key purge'\n", err.msg);
+		fprintf(stderr,
+		        "writ: key revoke: %s revoked but still in the HSM: %s; run 'writ key "
+		        "purge'\n",
+		        kid, err.msg);
 	else
 		printf("%s purged from the HSM\n", kid);
 	keyring_free(kr);
 	EVP_PKEY_free(key.pub);
 	keyctx_close(&k);
-	return 0;
+	return rc == WRIT_OK ? 0 : 1;
 }
 
 static int key_purge(int argc, char **argv, const writ_config *cfg)

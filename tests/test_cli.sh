@@ -89,6 +89,8 @@ refuse "verify: expired token (max-ttl cap below its lifetime)" 'lifetime' \
 # Refused before any connection is made (tests reach 127.0.0.1 only).
 refuse "verify: a JWK Set over plain http to another host is refused" 'only to a loopback host' \
   sh -c "echo '$TOK' | $WRIT verify --jwks-url http://issuer.example.com/jwks.json --iss x --aud orders-db"
+refuse "assert: --ttl 5m is refused, not read as 5 seconds" 'not a whole number of seconds' \
+  $WRIT assert --agent a --key /nonexistent --aud x --ttl 5m
 refuse "exchange: an assertion over plain http to another host is refused" 'only to a loopback host' \
   sh -c "echo x.y.z | $WRIT exchange --issuer http://issuer.example.com --assertion - --audience a --scope b"
 # Plain http to a loopback issuer never goes through a proxy from the
@@ -121,6 +123,24 @@ mv "$DB" "$DB.away"
 refuse "mint without the state database is refused (nothing unaccounted)" 'mint: state database' \
   $WRIT -c "$C" mint --sub a --aud b --scope c
 mv "$DB.away" "$DB"
+
+# key revoke must not say "done" while the compromised key is still in the
+# HSM. A real fault: the token's object files made immutable, so SoftHSM
+# cannot delete the key's file (skipped where chattr is not allowed).
+OBJS=$(find "$D/t" -name '*.object')
+if [ -n "$OBJS" ] && chattr +i $OBJS 2>/dev/null; then
+  if $WRIT -c "$C" key revoke "$PENDING" --reason test >"$D/revoke.out" 2>&1; then
+    bad "key revoke exits 0 with the key still in the HSM: $(cat "$D/revoke.out")"
+  elif grep -q 'still in the HSM' "$D/revoke.out"; then
+    ok "key revoke exits non-zero while the revoked key is still in the HSM"
+  else bad "key revoke failed otherwise: $(cat "$D/revoke.out")"; fi
+  chattr -i $OBJS
+  expect "key purge then removes it" $WRIT -c "$C" key purge
+  $WRIT -c "$C" key list | grep "^$PENDING" | grep -q 'revoked.*[0-9]Z *$' &&
+    ok "the revoked key is marked removed" || bad "key list after purge: $($WRIT -c "$C" key list)"
+else
+  echo "skip key revoke with the HSM refusing (chattr +i not allowed here)"
+fi
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]

@@ -68,6 +68,24 @@ printf 'signing_alg = HS256\n' >"$D/bad4.conf"
 refuse "an HMAC algorithm is not configurable" 'bad4.conf:1: unknown algorithm "HS256"' \
   $WRIT -c "$D/bad4.conf" key list
 
+# Whoever can write the configuration chooses the PKCS#11 module writ
+# dlopens: it must be owned by this user or root and writable by no one else.
+cp "$C" "$D/gw.conf"; chmod 664 "$D/gw.conf"
+refuse "a group-writable config is refused, naming the mode" 'gw.conf: writable by group or others \(mode 0664\)' \
+  $WRIT -c "$D/gw.conf" key list
+cp "$C" "$D/own.conf"; chown 65534 "$D/own.conf"
+refuse "a config owned by another user is refused" 'own.conf: owned by uid 65534' \
+  $WRIT -c "$D/own.conf" key list
+# A path cut short would name another file: refused instead.
+LONG="$D/$(printf 'd%.0s' $(seq 200))/$(printf 'e%.0s' $(seq 200))/$(printf 'f%.0s' $(seq 200))/$(printf 'g%.0s' $(seq 200))"
+LONG="$LONG/$(printf 'h%.0s' $(seq $((1015 - ${#LONG} - 1))))"
+mkdir -p "$LONG" && printf 'token_label = writ\n' >"$LONG/c"
+refuse "default file paths too long for their buffers are refused" 'too long for policy.json' \
+  $WRIT -c "$LONG/c" key list
+mkdir -p "$LONG/$(printf 'i%.0s' $(seq 20))" && printf 'token_label = writ\n' >"$LONG/$(printf 'i%.0s' $(seq 20))/c"
+refuse "a configuration path over the cap is refused" 'configuration path is over 1023 bytes' \
+  $WRIT -c "$LONG/$(printf 'i%.0s' $(seq 20))/c" key list
+
 $WRIT -c "$C" jwks >"$D/jwks.json" && ok "jwks" || bad "jwks"
 TOK=$($WRIT -c "$C" mint --sub agent-1 --aud orders-db --scope "db:read" --ttl 60)
 [ -n "$TOK" ] && ok "mint prints a token" || bad "mint"

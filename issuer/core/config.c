@@ -320,23 +320,67 @@ writ_rc config_parse(const char *buf, size_t len, const char *name, const char *
 	return WRIT_OK;
 }
 
+/* Whoever can write the configuration chooses the PKCS#11 module writ
+ * dlopens into a process holding the HSM session, and where its keys and
+ * audit log live: like sshd's StrictModes, the file must be a regular
+ * file owned by this user or root and writable by nobody else. */
+static writ_rc config_file_ok(const char *path, int fd, writ_err *err)
+{
+	struct stat sb;
+
+	if (fstat(fd, &sb) != 0)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s", path, strerror(errno));
+	if (!S_ISREG(sb.st_mode))
+		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: not a regular file", path);
+	if (sb.st_uid != geteuid() && sb.st_uid != 0)
+		return writ_err_set(
+		    err, WRIT_ERR_CONFIG,
+		    "%s: owned by uid %u, neither this user (%u) nor root: whoever owns "
+		    "it chooses the PKCS#11 module writ loads",
+		    path, (unsigned)sb.st_uid, (unsigned)geteuid());
+	if ((sb.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+		return writ_err_set(
+		    err, WRIT_ERR_CONFIG,
+		    "%s: writable by group or others (mode %04o): whoever can write it "
+		    "chooses the PKCS#11 module writ loads (chmod go-w)",
+		    path, (unsigned)(sb.st_mode & 07777));
+	return WRIT_OK;
+}
+
+/* dir/name into out, or an error: a path cut short names another file. */
+static writ_rc sibling(char *out, size_t outlen, const char *dir, const char *name, writ_err *err)
+{
+	int n = snprintf(out, outlen, "%s/%s", dir, name);
+
+	if (n < 0 || (size_t)n >= outlen)
+		return writ_err_set(err, WRIT_ERR_CONFIG,
+		                    "the configuration's directory path is too long for %s", name);
+	return WRIT_OK;
+}
+
 writ_rc config_load(const char *path, writ_config *cfg, writ_err *err)
 {
-	char buf[CONFIG_MAX_BYTES + 1], dir[1024], *slash;
+	char buf[CONFIG_MAX_BYTES + 1], dir[sizeof(cfg->path)], *slash;
 	ssize_t n;
 	int fd;
 	writ_rc rc;
 
 	config_defaults(cfg);
+	if (strlen(path) >= sizeof(cfg->path))
+		return writ_err_set(err, WRIT_ERR_CONFIG, "configuration path is over %zu bytes",
+		                    sizeof(cfg->path) - 1);
 	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s", path, strerror(errno));
-	n = read(fd, buf, sizeof(buf));
-	close(fd);
+	rc = config_file_ok(path, fd, err);
+	n = rc == WRIT_OK ? read(fd, buf, sizeof(buf)) : 0;
 	if (n < 0)
-		return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s", path, strerror(errno));
-	snprintf(dir, sizeof(dir), "%s", path);
+		rc = writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s", path, strerror(errno));
+	close(fd);
+	if (rc != WRIT_OK)
+		return rc;
+	snprintf(dir, sizeof(dir), "%s", path); /* fits: checked above */
 	slash = strrchr(dir, '/');
 	if (slash != NULL)
 		*slash = '\0';
@@ -348,12 +392,12 @@ writ_rc config_load(const char *path, writ_config *cfg, writ_err *err)
 		return rc;
 	/* The daemon's files default to siblings of the configuration. */
 	if (cfg->state_db[0] == '\0')
-		snprintf(cfg->state_db, sizeof(cfg->state_db), "%.1000s/writ.db", dir);
-	if (cfg->policy[0] == '\0')
-		snprintf(cfg->policy, sizeof(cfg->policy), "%.1000s/policy.json", dir);
-	if (cfg->audit_log[0] == '\0')
-		snprintf(cfg->audit_log, sizeof(cfg->audit_log), "%.1000s/audit.log", dir);
-	return WRIT_OK;
+		rc = sibling(cfg->state_db, sizeof(cfg->state_db), dir, "writ.db", err);
+	if (rc == WRIT_OK && cfg->policy[0] == '\0')
+		rc = sibling(cfg->policy, sizeof(cfg->policy), dir, "policy.json", err);
+	if (rc == WRIT_OK && cfg->audit_log[0] == '\0')
+		rc = sibling(cfg->audit_log, sizeof(cfg->audit_log), dir, "audit.log", err);
+	return rc;
 }
 
 void config_p11(const writ_config *cfg, p11_cfg *out)

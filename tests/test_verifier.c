@@ -851,6 +851,45 @@ static void test_cache_control_parse(void)
 	CHECK(jwks_parse_max_age("") == -1);
 }
 
+/* A key set's verdict must not change from one parse to the next. This
+ * one's RSA modulus (found by fuzz_jwks) is not a product of two large
+ * primes; OpenSSL's public-key check, with its random Miller-Rabin bases,
+ * accepted it on some calls and refused it on others. */
+static void test_rsa_key_verdict_is_deterministic(void)
+{
+	size_t len, i;
+	char *buf = tu_read_file(tu_data("jwks_rsa_odd_modulus.json"), &len), *bad, *p;
+	writ_jwks *set = NULL;
+	int ok = 0;
+
+	REQUIRE(buf != NULL);
+	for (i = 0; i < 64; i++) {
+		writ_rc rc = writ_jwks_parse(buf, len, 0, &set, NULL);
+		const writ_jwk *k = rc == WRIT_OK ? writ_jwks_get(set, 1) : NULL;
+		char *js = k != NULL ? writ_jwk_to_json(k) : NULL;
+		writ_jwk *again = NULL;
+
+		ok += rc == WRIT_OK && js != NULL &&
+		      writ_jwk_parse(js, strlen(js), &again, NULL) == WRIT_OK;
+		writ_jwk_free(again);
+		free(js);
+		writ_jwks_free(set);
+		set = NULL;
+	}
+	CHECK(ok == 64);
+	/* What the deterministic checks refuse: e = 3, and an even modulus. */
+	bad = strdup(buf);
+	REQUIRE(bad != NULL && (p = strstr(bad, "\"e\":\"AQAB\"")) != NULL);
+	memcpy(p, "\"e\":\"Aw\"  ", 10);
+	CHECK(writ_jwks_parse(bad, len, 0, &set, NULL) == WRIT_ERR_JWK && set == NULL);
+	memcpy(bad, buf, len);
+	REQUIRE((p = strstr(bad, "L7_-lQ\"")) != NULL);
+	p[5] = 'A'; /* the modulus' lowest bits: ...01 -> ...00 */
+	CHECK(writ_jwks_parse(bad, len, 0, &set, NULL) == WRIT_ERR_JWK && set == NULL);
+	free(bad);
+	free(buf);
+}
+
 /* ---- attacks on the JWKS fetch itself ---- */
 
 static unsigned short redir_port;
@@ -970,6 +1009,7 @@ int main(void)
 	RUN(test_check_scope_limits_and_decisions);
 	RUN(test_rpm_and_bounded_table);
 	RUN(test_body_cap);
+	RUN(test_rsa_key_verdict_is_deterministic);
 	RUN(test_redirect_cache_headers_not_applied_to_jwks);
 	RUN(test_jwks_over_plain_http_never_through_env_proxy);
 	MHD_stop_daemon(srv.d);

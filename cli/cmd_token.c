@@ -7,9 +7,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -49,10 +51,26 @@ static void random_pin(char out[33])
 	OPENSSL_cleanse(rnd, sizeof(rnd));
 }
 
+/* A directory of ours: made 0700, or one that exists, is no symlink, is
+ * owned by this user and writable by no one else (who could write it
+ * could swap the configuration or the token's files). */
 static void mkdir_private(const char *path)
 {
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+	struct stat sb;
+
+	if (mkdir(path, 0700) == 0)
+		return;
+	if (errno != EEXIST)
 		cli_die("%s: %s", path, strerror(errno));
+	if (lstat(path, &sb) != 0)
+		cli_die("%s: %s", path, strerror(errno));
+	if (!S_ISDIR(sb.st_mode))
+		cli_die("token init: %s is not a directory (a symlink is not taken)", path);
+	if (sb.st_uid != geteuid() || (sb.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+		cli_die("token init: %s exists, owned by uid %u with mode %04o: it must be this "
+		        "user's (%u) and writable by no one else",
+		        path, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
+		        (unsigned)geteuid());
 }
 
 static int token_init(int argc, char **argv)
@@ -63,9 +81,10 @@ static int token_init(int argc, char **argv)
 	                                     {"help", no_argument, 0, 'h'},
 	                                     {0, 0, 0, 0}};
 	const char *dir = cli_home(), *label = "writ", *issuer = "http://127.0.0.1:8080";
-	char p_conf[1100], p_tok[1100], p_pin[1100], p_so[1100], p_writ[1100], buf[4096];
-	char pin[33], so[33];
-	writ_config defaults;
+	char p_conf[PATH_MAX + 32], p_tok[PATH_MAX + 32], p_pin[PATH_MAX + 32], p_so[PATH_MAX + 32];
+	char p_writ[PATH_MAX + 32], buf[PATH_MAX + 256];
+	char pin[33], so[33], cfgtext[4096], absdir[PATH_MAX];
+	writ_config defaults, check;
 	writ_err err = {0};
 	writ_rc rc;
 	int c;
@@ -81,15 +100,43 @@ static int token_init(int argc, char **argv)
 	}
 	if (optind != argc || strlen(label) > 32)
 		cli_die("token init: unexpected argument or label longer than 32 bytes");
+	if (strlen(dir) > 1000)
+		cli_die("token init: --dir is over 1000 bytes");
 	config_defaults(&defaults);
+	/* The configuration this will write, checked by the parser every
+	 * command uses, before anything is touched: a label or issuer it
+	 * would refuse must not leave an initialised token behind. */
+	snprintf(cfgtext, sizeof(cfgtext),
+	         "# writ configuration written by writ token init (see keys.example).\n"
+	         "pkcs11_module = %s\nsofthsm_conf = softhsm2.conf\ntoken_label = %s\n"
+	         "pin_file = user.pin\nsigning_alg = ES256\nissuer = %s\n",
+	         defaults.pkcs11_module, label, issuer);
+	for (const char *q = label; *q != '\0'; q++)
+		if ((unsigned char)*q < 0x20 || *q == 0x7f)
+			cli_die("token init: --label holds a control character");
+	for (const char *q = issuer; *q != '\0'; q++)
+		if ((unsigned char)*q <= 0x20 || *q == 0x7f)
+			cli_die("token init: --issuer holds a blank or control character");
+	config_defaults(&check);
+	if (config_parse(cfgtext, strlen(cfgtext), "--label/--issuer", ".", &check, &err) !=
+	    WRIT_OK)
+		cli_die_err("token init", WRIT_ERR_CONFIG, &err);
+	snprintf(p_writ, sizeof(p_writ), "%s/writ.conf", dir);
+	if (access(p_writ, F_OK) == 0)
+		cli_die("token init: %s exists: this directory is already initialised", p_writ);
+	mkdir_private(dir);
+	/* SoftHSM resolves its tokendir against its working directory, which
+	 * for a service is not this one. */
+	if (realpath(dir, absdir) == NULL)
+		cli_die("%s: %s", dir, strerror(errno));
+	if (strlen(absdir) > 1000)
+		cli_die("token init: %s is over 1000 bytes", absdir);
+	dir = absdir;
 	snprintf(p_conf, sizeof(p_conf), "%s/softhsm2.conf", dir);
 	snprintf(p_tok, sizeof(p_tok), "%s/tokens", dir);
 	snprintf(p_pin, sizeof(p_pin), "%s/user.pin", dir);
 	snprintf(p_so, sizeof(p_so), "%s/so.pin", dir);
 	snprintf(p_writ, sizeof(p_writ), "%s/writ.conf", dir);
-	if (access(p_writ, F_OK) == 0)
-		cli_die("token init: %s exists: this directory is already initialised", p_writ);
-	mkdir_private(dir);
 	mkdir_private(p_tok);
 	snprintf(buf, sizeof(buf),
 	         "# SoftHSM2 configuration written by writ token init (development).\n"
@@ -104,14 +151,14 @@ static int token_init(int argc, char **argv)
 	rc = p11_token_init(defaults.pkcs11_module, p_conf, label, so, pin, &err);
 	OPENSSL_cleanse(pin, sizeof(pin));
 	OPENSSL_cleanse(so, sizeof(so));
-	if (rc != WRIT_OK)
+	if (rc != WRIT_OK) {
+		/* Nothing half-made stays: the next try starts clean. */
+		unlink(p_conf);
+		unlink(p_pin);
+		unlink(p_so);
 		cli_die_err("token init", rc, &err);
-	snprintf(buf, sizeof(buf),
-	         "# writ configuration written by writ token init (see keys.example).\n"
-	         "pkcs11_module = %s\nsofthsm_conf = softhsm2.conf\ntoken_label = %s\n"
-	         "pin_file = user.pin\nsigning_alg = ES256\nissuer = %s\n",
-	         defaults.pkcs11_module, label, issuer);
-	write_new_file(p_writ, buf, 0644);
+	}
+	write_new_file(p_writ, cfgtext, 0644);
 	printf("initialised SoftHSM2 token \"%s\" in %s\n"
 	       "  config:      %s\n  user PIN:    %s (mode 0600)\n  SO PIN:      %s (mode "
 	       "0600)\n"

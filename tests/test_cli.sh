@@ -32,6 +32,22 @@ expect "token init creates a token" $WRIT token init --dir "$D/t"
 [ "$(stat -c %a "$D/t/so.pin")" = 600 ] && ok "so.pin is mode 0600" || bad "so.pin mode"
 ! grep -q "$(cat "$D/t/user.pin")" "$D/t/writ.conf" && ok "the PIN is not in writ.conf" || bad "PIN in config"
 refuse "token init twice is refused" 'already initialised' $WRIT token init --dir "$D/t"
+# Inputs are checked before the token is touched: a label the config would
+# refuse leaves nothing behind; the token directory is written absolute
+# (SoftHSM resolves it against a service's working directory otherwise);
+# an existing directory others can write is not taken.
+refuse "token init: a label with a newline is refused before anything is made" 'label holds a control character' \
+  $WRIT token init --dir "$D/nl" --label "$(printf 'a\nb')"
+[ ! -e "$D/nl/softhsm2.conf" ] && [ ! -e "$D/nl/tokens" ] && ok "token init: nothing left behind" ||
+  bad "token init left files: $(ls -A "$D/nl" 2>&1)"
+WA=$(readlink -f "$WRIT")
+(cd "$D" && "$WA" token init --dir rel >/dev/null) &&
+  grep -q "^directories.tokendir = $D/rel/tokens\$" "$D/rel/softhsm2.conf" &&
+  ok "token init --dir relative writes an absolute tokendir" ||
+  bad "token init relative: $(cat "$D/rel/softhsm2.conf" 2>&1)"
+mkdir -m 775 "$D/gwd" && chmod 775 "$D/gwd"
+refuse "token init: an existing group-writable directory is refused" "gwd exists, owned by uid $(id -u) with mode 0775" \
+  $WRIT token init --dir "$D/gwd"
 C="$D/t/writ.conf"
 
 expect "key generate ES256" $WRIT -c "$C" key generate --alg ES256

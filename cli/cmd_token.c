@@ -87,7 +87,7 @@ static int token_init(int argc, char **argv)
 	writ_config defaults, check;
 	writ_err err = {0};
 	writ_rc rc;
-	int c;
+	int c, n;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -106,11 +106,13 @@ static int token_init(int argc, char **argv)
 	/* The configuration this will write, checked by the parser every
 	 * command uses, before anything is touched: a label or issuer it
 	 * would refuse must not leave an initialised token behind. */
-	snprintf(cfgtext, sizeof(cfgtext),
-	         "# writ configuration written by writ token init (see keys.example).\n"
-	         "pkcs11_module = %s\nsofthsm_conf = softhsm2.conf\ntoken_label = %s\n"
-	         "pin_file = user.pin\nsigning_alg = ES256\nissuer = %s\n",
-	         defaults.pkcs11_module, label, issuer);
+	n = snprintf(cfgtext, sizeof(cfgtext),
+	             "# writ configuration written by writ token init (see keys.example).\n"
+	             "pkcs11_module = %s\nsofthsm_conf = softhsm2.conf\ntoken_label = %s\n"
+	             "pin_file = user.pin\nsigning_alg = ES256\nissuer = %s\n",
+	             defaults.pkcs11_module, label, issuer);
+	if (n < 0 || (size_t)n >= sizeof(cfgtext))
+		cli_die("token init: --issuer is too long");
 	for (const char *q = label; *q != '\0'; q++)
 		if ((unsigned char)*q < 0x20 || *q == 0x7f)
 			cli_die("token init: --label holds a control character");

@@ -12,7 +12,8 @@
  * The token bytes, and its middle segment decoded, also go to the JSON
  * fast path (lib/json.c), which must never accept what jansson refuses
  * nor build a different tree, and any tree jansson builds from them to
- * the fast writer, which must write what json_dumps writes.
+ * the fast writer and the member-by-member writer (wjw_*), which must
+ * write what json_dumps writes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,6 +35,21 @@ static void dump_agrees(const char *in, size_t len)
 	b = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	ENSURE((a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0));
 	free(a);
+	/* The writer (wjw_*), member by member, writes the same text. */
+	if (json_is_object(j)) {
+		const char *k;
+		json_t *m;
+		wjson_w w;
+		int skip = 0;
+
+		wjw_init(&w);
+		json_object_foreach(j, k, m)
+			skip |= wjw_tree(&w, k, m) != 0;
+		a = wjw_finish(&w, NULL);
+		ENSURE(skip || (a == NULL && b == NULL) ||
+		       (a != NULL && b != NULL && strcmp(a, b) == 0));
+		free(a);
+	}
 	free(b);
 	json_decref(j);
 }

@@ -51,55 +51,58 @@ static metric_deny deny_metric(const char *error, int status)
 	return DENY_INVALID_REQUEST;
 }
 
-static json_t *groups_json(const store_agent *a)
+static void groups_member(wjson_w *w, const char *key, const store_agent *a)
 {
-	json_t *g = json_array();
 	size_t i;
 
-	for (i = 0; g != NULL && i < a->ngroups; i++)
-		json_array_append_new(g, json_string(a->groups[i]));
-	return g;
+	wjw_open(w, key, '[');
+	for (i = 0; i < a->ngroups; i++)
+		wjw_str(w, NULL, a->groups[i]);
+	wjw_close(w);
 }
 
 /* A request value into a record: itself when check_request would let it
  * through, else only its length (the value was refused for its size or
  * bytes, and would only make the line too long to write). */
-static void set_asked(json_t *r, const char *key, const char *v, size_t max)
+static void set_asked(wjson_w *w, const char *key, const char *v, size_t max)
 {
 	char k[32];
 
 	if (v == NULL)
 		return;
 	if (strlen(v) <= max) {
-		json_object_set_new(r, key, json_string(v));
+		wjw_text(w, key, v);
 		return;
 	}
 	snprintf(k, sizeof(k), "%s_bytes", key);
-	json_object_set_new(r, k, json_integer((json_int_t)strlen(v)));
+	wjw_int(w, k, (int64_t)strlen(v));
 }
 
-/* The common part of every token record (SPEC s.7). */
-static json_t *audit_base(const char *event, const ask *a)
+/* Start a token record (SPEC s.7) with the part common to all of them:
+ * the caller adds its members and hands w to finish(). Written as text,
+ * not a tree: this runs for every request. */
+static void audit_base(wjson_w *w, const char *event, const ask *a)
 {
-	json_t *r = json_pack("{s:s, s:s?}", "event", event, "client", a->client);
-
-	if (r == NULL)
-		return NULL;
-	set_asked(r, "audience", a->audience, AUDIENCE_MAX);
-	set_asked(r, "scope_requested", a->scope, MINT_CLAIM_MAX);
+	wjw_init(w);
+	wjw_str(w, "event", event);
+	if (a->client != NULL)
+		wjw_str(w, "client", a->client);
+	set_asked(w, "audience", a->audience, AUDIENCE_MAX);
+	set_asked(w, "scope_requested", a->scope, MINT_CLAIM_MAX);
 	if (a->who != NULL) {
-		json_object_set_new(r, "agent", json_string(a->who->agent.id));
-		json_object_set_new(r, "groups", groups_json(&a->who->agent));
-		json_object_set_new(r, "attestation",
-		                    json_pack("{s:s, s:s, s:s, s:I}", "kind", "agent_key", "jkt",
-		                              a->who->key_kid, "jti", a->who->jti, "exp",
-		                              (json_int_t)a->who->exp));
+		wjw_str(w, "agent", a->who->agent.id);
+		groups_member(w, "groups", &a->who->agent);
+		wjw_open(w, "attestation", '{');
+		wjw_str(w, "kind", "agent_key");
+		wjw_str(w, "jkt", a->who->key_kid);
+		wjw_str(w, "jti", a->who->jti);
+		wjw_int(w, "exp", a->who->exp);
+		wjw_close(w);
 	}
 	if (a->pol != NULL)
-		json_object_set_new(r, "policy_hash", json_string(policy_hash(a->pol)));
+		wjw_str(w, "policy_hash", policy_hash(a->pol));
 	if (a->dec != NULL && a->dec->rule_id != NULL)
-		json_object_set_new(r, "rule", json_string(a->dec->rule_id));
-	return r;
+		wjw_str(w, "rule", a->dec->rule_id);
 }
 
 static double since(const struct timespec *t0)
@@ -133,13 +136,15 @@ static void audited(void *arg, writ_rc rc)
 	free(p);
 }
 
-/* Answer with resp once rec (taken) is durable. If rec cannot even be
- * written, answer 503 now: resp's body, which may hold a token, is wiped
- * unsent. */
-static void finish(issuer *is, http_resp *resp, const ask *a, json_t *rec, int issued,
+/* Answer with resp once the record in rec (taken) is durable. If it
+ * cannot even be written, answer 503 now: resp's body, which may hold a
+ * token, is wiped unsent. */
+static void finish(issuer *is, http_resp *resp, const ask *a, wjson_w *rec, int issued,
                    metric_deny why)
 {
 	pending *p = malloc(sizeof(*p));
+	size_t len = 0;
+	char *text = wjw_finish(rec, &len);
 	writ_err e = {0};
 
 	if (p != NULL)
@@ -150,10 +155,10 @@ static void finish(issuer *is, http_resp *resp, const ask *a, json_t *rec, int i
 		*a->announced = 0;
 		audit_expect_done(is->audit);
 	}
-	if (p == NULL || rec == NULL ||
-	    audit_append_async(is->audit, rec, audited, p, &e) != WRIT_OK) {
+	if (p == NULL || text == NULL ||
+	    audit_append_async(is->audit, text, len, audited, p, &e) != WRIT_OK) {
 		free(p);
-		json_decref(rec);
+		free(text);
 		if (resp->body != NULL)
 			OPENSSL_cleanse(resp->body, strlen(resp->body));
 		metrics_denied(DENY_UNAVAILABLE);
@@ -161,7 +166,7 @@ static void finish(issuer *is, http_resp *resp, const ask *a, json_t *rec, int i
 		resp_error(resp, 503, "temporarily_unavailable", "the audit log is unavailable");
 		return;
 	}
-	json_decref(rec);
+	free(text);
 	resp->held = 1;
 }
 
@@ -169,14 +174,14 @@ static void finish(issuer *is, http_resp *resp, const ask *a, json_t *rec, int i
 static void deny(issuer *is, http_resp *resp, const ask *a, int status, const char *error,
                  const char *desc, const char *event, const char *detail)
 {
-	json_t *r = audit_base(event != NULL ? event : "token_denied", a);
+	wjson_w r;
 
-	if (r != NULL) {
-		json_object_set_new(r, "reason", json_string(error));
-		json_object_set_new(r, "detail", json_string(detail != NULL ? detail : desc));
-	}
+	audit_base(&r, event != NULL ? event : "token_denied", a);
+	wjw_str(&r, "reason", error);
+	/* A message may quote outside input cut at a byte count. */
+	wjw_text(&r, "detail", detail != NULL ? detail : desc);
 	resp_error(resp, status, error, desc);
-	finish(is, resp, a, r, 0, deny_metric(error, status));
+	finish(is, resp, a, &r, 0, deny_metric(error, status));
 }
 
 /* RFC 8693 s.2.1 parameters. Returns 0 or fills the refusal. */
@@ -272,59 +277,68 @@ static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask 
 {
 	/* The rule's ttl, else the configured default; never above the cap. */
 	unsigned ttl = d->ttl != 0 ? d->ttl : is->cfg.token_ttl;
-	mint_req mr = {
-	    .iss = is->cfg.issuer, .sub = a->who->agent.id, .aud = a->audience, .scope = d->scope};
-	json_t *extra = json_object(), *rec = NULL, *body;
+	const char *groups[STORE_GROUPS_MAX];
+	mint_req mr = {.iss = is->cfg.issuer,
+	               .sub = a->who->agent.id,
+	               .aud = a->audience,
+	               .scope = d->scope,
+	               .groups = groups,
+	               .ngroups = a->who->agent.ngroups};
 	char *lim = policy_decision_lim_json(d);
+	wjson_w rec, body;
 	writ_err e = {0};
 	mint_out mo;
 	writ_rc rc;
+	size_t i;
 
 	mr.ttl = ttl < is->cfg.token_ttl_max ? ttl : is->cfg.token_ttl_max;
-	if (a->who->agent.ngroups > 0)
-		json_object_set_new(extra, "grp", groups_json(&a->who->agent));
-	if (lim != NULL)
-		json_object_set_new(extra, "lim", json_loads(lim, 0, NULL));
+	for (i = 0; i < mr.ngroups; i++)
+		groups[i] = a->who->agent.groups[i];
+	mr.lim = lim;
+	if (d->nlim > 0 && lim == NULL) {
+		/* A token without the limits its rule sets must not leave. */
+		deny(is, resp, a, 500, "server_error", "out of memory", NULL,
+		     "cannot write the lim claim");
+		return;
+	}
+	rc = mint_token(is->p11, ks->signing, &mr, &mo, &e);
 	free(lim);
-	mr.extra = extra;
-	if ((rc = mint_token(is->p11, ks->signing, &mr, &mo, &e)) != WRIT_OK) {
+	if (rc != WRIT_OK) {
 		/* Only the token's failure counts against it: bad claims are a
 		 * bug here, not an outage to report on /healthz. */
 		if (rc != WRIT_ERR_ARG) {
 			atomic_store(&is->hsm_ok, 0);
 			metrics_hsm_error();
 		}
-		json_decref(extra);
 		deny(is, resp, a, 503, "temporarily_unavailable", "signing is unavailable", NULL,
 		     e.msg);
 		return;
 	}
 	atomic_store(&is->hsm_ok, 1);
-	rec = audit_base("token_issued", a);
-	if (rec != NULL) {
-		json_object_set_new(rec, "scope_granted", json_string(d->scope));
-		json_object_set_new(rec, "jti", json_string(mo.jti));
-		json_object_set_new(rec, "kid", json_string(writ_jwk_kid(ks->signing->jwk)));
-		json_object_set_new(rec, "exp", json_integer(mo.exp));
-	}
-	json_decref(extra);
-	body = json_pack("{s:s, s:s, s:s, s:I, s:s}", "access_token", mo.token, "issued_token_type",
-	                 TT_ACCESS, "token_type", "Bearer", "expires_in", (json_int_t)mr.ttl,
-	                 "scope", d->scope);
+	audit_base(&rec, "token_issued", a);
+	wjw_str(&rec, "scope_granted", d->scope);
+	wjw_str(&rec, "jti", mo.jti);
+	wjw_str(&rec, "kid", writ_jwk_kid(ks->signing->jwk));
+	wjw_int(&rec, "exp", mo.exp);
+	wjw_init(&body);
+	wjw_str(&body, "access_token", mo.token);
+	wjw_str(&body, "issued_token_type", TT_ACCESS);
+	wjw_str(&body, "token_type", "Bearer");
+	wjw_int(&body, "expires_in", (int64_t)mr.ttl);
+	wjw_str(&body, "scope", d->scope);
 	OPENSSL_cleanse(mo.token, strlen(mo.token));
 	free(mo.token);
 	resp->status = 200;
-	resp->body = body != NULL ? wjson_dump(body) : NULL;
-	json_decref(body);
+	resp->body = wjw_finish(&body, NULL);
 	if (resp->body == NULL) {
 		/* The token never leaves: account for the refusal instead. */
-		json_decref(rec);
+		wjw_discard(&rec);
 		deny(is, resp, a, 500, "server_error", "out of memory", NULL, NULL);
 		return;
 	}
 	/* Durable before the token leaves: a token nobody can account for is
 	 * worse than no token. */
-	finish(is, resp, a, rec, 1, DENY_UNAVAILABLE);
+	finish(is, resp, a, &rec, 1, DENY_UNAVAILABLE);
 }
 
 static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decision *d)

@@ -54,6 +54,42 @@ int wjson_numeric_date(const json_t *v, int64_t *out);
 /* Compact, key-order-preserving serialisation; caller frees. */
 char *wjson_dump(const json_t *v);
 
+/*
+ * An object written straight to text, member by member: what
+ * wjson_dump(tree) would give for the same members, without the tree.
+ *   wjson_w w; wjw_init(&w); wjw_str(&w, "iss", iss); wjw_open(&w, "grp", '[');
+ *   wjw_str(&w, NULL, g); wjw_close(&w); s = wjw_finish(&w, &len);
+ * Keys are given in objects and NULL in arrays. Errors (a string that is
+ * not UTF-8, a key where none belongs, no memory) are kept until
+ * wjw_finish, which then returns NULL and frees the buffer; otherwise the
+ * NUL-terminated text is the caller's to free.
+ */
+#define WJW_DEPTH 8
+typedef struct wjson_w {
+	char *p;
+	size_t len, cap;
+	int err;
+	unsigned depth, objects; /* bit d: depth d is an object, not an array */
+	unsigned char first[WJW_DEPTH];
+} wjson_w;
+void wjw_init(wjson_w *w);
+void wjw_str(wjson_w *w, const char *key, const char *val);
+/* wjw_str for a message that may quote outside input cut at a byte count:
+ * bytes that are not UTF-8 are written as U+FFFD instead of failing. */
+void wjw_text(wjson_w *w, const char *key, const char *val);
+void wjw_int(wjson_w *w, const char *key, int64_t v);
+/* A value that is JSON text already (from wjson_dump or wjw_finish). */
+void wjw_raw(wjson_w *w, const char *key, const char *json);
+void wjw_open(wjson_w *w, const char *key, char kind); /* '{' or '[' */
+void wjw_close(wjson_w *w);
+char *wjw_finish(wjson_w *w, size_t *len);
+void wjw_discard(wjson_w *w);
+/* Write v (key NULL in an array) through the writer: for tests and
+ * fuzzing, which compare the text with json_dumps'. -1 if v holds what
+ * the writer has no call for (reals, true, false, null, NUL in a string)
+ * or a key that is not UTF-8. */
+int wjw_tree(wjson_w *w, const char *key, const json_t *v);
+
 /* ---- digests (digest.c): SHA256()/SHA384() without a per-call fetch ---- */
 
 void writ_sha256(const void *in, size_t n, unsigned char out[32]);

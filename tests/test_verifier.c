@@ -641,6 +641,108 @@ static void test_json_dump_is_janssons(void)
 	json_decref(deep);
 }
 
+/* The writer (wjw_*) writes an object's members as json_dumps does, and
+ * fails where it fails (a string that is not UTF-8): 1 if they agree, 0
+ * if not, -1 if v holds what the writer does not write (reals, true,
+ * false, null, NUL). */
+static int writer_agrees(const json_t *v)
+{
+	wjson_w w;
+	const char *k;
+	json_t *m;
+	char *a, *b;
+	int ok;
+
+	wjw_init(&w);
+	json_object_foreach((json_t *)v, k, m)
+		if (wjw_tree(&w, k, m) != 0) {
+			wjw_discard(&w);
+			return -1;
+		}
+	a = wjw_finish(&w, NULL);
+	b = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	ok = (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+	if (!ok)
+		fprintf(stderr, "  wjw: %s\n  json_dumps: %s\n", a ? a : "(null)",
+		        b ? b : "(null)");
+	free(a);
+	free(b);
+	return ok;
+}
+
+static void test_json_writer_is_janssons(void)
+{
+	/* Valid UTF-8 at each length, and what RFC 3629 rules out: a lone
+	 * continuation byte, a cut sequence, overlong forms, a surrogate,
+	 * above U+10FFFF. jansson refuses the same strings. */
+	static const char *const good[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+	                                   "a\"\\\x01\xc3\xa9\n", "\xf4\x8f\xbf\xbf"};
+	static const char *const bad[] = {"\x80",
+	                                  "\xc3",
+	                                  "\xc0\xaf",
+	                                  "\xe0\x80\xaf",
+	                                  "\xed\xa0\x80",
+	                                  "\xf4\x90\x80\x80",
+	                                  "\xf5\x80\x80\x80",
+	                                  "a\xe2\x82"};
+	wjson_w w;
+	json_t *o;
+	size_t i, len;
+	char *s;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		o = json_pack("{s:s, s:[s, i], s:{s:s}}", good[i], good[i], "a", good[i], 7, "o",
+		              "k", good[i]);
+		CHECK(o != NULL && writer_agrees(o) == 1);
+		json_decref(o);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK(json_string(bad[i]) == NULL);
+		wjw_init(&w);
+		wjw_str(&w, "k", bad[i]);
+		CHECK(wjw_finish(&w, NULL) == NULL);
+		wjw_init(&w);
+		wjw_str(&w, bad[i], "v");
+		CHECK(wjw_finish(&w, NULL) == NULL);
+	}
+	/* Misuse fails instead of writing broken JSON: a key in an array,
+	 * none in an object, a close too many, an open never closed. */
+	wjw_init(&w);
+	wjw_open(&w, "a", '[');
+	wjw_str(&w, "k", "v");
+	CHECK(wjw_finish(&w, NULL) == NULL);
+	wjw_init(&w);
+	wjw_str(&w, NULL, "v");
+	CHECK(wjw_finish(&w, NULL) == NULL);
+	wjw_init(&w);
+	wjw_close(&w);
+	CHECK(wjw_finish(&w, NULL) == NULL);
+	wjw_init(&w);
+	wjw_open(&w, "o", '{');
+	CHECK(wjw_finish(&w, NULL) == NULL);
+	/* Past the first buffer, and the length it reports. */
+	wjw_init(&w);
+	for (i = 0; i < 300; i++)
+		wjw_int(&w, "n", (int64_t)i - 150);
+	s = wjw_finish(&w, &len);
+	CHECK(s != NULL && len == strlen(s) && s[0] == '{' && s[len - 1] == '}');
+	free(s);
+	/* Random members: strings with escapes and stray UTF-8 bytes,
+	 * integers, nesting; those with reals and the like are skipped. */
+	for (i = 0, len = 0; i < 20000; i++) {
+		json_t *t = json_pack("{s:o, s:o}", "t", random_tree(4), "u", random_tree(2));
+		int r = t != NULL ? writer_agrees(t) : 0;
+
+		json_decref(t);
+		if (r == 0) {
+			CHECK(0);
+			break;
+		}
+		len += r == 1;
+	}
+	CHECK(len > 1000); /* enough of them were compared */
+}
+
 static void test_json_fast_path_is_janssons(void)
 {
 	static const char *const fast[] = {
@@ -994,6 +1096,7 @@ int main(void)
 	tkey_init(&k1);
 	tkey_init(&k2);
 	srv_start();
+	RUN(test_json_writer_is_janssons);
 	RUN(test_cache_control_parse);
 	RUN(test_config_errors);
 	RUN(test_jwks_over_plain_http_to_remote_host_refused);

@@ -256,33 +256,69 @@ static writ_rc write_line_locked(audit_log *log, const char *inner, size_t ilen,
 	return WRIT_OK;
 }
 
-/* Caller members as JSON text; "event" first so lines read naturally. */
-static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err *err)
+/*
+ * A caller's record as the log takes it: one object on one line whose
+ * first member is a non-empty string "event", not one of the log's own
+ * events, with none of the log's own member names, short enough. The
+ * member check reads the text: in the compact JSON that wjson_dump and
+ * wjson_w write, '{"' and ',"' only ever begin a member name (a quote in
+ * a string is escaped), so it is exact, and stricter than needed for a
+ * nested member (also refused).
+ */
+static writ_rc check_record(const char *s, size_t len, writ_err *err)
 {
 	static const char *const reserved[] = {"seq", "ts", "prev", "sig"};
 	static const char *const own_events[] = {"checkpoint", "log_opened", "log_recovered"};
+	static const char ev[] = "{\"event\":\"";
+	size_t i, j, n;
+
+	if (len < 2 || s[0] != '{' || s[len - 1] != '}' || memchr(s, '\n', len) != NULL)
+		return writ_err_set(err, WRIT_ERR_ARG,
+		                    "audit record is not a one-line JSON object");
+	if (len < sizeof(ev) || memcmp(s, ev, sizeof(ev) - 1) != 0 || s[sizeof(ev) - 1] == '"')
+		return writ_err_set(err, WRIT_ERR_ARG,
+		                    "audit record needs a string \"event\", first");
+	/* A caller must not be able to write what looks like the log's own
+	 * records: a fake checkpoint would at best confuse a reader. */
+	for (i = 0; i < sizeof(own_events) / sizeof(own_events[0]); i++) {
+		n = strlen(own_events[i]);
+		if (len > sizeof(ev) + n && memcmp(s + sizeof(ev) - 1, own_events[i], n) == 0 &&
+		    s[sizeof(ev) - 1 + n] == '"')
+			return writ_err_set(err, WRIT_ERR_ARG, "audit event \"%s\" is reserved",
+			                    own_events[i]);
+	}
+	for (i = 0; i + 1 < len; i++) {
+		if ((s[i] != '{' && s[i] != ',') || s[i + 1] != '"')
+			continue;
+		for (j = 0; j < sizeof(reserved) / sizeof(reserved[0]); j++) {
+			n = strlen(reserved[j]);
+			if (i + n + 3 < len && memcmp(s + i + 2, reserved[j], n) == 0 &&
+			    s[i + 2 + n] == '"' && s[i + 3 + n] == ':')
+				return writ_err_set(err, WRIT_ERR_ARG,
+				                    "audit record member \"%s\" is reserved",
+				                    reserved[j]);
+		}
+	}
+	if (len + LINE_OVERHEAD > AUDIT_LINE_MAX)
+		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "audit record over %d bytes",
+		                    AUDIT_LINE_MAX);
+	return WRIT_OK;
+}
+
+/* A record tree as text, "event" first so lines read naturally. */
+static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err *err)
+{
 	const json_t *ev = json_object_get(rec, "event");
 	json_t *o = NULL, *v;
-	const char *k, *evs;
+	const char *k;
 	char *s;
-	size_t i;
+	writ_rc rc;
 
 	*out = NULL;
 	if (!json_is_object(rec))
 		return writ_err_set(err, WRIT_ERR_ARG, "audit record is not a JSON object");
-	evs = json_string_value(ev);
-	if (evs == NULL || evs[0] == '\0')
+	if (json_string_value(ev) == NULL || json_string_value(ev)[0] == '\0')
 		return writ_err_set(err, WRIT_ERR_ARG, "audit record needs a string \"event\"");
-	for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-		if (json_object_get(rec, reserved[i]) != NULL)
-			return writ_err_set(err, WRIT_ERR_ARG,
-			                    "audit record member \"%s\" is reserved", reserved[i]);
-	/* A caller must not be able to write what looks like the log's own
-	 * records: a fake checkpoint would at best confuse a reader. */
-	for (i = 0; i < sizeof(own_events) / sizeof(own_events[0]); i++)
-		if (strcmp(evs, own_events[i]) == 0)
-			return writ_err_set(err, WRIT_ERR_ARG, "audit event \"%s\" is reserved",
-			                    evs);
 	/* Callers usually put "event" first already: then one dump does. */
 	s = wjson_dump(rec);
 	if (s != NULL && strncmp(s, "{\"event\":", 9) != 0) {
@@ -300,17 +336,9 @@ static writ_rc dump_record(const json_t *rec, char **out, size_t *len, writ_err 
 	if (s == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "cannot serialise the audit record");
 	*len = strlen(s);
-	/* jansson escapes control characters; check anyway, since a raw
-	 * newline would split one record into two lines of the chain. */
-	if (memchr(s, '\n', *len) != NULL || *len < 2 || s[0] != '{' || s[*len - 1] != '}') {
+	if ((rc = check_record(s, *len, err)) != WRIT_OK) {
 		free(s);
-		return writ_err_set(err, WRIT_ERR_ARG,
-		                    "audit record did not serialise to one line");
-	}
-	if (*len + LINE_OVERHEAD > AUDIT_LINE_MAX) {
-		free(s);
-		return writ_err_set(err, WRIT_ERR_TOO_LARGE, "audit record over %d bytes",
-		                    AUDIT_LINE_MAX);
+		return rc;
 	}
 	*out = s;
 	return WRIT_OK;
@@ -867,30 +895,25 @@ writ_rc audit_append(audit_log *log, const json_t *rec, writ_err *err)
 	return rc;
 }
 
-writ_rc audit_append_async(audit_log *log, const json_t *rec, audit_done_fn done, void *arg,
-                           writ_err *err)
+writ_rc audit_append_async(audit_log *log, const char *rec, size_t len, audit_done_fn done,
+                           void *arg, writ_err *err)
 {
 	struct waiter *w;
-	char *body = NULL;
-	size_t blen = 0;
 	writ_rc rc;
 
-	if (log == NULL || done == NULL)
-		return writ_err_set(err, WRIT_ERR_ARG, "no audit log or no callback");
-	rc = dump_record(rec, &body, &blen, err);
+	if (log == NULL || rec == NULL || done == NULL)
+		return writ_err_set(err, WRIT_ERR_ARG, "no audit log, record or callback");
+	rc = check_record(rec, len, err);
 	if (rc != WRIT_OK)
 		return rc;
 	w = calloc(1, sizeof(*w));
-	if (w == NULL) {
-		free(body);
+	if (w == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	}
 	w->done = done;
 	w->done_arg = arg;
 	pthread_mutex_lock(&log->mu);
-	rc = append_locked(log, body, blen, w, err);
+	rc = append_locked(log, rec, len, w, err);
 	pthread_mutex_unlock(&log->mu);
-	free(body);
 	if (rc != WRIT_OK)
 		free(w); /* not queued: no callback */
 	return rc;

@@ -101,14 +101,17 @@ WRIT_MUST_CHECK writ_rc audit_append(audit_log *log, const json_t *rec, writ_err
 typedef void (*audit_done_fn)(void *arg, writ_rc rc);
 
 /*
- * audit_append without the wait: returns once the line is written (its
- * seq order fixed), and done(arg, ...) says later whether it became
- * durable. What the record accounts for (a token) may leave only after
+ * audit_append without the wait, and with the record as text (len bytes,
+ * compact JSON as wjson_w or wjson_dump write it, "event" its first
+ * member; the issuer builds one per request and a tree would cost it
+ * three dozen allocations): returns once the line is written (its seq
+ * order fixed), and done(arg, ...) says later whether it became durable.
+ * What the record accounts for (a token) may leave only after
  * done(arg, WRIT_OK). On an error return the line was not written and
  * done is never called. Thread-safe.
  */
-WRIT_MUST_CHECK writ_rc audit_append_async(audit_log *log, const json_t *rec, audit_done_fn done,
-                                           void *arg, writ_err *err);
+WRIT_MUST_CHECK writ_rc audit_append_async(audit_log *log, const char *rec, size_t len,
+                                           audit_done_fn done, void *arg, writ_err *err);
 
 /*
  * Announce a record that is on its way (a request being decided), and

@@ -112,36 +112,43 @@ out:
 }
 
 writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ,
-                         const json_t *payload, char **out, writ_err *err)
+                         const char *payload, size_t plen, char **out, writ_err *err)
 {
 	writ_alg alg = writ_jwk_alg(key->jwk);
 	unsigned char sig[P11_SIG_MAX];
-	size_t inlen = 0, siglen = 0;
-	json_t *hdr;
-	char *input = NULL, *tok = NULL;
+	size_t hlen = 0, inlen, siglen = 0;
+	wjson_w w;
+	char *hdr, *tok;
 	writ_rc rc;
 
 	*out = NULL;
-	hdr = json_pack("{s:s, s:s, s:s}", "alg", writ_alg_name(alg), "typ", typ, "kid",
-	                writ_jwk_kid(key->jwk));
-	input = hdr != NULL ? writ_jws_signing_input(hdr, payload, &inlen) : NULL;
-	json_decref(hdr);
-	if (input == NULL)
-		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	rc = p11_sign(p11, key->id, key->id_len, alg, (const unsigned char *)input, inlen, sig,
-	              &siglen, err);
-	if (rc != WRIT_OK)
-		goto out;
-	tok = malloc(inlen + 1 + B64URL_LEN(siglen) + 1);
+	wjw_init(&w);
+	wjw_str(&w, "alg", writ_alg_name(alg));
+	wjw_str(&w, "typ", typ);
+	wjw_str(&w, "kid", writ_jwk_kid(key->jwk));
+	hdr = wjw_finish(&w, &hlen);
+	/* header.payload.signature, written in place: the signing input is
+	 * the token up to its second dot. */
+	tok =
+	    hdr != NULL
+	        ? malloc(B64URL_LEN(hlen) + 1 + B64URL_LEN(plen) + 1 + B64URL_LEN(sizeof(sig)) + 1)
+	        : NULL;
 	if (tok == NULL) {
-		rc = writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-		goto out;
+		free(hdr);
+		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	}
-	memcpy(tok, input, inlen);
+	inlen = b64url_encode((const unsigned char *)hdr, hlen, tok);
+	free(hdr);
+	tok[inlen++] = '.';
+	inlen += b64url_encode((const unsigned char *)payload, plen, tok + inlen);
+	rc = p11_sign(p11, key->id, key->id_len, alg, (const unsigned char *)tok, inlen, sig,
+	              &siglen, err);
+	if (rc != WRIT_OK) {
+		free(tok);
+		return rc;
+	}
 	tok[inlen] = '.';
 	b64url_encode(sig, siglen, tok + inlen + 1);
 	*out = tok;
-out:
-	free(input);
-	return rc;
+	return WRIT_OK;
 }

@@ -36,10 +36,12 @@ const keyring_entry *keyring_newest(const keyring *kr, writ_alg alg);
 char *keyring_jwks_json(const keyring *kr);
 
 /*
- * Sign a JWS: header {"alg","typ","kid"} and the payload object, in the
- * HSM with the entry's key. Returns a malloc'd compact JWS in *out.
+ * Sign a JWS: header {"alg","typ","kid"} and the payload, a JSON object's
+ * text (plen bytes), in the HSM with the entry's key. Returns a malloc'd
+ * compact JWS in *out.
  */
 WRIT_MUST_CHECK writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ,
-                                         const json_t *payload, char **out, writ_err *err);
+                                         const char *payload, size_t plen, char **out,
+                                         writ_err *err);
 
 #endif

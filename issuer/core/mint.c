@@ -4,6 +4,7 @@
 #include "mint.h"
 
 #include <openssl/rand.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -26,7 +27,9 @@ writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req, 
                    writ_err *err)
 {
 	unsigned char rnd[16];
-	json_t *c = NULL;
+	wjson_w w;
+	size_t i, len;
+	char *c;
 	writ_rc rc;
 
 	memset(out, 0, sizeof(*out));
@@ -42,17 +45,30 @@ writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req, 
 	out->iat = req->now != 0 ? req->now : (int64_t)time(NULL);
 	out->exp = out->iat + req->ttl;
 	/* Member order follows SPEC s.3's table so tokens read the same way. */
-	c = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "iss", req->iss, "sub",
-	              req->sub, "client_id", req->sub, "aud", req->aud, "scope", req->scope, "iat",
-	              (json_int_t)out->iat, "nbf", (json_int_t)out->iat, "exp",
-	              (json_int_t)out->exp, "jti", out->jti);
-	if (c == NULL)
-		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	if (req->extra != NULL && json_object_update_missing(c, (json_t *)req->extra) != 0) {
-		json_decref(c);
-		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
+	wjw_init(&w);
+	wjw_str(&w, "iss", req->iss);
+	wjw_str(&w, "sub", req->sub);
+	wjw_str(&w, "client_id", req->sub);
+	wjw_str(&w, "aud", req->aud);
+	wjw_str(&w, "scope", req->scope);
+	wjw_int(&w, "iat", out->iat);
+	wjw_int(&w, "nbf", out->iat);
+	wjw_int(&w, "exp", out->exp);
+	wjw_str(&w, "jti", out->jti);
+	if (req->ngroups > 0) {
+		wjw_open(&w, "grp", '[');
+		for (i = 0; i < req->ngroups; i++)
+			wjw_str(&w, NULL, req->groups[i]);
+		wjw_close(&w);
 	}
-	rc = keyring_sign_jws(p11, key, "at+jwt", c, &out->token, err);
-	json_decref(c);
+	if (req->lim != NULL)
+		wjw_raw(&w, "lim", req->lim);
+	/* The strings were checked above and the groups at registration:
+	 * only memory can fail here. */
+	c = wjw_finish(&w, &len);
+	if (c == NULL)
+		return writ_err_set(err, WRIT_ERR_NOMEM, "cannot write the claims");
+	rc = keyring_sign_jws(p11, key, "at+jwt", c, len, &out->token, err);
+	free(c);
 	return rc;
 }

@@ -13,13 +13,17 @@
 #define MINT_CLAIM_MAX 1024 /* bytes of iss, sub, aud and scope */
 
 typedef struct mint_req {
-	const char *iss;     /* issuer URL */
-	const char *sub;     /* agent id; also client_id */
-	const char *aud;     /* exactly one target service */
-	const char *scope;   /* space-separated actions granted */
-	unsigned ttl;        /* seconds, 1..WRIT_TTL_HARD_CAP */
-	int64_t now;         /* 0: time(NULL) */
-	const json_t *extra; /* optional members merged in (grp, act, cnf, lim) */
+	const char *iss;   /* issuer URL */
+	const char *sub;   /* agent id; also client_id */
+	const char *aud;   /* exactly one target service */
+	const char *scope; /* space-separated actions granted */
+	unsigned ttl;      /* seconds, 1..WRIT_TTL_HARD_CAP */
+	int64_t now;       /* 0: time(NULL) */
+	/* Optional claims after the registered ones: "grp" when ngroups > 0,
+	 * and "lim", a JSON object's text (policy_decision_lim_json). */
+	const char *const *groups;
+	size_t ngroups;
+	const char *lim;
 } mint_req;
 
 typedef struct mint_out {

@@ -291,50 +291,66 @@ static int dput(dbuf *b, const char *s, size_t n)
 	return 0;
 }
 
-/* The characters of a JSON string as jansson writes them: '"' and '\\'
- * escaped, control characters as \b \f \n \r \t or \u00XX. -1 on
- * non-ASCII (the caller's turn) or no memory. */
-static int put_ascii(dbuf *b, const char *s, size_t n)
+/* One character that JSON escapes, as jansson writes it: '"' and '\\'
+ * escaped, control characters as \b \f \n \r \t or \u00XX. */
+static int put_escape(dbuf *b, unsigned char c)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	size_t i, run = 0;
+	char esc[6] = {'\\', 0};
+	size_t el = 2;
 
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char esc[7] = {'\\', 0};
-		size_t el = 2;
+	switch (c) {
+	case '"': esc[1] = '"'; break;
+	case '\\': esc[1] = '\\'; break;
+	case '\b': esc[1] = 'b'; break;
+	case '\f': esc[1] = 'f'; break;
+	case '\n': esc[1] = 'n'; break;
+	case '\r': esc[1] = 'r'; break;
+	case '\t': esc[1] = 't'; break;
+	default:
+		memcpy(esc + 1, "u00", 3);
+		esc[4] = hex[c >> 4];
+		esc[5] = hex[c & 15];
+		el = 6;
+	}
+	return dput(b, esc, el);
+}
 
-		if (c >= 0x80)
-			return -1;
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
+/* The characters of a JSON string, escaped, from s up to n bytes or the
+ * first non-ASCII one (the caller's turn); *done is the bytes taken. -1
+ * on no memory. Runs of plain characters are copied whole. */
+static int put_ascii(dbuf *b, const char *s, size_t n, size_t *done)
+{
+	size_t i = 0, run = 0;
+	unsigned char c;
+
+	for (;;) {
+		for (c = 0; i < n; i++) {
+			c = (unsigned char)s[i];
+			if (c - 0x20u >= 0x60u || c == '"' || c == '\\')
+				break; /* not printable ASCII, or escaped */
+		}
 		if (dput(b, s + run, i - run) != 0)
 			return -1;
-		run = i + 1;
-		switch (c) {
-		case '"': esc[1] = '"'; break;
-		case '\\': esc[1] = '\\'; break;
-		case '\b': esc[1] = 'b'; break;
-		case '\f': esc[1] = 'f'; break;
-		case '\n': esc[1] = 'n'; break;
-		case '\r': esc[1] = 'r'; break;
-		case '\t': esc[1] = 't'; break;
-		default:
-			memcpy(esc + 1, "u00", 3);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			el = 6;
+		if (i == n || c >= 0x80) {
+			*done = i;
+			return 0;
 		}
-		if (dput(b, esc, el) != 0)
+		if (put_escape(b, c) != 0)
 			return -1;
+		run = ++i;
 	}
-	return dput(b, s + run, n - run);
 }
 
 /* A JSON string of ASCII; -1 on non-ASCII (jansson's turn) or no memory. */
 static int dump_str(dbuf *b, const char *s, size_t n)
 {
-	return dput(b, "\"", 1) != 0 || put_ascii(b, s, n) != 0 || dput(b, "\"", 1) != 0 ? -1 : 0;
+	size_t done;
+
+	return dput(b, "\"", 1) != 0 || put_ascii(b, s, n, &done) != 0 || done != n ||
+	               dput(b, "\"", 1) != 0
+	           ? -1
+	           : 0;
 }
 
 static int dump_value(dbuf *b, const json_t *v, int depth)
@@ -437,23 +453,21 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
  * lossy U+FFFD. */
 static int put_str(dbuf *b, const char *s, size_t n, int lossy)
 {
-	size_t i = 0, run = 0, l;
+	size_t i = 0, done, l;
 
 	if (dput(b, "\"", 1) != 0)
 		return -1;
-	while (i < n) {
-		if ((unsigned char)s[i] < 0x80) {
-			i++;
-			continue;
-		}
+	for (;;) {
+		if (put_ascii(b, s + i, n - i, &done) != 0)
+			return -1;
+		if ((i += done) == n)
+			return dput(b, "\"", 1);
 		l = utf8_seq((const unsigned char *)s + i, n - i);
-		if ((l == 0 && !lossy) || put_ascii(b, s + run, i - run) != 0 ||
+		if ((l == 0 && !lossy) ||
 		    (l > 0 ? dput(b, s + i, l) : dput(b, "\xef\xbf\xbd", 3)) != 0)
 			return -1;
 		i += l > 0 ? l : 1;
-		run = i;
 	}
-	return put_ascii(b, s + run, n - run) != 0 || dput(b, "\"", 1) != 0 ? -1 : 0;
 }
 
 void wjw_init(wjson_w *w)

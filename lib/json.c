@@ -473,8 +473,11 @@ static int put_str(dbuf *b, const char *s, size_t n, int lossy)
 void wjw_init(wjson_w *w)
 {
 	memset(w, 0, sizeof(*w));
-	w->p = malloc(1024);
-	w->cap = w->p != NULL ? 1024 : 0;
+	/* Room for a token response or an audit record, and small enough
+	 * for glibc's per-thread cache (chunks up to 1032 bytes): a larger
+	 * request takes the slow path, which may consolidate the heap. */
+	w->p = malloc(1000);
+	w->cap = w->p != NULL ? 1000 : 0;
 	w->err = w->p == NULL;
 	if (!w->err) {
 		w->p[0] = '{';

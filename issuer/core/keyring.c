@@ -118,7 +118,7 @@ writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ
 	unsigned char sig[P11_SIG_MAX];
 	size_t hlen = 0, inlen, siglen = 0;
 	wjson_w w;
-	char *hdr, *tok;
+	char *hdr, *in, *tok = NULL;
 	writ_rc rc;
 
 	*out = NULL;
@@ -127,28 +127,26 @@ writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ
 	wjw_str(&w, "typ", typ);
 	wjw_str(&w, "kid", writ_jwk_kid(key->jwk));
 	hdr = wjw_finish(&w, &hlen);
-	/* header.payload.signature, written in place: the signing input is
-	 * the token up to its second dot. */
-	tok =
-	    hdr != NULL
-	        ? malloc(B64URL_LEN(hlen) + 1 + B64URL_LEN(plen) + 1 + B64URL_LEN(sizeof(sig)) + 1)
-	        : NULL;
-	if (tok == NULL) {
+	in = hdr != NULL ? malloc(B64URL_LEN(hlen) + 1 + B64URL_LEN(plen) + 1) : NULL;
+	if (in == NULL) {
 		free(hdr);
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	}
-	inlen = b64url_encode((const unsigned char *)hdr, hlen, tok);
+	inlen = b64url_encode((const unsigned char *)hdr, hlen, in);
 	free(hdr);
-	tok[inlen++] = '.';
-	inlen += b64url_encode((const unsigned char *)payload, plen, tok + inlen);
-	rc = p11_sign(p11, key->id, key->id_len, alg, (const unsigned char *)tok, inlen, sig,
+	in[inlen++] = '.';
+	inlen += b64url_encode((const unsigned char *)payload, plen, in + inlen);
+	rc = p11_sign(p11, key->id, key->id_len, alg, (const unsigned char *)in, inlen, sig,
 	              &siglen, err);
-	if (rc != WRIT_OK) {
-		free(tok);
-		return rc;
+	/* The token is sized once the signature's length is known. */
+	if (rc == WRIT_OK && (tok = malloc(inlen + 1 + B64URL_LEN(siglen) + 1)) == NULL)
+		rc = writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
+	if (rc == WRIT_OK) {
+		memcpy(tok, in, inlen);
+		tok[inlen] = '.';
+		b64url_encode(sig, siglen, tok + inlen + 1);
+		*out = tok;
 	}
-	tok[inlen] = '.';
-	b64url_encode(sig, siglen, tok + inlen + 1);
-	*out = tok;
-	return WRIT_OK;
+	free(in);
+	return rc;
 }

@@ -611,6 +611,8 @@ int wjw_tree(wjson_w *w, const char *key, const json_t *v)
 	size_t i;
 	void *it;
 
+	if ((json_is_object(v) || json_is_array(v)) && w->depth + 1 >= WJW_DEPTH)
+		return -1; /* deeper than the writer goes */
 	switch (json_typeof(v)) {
 	case JSON_OBJECT:
 		wjw_open(w, key, '{');

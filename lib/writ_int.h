@@ -86,8 +86,8 @@ char *wjw_finish(wjson_w *w, size_t *len);
 void wjw_discard(wjson_w *w);
 /* Write v (key NULL in an array) through the writer: for tests and
  * fuzzing, which compare the text with json_dumps'. -1 if v holds what
- * the writer has no call for (reals, true, false, null, NUL in a string)
- * or a key that is not UTF-8. */
+ * the writer has no call for (reals, true, false, null, NUL in a string,
+ * a key that is not UTF-8, nesting past WJW_DEPTH). */
 int wjw_tree(wjson_w *w, const char *key, const json_t *v);
 
 /* ---- digests (digest.c): SHA256()/SHA384() without a per-call fetch ---- */

@@ -720,6 +720,16 @@ static void test_json_writer_is_janssons(void)
 	wjw_init(&w);
 	wjw_open(&w, "o", '{');
 	CHECK(wjw_finish(&w, NULL) == NULL);
+	/* Nesting past WJW_DEPTH is refused, not cut short. */
+	wjw_init(&w);
+	for (i = 0; i < WJW_DEPTH; i++)
+		wjw_open(&w, "d", '{');
+	for (i = 0; i < WJW_DEPTH; i++)
+		wjw_close(&w);
+	CHECK(wjw_finish(&w, NULL) == NULL);
+	o = json_loads("{\"deep\":[[[[[[[[[[1]]]]]]]]]]}", 0, NULL);
+	CHECK(o != NULL && writer_agrees(o) == -1);
+	json_decref(o);
 	/* Past the first buffer, and the length it reports. */
 	wjw_init(&w);
 	for (i = 0; i < 300; i++)

@@ -448,6 +448,22 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
+int writ_utf8_valid(const char *s, size_t n)
+{
+	size_t i = 0, l;
+
+	while (i < n) {
+		if ((unsigned char)s[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if ((l = utf8_seq((const unsigned char *)s + i, n - i)) == 0)
+			return 0;
+		i += l;
+	}
+	return 1;
+}
+
 /* A JSON string with any UTF-8 in it copied as it is (jansson's default
  * output). A byte that does not begin a UTF-8 sequence is -1, or with
  * lossy U+FFFD. */

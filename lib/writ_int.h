@@ -64,6 +64,9 @@ char *wjson_dump(const json_t *v);
  * wjw_finish, which then returns NULL and frees the buffer; otherwise the
  * NUL-terminated text is the caller's to free.
  */
+/* 1 if s (n bytes) is UTF-8 as RFC 3629 has it (what jansson and the
+ * writer take), 0 if not. */
+int writ_utf8_valid(const char *s, size_t n);
 #define WJW_DEPTH 8
 typedef struct wjson_w {
 	char *p;

@@ -109,6 +109,8 @@ echo "$TOK" | $WRIT verify --jwks "$D/jwks.json" --aud orders-db >"$D/claims.jso
   && grep -q '"sub":"agent-1"' "$D/claims.json" && ok "verify prints the claims" || bad "verify"
 refuse "mint above token_ttl_max is refused" 'above token_ttl_max' \
   $WRIT -c "$C" mint --sub a --aud b --scope c --ttl 7200
+refuse "mint with a scope that is not UTF-8 says so" 'printable UTF-8' \
+  $WRIT -c "$C" mint --sub a --aud b --scope "$(printf 'db:\xc3')"
 refuse "verify: wrong audience, one line" 'wrong audience' \
   sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --aud billing"
 FORGED=$(echo "$TOK" | /usr/bin/python3 -c '

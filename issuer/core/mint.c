@@ -10,7 +10,8 @@
 
 #include "writ_int.h"
 
-/* Reject empty or control-character values before they become claims. */
+/* Reject empty, control-character or non-UTF-8 values before they
+ * become claims. */
 static int claim_ok(const char *s)
 {
 	size_t i;
@@ -20,7 +21,7 @@ static int claim_ok(const char *s)
 	for (i = 0; s[i] != '\0'; i++)
 		if ((unsigned char)s[i] < 0x20)
 			return 0;
-	return 1;
+	return writ_utf8_valid(s, i);
 }
 
 writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req, mint_out *out,
@@ -36,7 +37,8 @@ writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req, 
 	if (!claim_ok(req->iss) || !claim_ok(req->sub) || !claim_ok(req->aud) ||
 	    !claim_ok(req->scope))
 		return writ_err_set(err, WRIT_ERR_ARG,
-		                    "iss, sub, aud and scope must be non-empty printable strings");
+		                    "iss, sub, aud and scope must be non-empty printable UTF-8 "
+		                    "strings");
 	if (req->ttl == 0 || req->ttl > WRIT_TTL_HARD_CAP)
 		return writ_err_set(err, WRIT_ERR_ARG, "ttl must be 1..%d s", WRIT_TTL_HARD_CAP);
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
@@ -63,8 +65,8 @@ writ_rc mint_token(p11_ctx *p11, const keyring_entry *key, const mint_req *req, 
 	}
 	if (req->lim != NULL)
 		wjw_raw(&w, "lim", req->lim);
-	/* The strings were checked above and the groups at registration:
-	 * only memory can fail here. */
+	/* The strings were checked above, the groups at registration and
+	 * lim is the policy's own JSON: only memory can fail here. */
 	c = wjw_finish(&w, &len);
 	if (c == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "cannot write the claims");

@@ -548,17 +548,23 @@ static int fast_agrees(const char *in, size_t len)
 
 /* wjson_dump's output is json_dumps' (compact, in order), byte for byte,
  * for every tree: the fast writer's, or jansson's where it gives up. */
-static int dump_agrees(const json_t *v)
+/* Our text a (taken) is what json_dumps writes for v, or both are NULL. */
+static int same_as_janssons(const char *who, char *a, const json_t *v)
 {
-	char *a = wjson_dump(v), *b = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *b = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	int ok = (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 
 	if (!ok)
-		fprintf(stderr, "  wjson_dump: %s\n  json_dumps: %s\n", a ? a : "(null)",
+		fprintf(stderr, "  %s: %s\n  json_dumps: %s\n", who, a ? a : "(null)",
 		        b ? b : "(null)");
 	free(a);
 	free(b);
 	return ok;
+}
+
+static int dump_agrees(const json_t *v)
+{
+	return same_as_janssons("wjson_dump", wjson_dump(v), v);
 }
 
 /* A random tree of depth <= d from characters JSON escaping turns on. */
@@ -650,8 +656,6 @@ static int writer_agrees(const json_t *v)
 	wjson_w w;
 	const char *k;
 	json_t *m;
-	char *a, *b;
-	int ok;
 
 	wjw_init(&w);
 	json_object_foreach((json_t *)v, k, m)
@@ -659,15 +663,7 @@ static int writer_agrees(const json_t *v)
 			wjw_discard(&w);
 			return -1;
 		}
-	a = wjw_finish(&w, NULL);
-	b = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	ok = (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-	if (!ok)
-		fprintf(stderr, "  wjw: %s\n  json_dumps: %s\n", a ? a : "(null)",
-		        b ? b : "(null)");
-	free(a);
-	free(b);
-	return ok;
+	return same_as_janssons("wjw", wjw_finish(&w, NULL), v);
 }
 
 static void test_json_writer_is_janssons(void)

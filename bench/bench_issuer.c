@@ -119,6 +119,7 @@ typedef struct conn {
 	int done;     /* no assertions left for it */
 	double next;  /* paced: when its next request is due */
 	double start; /* latency clock of the request in flight */
+	double lag;   /* paced: how late this client sent it */
 	size_t got;
 	char resp[RESP_MAX];
 } conn;
@@ -127,7 +128,7 @@ typedef struct worker {
 	pthread_t th;
 	int first, n; /* its connections: first .. first + n - 1 of the run */
 	long ok, errors;
-	double *lat;
+	double *lat, *lag; /* per answered request: latency, the client's lateness */
 	long nlat, caplat;
 } worker;
 
@@ -205,6 +206,7 @@ static int conn_send(conn *c, double now)
 	 * server (or this client) made late counts its wait: no coordinated
 	 * omission. */
 	c->start = rate_per_conn > 0 && c->next < now ? c->next : now;
+	c->lag = now - c->start;
 	if (rate_per_conn > 0)
 		c->next += 1.0 / rate_per_conn;
 	c->busy = 1;
@@ -244,7 +246,7 @@ static int conn_read(conn *c, int *status)
 	}
 }
 
-static void record(worker *w, int status, double lat)
+static void record(worker *w, int status, double lat, double lag)
 {
 	if (status != 200) {
 		w->errors++;
@@ -254,9 +256,11 @@ static void record(worker *w, int status, double lat)
 	if (w->nlat == w->caplat) {
 		w->caplat = w->caplat ? 2 * w->caplat : 4096;
 		w->lat = realloc(w->lat, (size_t)w->caplat * sizeof(double));
-		if (w->lat == NULL)
+		w->lag = realloc(w->lag, (size_t)w->caplat * sizeof(double));
+		if (w->lat == NULL || w->lag == NULL)
 			exit(1);
 	}
+	w->lag[w->nlat] = lag;
 	w->lat[w->nlat++] = lat;
 }
 
@@ -349,7 +353,7 @@ static void *load_main(void *arg)
 				continue;
 			}
 			if (r == 1) {
-				record(w, st, now - c->start);
+				record(w, st, now - c->start, c->lag);
 				c->busy = 0;
 			}
 		}
@@ -403,7 +407,7 @@ static void read_lines(const char *path, long skip)
 static int load(int conns, int threads, double secs, double rate)
 {
 	worker *w;
-	double t0, el, *all;
+	double t0, el, *all, *lag, *sent;
 	long ok = 0, errors = 0, n = 0;
 
 	if (conns < 1)
@@ -429,21 +433,36 @@ static int load(int conns, int threads, double secs, double rate)
 		n += w[i].nlat;
 	}
 	el = bench_now() - t0;
-	all = malloc((size_t)(n + 1) * sizeof(double));
+	/* all: latency from the intended send time; lag: how late this client
+	 * sent; sent: latency from the actual send. */
+	all = malloc((size_t)(3 * n + 1) * sizeof(double));
+	if (all == NULL)
+		return 1;
+	lag = all + n;
+	sent = lag + n;
 	n = 0;
 	for (int i = 0; i < threads; i++) {
-		if (w[i].nlat > 0)
-			memcpy(all + n, w[i].lat, (size_t)w[i].nlat * sizeof(double));
-		n += w[i].nlat;
+		for (long j = 0; j < w[i].nlat; j++, n++) {
+			all[n] = w[i].lat[j];
+			lag[n] = w[i].lag[j];
+			sent[n] = w[i].lat[j] - w[i].lag[j];
+		}
 		free(w[i].lat);
+		free(w[i].lag);
 	}
 	qsort(all, (size_t)n, sizeof(double), bench_cmp_double);
+	qsort(lag, (size_t)n, sizeof(double), bench_cmp_double);
+	qsort(sent, (size_t)n, sizeof(double), bench_cmp_double);
+#define PCT(a, q) (n ? (a)[(long)((double)n * (q))] * 1e3 : 0)
 	printf("ok %ld errors %ld seconds %.2f rate %.0f p50_ms %.3f p90_ms %.3f p99_ms %.3f "
-	       "p999_ms %.3f\n",
-	       ok, errors, el, (double)ok / el, n ? all[n / 2] * 1e3 : 0,
-	       n ? all[(long)((double)n * 0.9)] * 1e3 : 0,
-	       n ? all[(long)((double)n * 0.99)] * 1e3 : 0,
-	       n ? all[(long)((double)n * 0.999)] * 1e3 : 0);
+	       "p999_ms %.3f",
+	       ok, errors, el, (double)ok / el, PCT(all, 0.5), PCT(all, 0.9), PCT(all, 0.99),
+	       PCT(all, 0.999));
+	if (rate > 0) /* paced: how much of that was this client sending late */
+		printf(" client_late_p99_ms %.3f from_send_p99_ms %.3f", PCT(lag, 0.99),
+		       PCT(sent, 0.99));
+	printf("\n");
+#undef PCT
 	free(all);
 	free(w);
 	return errors > ok / 100 ? 1 : 0;

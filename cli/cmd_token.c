@@ -4,12 +4,14 @@
  * softhsm2-util would need them as arguments, so this goes through
  * PKCS#11 C_InitToken / C_InitPIN instead).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,16 +29,132 @@ static void usage(FILE *f)
 	           "Production deployments configure their own PKCS#11 module (keys.example).\n");
 }
 
-/* Create path exclusively, mode 0600, never through a symlink. */
-static void write_new_file(const char *path, const char *data, mode_t mode)
+/* What this run has made so far, so that a failure part-way takes all of
+ * it back: a token half made (SoftHSM's files written, the PINs or
+ * writ.conf not) would otherwise block the next try ("a token labelled
+ * writ already exists", "softhsm2.conf: File exists") until someone
+ * cleaned up by hand. Only what this run created is removed. */
+enum { MADE_CONF, MADE_PIN, MADE_SO, MADE_WRIT, MADE_FILES };
+
+typedef struct init_undo {
+	const char *dir, *tokens;
+	const char *files[MADE_FILES];
+	int made_dir, made_tokens, made[MADE_FILES];
+	char **before; /* tokens/ entries there before C_InitToken */
+	size_t nbefore;
+	int listed;
+} init_undo;
+
+static init_undo undo;
+
+static void __attribute__((format(printf, 1, 2), noreturn)) init_die(const char *fmt, ...);
+
+static int listed_before(const char *name)
+{
+	for (size_t i = 0; i < undo.nbefore; i++)
+		if (strcmp(undo.before[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Note tokens/'s entries, so the undo can tell which token directory
+ * C_InitToken made. */
+static void list_tokens_before(void)
+{
+	DIR *d = opendir(undo.tokens);
+	struct dirent *e;
+
+	if (d == NULL)
+		init_die("%s: %s", undo.tokens, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		char **nb = realloc(undo.before, (undo.nbefore + 1) * sizeof(*nb));
+
+		if (nb == NULL || (nb[undo.nbefore] = strdup(e->d_name)) == NULL)
+			init_die("out of memory");
+		undo.before = nb;
+		undo.nbefore++;
+	}
+	closedir(d);
+	undo.listed = 1;
+}
+
+/* Remove one token directory SoftHSM made: its files (it keeps no
+ * subdirectories), then itself. Nothing is followed through a link. */
+static int remove_token_dir(int tfd, const char *name)
+{
+	int fd = openat(tfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+	int rc = 0;
+
+	if (d == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+		    unlinkat(fd, e->d_name, 0) != 0)
+			rc = -1;
+	closedir(d);
+	return unlinkat(tfd, name, AT_REMOVEDIR) != 0 ? -1 : rc;
+}
+
+/* Take back what this run made; say what could not be. */
+static void undo_all(void)
+{
+	DIR *d;
+	struct dirent *e;
+
+	if (undo.listed && (d = opendir(undo.tokens)) != NULL) {
+		while ((e = readdir(d)) != NULL)
+			if (!listed_before(e->d_name) && remove_token_dir(dirfd(d), e->d_name) != 0)
+				fprintf(stderr, "writ: token init: could not remove %s/%s: %s\n",
+				        undo.tokens, e->d_name, strerror(errno));
+		closedir(d);
+	}
+	for (int i = 0; i < MADE_FILES; i++)
+		if (undo.made[i] && unlink(undo.files[i]) != 0)
+			fprintf(stderr, "writ: token init: could not remove %s: %s\n",
+			        undo.files[i], strerror(errno));
+	if (undo.made_tokens)
+		(void)rmdir(undo.tokens);
+	if (undo.made_dir)
+		(void)rmdir(undo.dir);
+}
+
+/* cli_die, after taking back what this run made. */
+static void __attribute__((format(printf, 1, 2), noreturn)) init_die(const char *fmt, ...)
+{
+	char msg[PATH_MAX + 512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	undo_all();
+	cli_die("%s", msg);
+}
+
+/* Create path exclusively, mode 0600, never through a symlink; a partial
+ * file is removed again by the undo. */
+static void write_new_file(int which, const char *path, const char *data, mode_t mode)
 {
 	size_t n = strlen(data);
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 
 	if (fd < 0)
-		cli_die("%s: %s", path, strerror(errno));
-	if (write(fd, data, n) != (ssize_t)n || fsync(fd) != 0 || close(fd) != 0)
-		cli_die("%s: write failed: %s", path, strerror(errno));
+		init_die("%s: %s", path, strerror(errno));
+	undo.files[which] = path;
+	undo.made[which] = 1;
+	if (write(fd, data, n) != (ssize_t)n || fsync(fd) != 0) {
+		int e = errno;
+
+		close(fd);
+		init_die("%s: write failed: %s", path, e != 0 ? strerror(e) : "short write");
+	}
+	if (close(fd) != 0)
+		init_die("%s: write failed: %s", path, strerror(errno));
 }
 
 static void random_pin(char out[33])
@@ -45,32 +163,33 @@ static void random_pin(char out[33])
 	int i;
 
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		cli_die("no randomness for the PIN");
+		init_die("no randomness for the PIN");
 	for (i = 0; i < 16; i++)
 		snprintf(out + 2 * i, 3, "%02x", rnd[i]);
 	OPENSSL_cleanse(rnd, sizeof(rnd));
 }
 
-/* A directory of ours: made 0700, or one that exists, is no symlink, is
- * owned by this user and writable by no one else (who could write it
- * could swap the configuration or the token's files). */
-static void mkdir_private(const char *path)
+/* A directory of ours: made 0700 (1), or one that exists (0), is no
+ * symlink, is owned by this user and writable by no one else (who could
+ * write it could swap the configuration or the token's files). */
+static int mkdir_private(const char *path)
 {
 	struct stat sb;
 
 	if (mkdir(path, 0700) == 0)
-		return;
+		return 1;
 	if (errno != EEXIST)
-		cli_die("%s: %s", path, strerror(errno));
+		init_die("%s: %s", path, strerror(errno));
 	if (lstat(path, &sb) != 0)
-		cli_die("%s: %s", path, strerror(errno));
+		init_die("%s: %s", path, strerror(errno));
 	if (!S_ISDIR(sb.st_mode))
-		cli_die("token init: %s is not a directory (a symlink is not taken)", path);
+		init_die("token init: %s is not a directory (a symlink is not taken)", path);
 	if (sb.st_uid != geteuid() || (sb.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-		cli_die("token init: %s exists, owned by uid %u with mode %04o: it must be this "
-		        "user's (%u) and writable by no one else",
-		        path, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
-		        (unsigned)geteuid());
+		init_die("token init: %s exists, owned by uid %u with mode %04o: it must be this "
+		         "user's (%u) and writable by no one else",
+		         path, (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777),
+		         (unsigned)geteuid());
+	return 0;
 }
 
 static int token_init(int argc, char **argv)
@@ -126,41 +245,47 @@ static int token_init(int argc, char **argv)
 	snprintf(p_writ, sizeof(p_writ), "%s/writ.conf", dir);
 	if (access(p_writ, F_OK) == 0)
 		cli_die("token init: %s exists: this directory is already initialised", p_writ);
-	mkdir_private(dir);
+	undo.made_dir = mkdir_private(dir);
+	undo.dir = dir;
 	/* SoftHSM resolves its tokendir against its working directory, which
 	 * for a service is not this one. */
 	if (realpath(dir, absdir) == NULL)
-		cli_die("%s: %s", dir, strerror(errno));
+		init_die("%s: %s", dir, strerror(errno));
 	if (strlen(absdir) > 1000)
-		cli_die("token init: %s is over 1000 bytes", absdir);
-	dir = absdir;
+		init_die("token init: %s is over 1000 bytes", absdir);
+	dir = undo.dir = absdir;
 	snprintf(p_conf, sizeof(p_conf), "%s/softhsm2.conf", dir);
 	snprintf(p_tok, sizeof(p_tok), "%s/tokens", dir);
 	snprintf(p_pin, sizeof(p_pin), "%s/user.pin", dir);
 	snprintf(p_so, sizeof(p_so), "%s/so.pin", dir);
 	snprintf(p_writ, sizeof(p_writ), "%s/writ.conf", dir);
-	mkdir_private(p_tok);
+	undo.tokens = p_tok;
+	undo.made_tokens = mkdir_private(p_tok);
 	snprintf(buf, sizeof(buf),
 	         "# SoftHSM2 configuration written by writ token init (development).\n"
 	         "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n"
 	         "slots.removable = false\n",
 	         p_tok);
-	write_new_file(p_conf, buf, 0600);
+	write_new_file(MADE_CONF, p_conf, buf, 0600);
 	random_pin(pin);
 	random_pin(so);
-	write_new_file(p_pin, pin, 0600);
-	write_new_file(p_so, so, 0600);
+	write_new_file(MADE_PIN, p_pin, pin, 0600);
+	write_new_file(MADE_SO, p_so, so, 0600);
+	list_tokens_before();
 	rc = p11_token_init(defaults.pkcs11_module, p_conf, label, so, pin, &err);
 	OPENSSL_cleanse(pin, sizeof(pin));
 	OPENSSL_cleanse(so, sizeof(so));
 	if (rc != WRIT_OK) {
 		/* Nothing half-made stays: the next try starts clean. */
-		unlink(p_conf);
-		unlink(p_pin);
-		unlink(p_so);
+		undo_all();
 		cli_die_err("token init", rc, &err);
 	}
-	write_new_file(p_writ, cfgtext, 0644);
+	/* writ.conf last: while it is missing the directory is not in use, and
+	 * a failure to write it takes the token back with everything else. */
+	write_new_file(MADE_WRIT, p_writ, cfgtext, 0644);
+	for (size_t i = 0; i < undo.nbefore; i++)
+		free(undo.before[i]);
+	free(undo.before);
 	printf("initialised SoftHSM2 token \"%s\" in %s\n"
 	       "  config:      %s\n  user PIN:    %s (mode 0600)\n  SO PIN:      %s (mode "
 	       "0600)\n"

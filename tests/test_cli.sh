@@ -20,7 +20,7 @@ refuse() { # refuse DESCRIPTION PATTERN CMD...  (must fail with one line matchin
   else bad "$d: got: $(cat /tmp/writ-cli-out.$$)"; fi
 }
 D=$(mktemp -d /tmp/writ-cli-XXXXXX)
-trap 'rm -rf "$D" /tmp/writ-cli-out.$$' EXIT
+trap 'umount "$D/full" 2>/dev/null; rm -rf "$D" /tmp/writ-cli-out.$$' EXIT
 
 for c in "" "token" "key" "jwks" "mint" "verify"; do
   expect "writ $c --help exits 0" $WRIT $c --help
@@ -48,6 +48,25 @@ WA=$(readlink -f "$WRIT")
 mkdir -m 775 "$D/gwd" && chmod 775 "$D/gwd"
 refuse "token init: an existing group-writable directory is refused" "gwd exists, owned by uid $(id -u) with mode 0775" \
   $WRIT token init --dir "$D/gwd"
+# A failure part-way through token init takes back everything it made, so
+# the next try starts clean. The fault is real: a tmpfs with room for a
+# few inodes, so SoftHSM2 makes the token and writ.conf then finds the
+# file system full (needs root to mount; skipped without it).
+M="$D/full"
+mkdir -m 700 "$M"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=1m,nr_inodes=8,mode=0700 tmpfs "$M" 2>/dev/null; then
+  refuse "token init on a full disk names the file it could not write" 'writ.conf: No space left on device' \
+    $WRIT token init --dir "$M"
+  [ -z "$(ls -A "$M")" ] && ok "token init on a full disk leaves nothing behind (no token, no PINs)" ||
+    bad "token init on a full disk left: $(find "$M" | tr '\n' ' ')"
+  mount -o remount,nr_inodes=64 "$M"
+  expect "token init succeeds on the retry once there is room" $WRIT token init --dir "$M"
+  expect "and the retried token works" $WRIT -c "$M/writ.conf" key generate --alg ES256
+  umount "$M"
+else
+  echo "SKIP token init on a full disk (needs root to mount tmpfs)"
+fi
+
 C="$D/t/writ.conf"
 
 expect "key generate ES256" $WRIT -c "$C" key generate --alg ES256

@@ -26,7 +26,7 @@
 /* What the request asked for, for audit records. Borrowed strings. */
 typedef struct ask {
 	void *hold; /* the request's http_release handle */
-	struct timespec t0;
+	int64_t t0; /* monotonic ns: the request read */
 	const char *client, *audience, *scope;
 	const attest_result *who; /* NULL before attestation succeeded */
 	const policy *pol;
@@ -105,18 +105,15 @@ static void audit_base(wjson_w *w, const char *event, const ask *a)
 		wjw_str(w, "rule", a->dec->rule_id);
 }
 
-static double since(const struct timespec *t0)
+static double since(int64_t t0)
 {
-	struct timespec t1;
-
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+	return (double)(writ_mono_ns() - t0) / 1e9;
 }
 
 /* A response waiting for its audit record (audit_done_fn). */
 typedef struct pending {
 	void *hold;
-	struct timespec t0;
+	int64_t t0; /* monotonic ns: the request read */
 	int issued;
 	metric_deny why;
 } pending;
@@ -131,7 +128,7 @@ static void audited(void *arg, writ_rc rc)
 		metrics_issued();
 	else
 		metrics_denied(p->why);
-	metrics_latency(since(&p->t0));
+	metrics_latency(since(p->t0));
 	http_release(p->hold, rc);
 	free(p);
 }
@@ -162,7 +159,7 @@ static void finish(issuer *is, http_resp *resp, const ask *a, wjson_w *rec, int 
 		if (resp->body != NULL)
 			OPENSSL_cleanse(resp->body, strlen(resp->body));
 		metrics_denied(DENY_UNAVAILABLE);
-		metrics_latency(since(&a->t0));
+		metrics_latency(since(a->t0));
 		resp_error(resp, 503, "temporarily_unavailable", "the audit log is unavailable");
 		return;
 	}
@@ -421,7 +418,8 @@ void exchange_handle(issuer *is, const http_req *req, http_resp *resp)
 	/* Every path below ends in one audit record (finish): announce it, so
 	 * a sync that starts meanwhile waits for it (group commit). */
 	audit_expect(is->audit);
-	clock_gettime(CLOCK_MONOTONIC, &a.t0);
+	/* From when the request was read, so the wait for a token thread counts. */
+	a.t0 = req->t_read_ns != 0 ? req->t_read_ns : writ_mono_ns();
 	if (form_parse(req->body != NULL ? req->body : "", req->body_len, &f, &e) != WRIT_OK) {
 		deny(is, resp, &a, 400, "invalid_request", e.msg, NULL, NULL);
 		goto out;

@@ -110,6 +110,26 @@ char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *a
 	        "# HELP writ_audit_failures_total Appends refused for a write or sync error.\n"
 	        "# TYPE writ_audit_failures_total counter\nwrit_audit_failures_total %" PRIu64 "\n",
 	        au->appends, au->syncs, au->delays, au->busy_delays, au->checkpoints, au->failures);
+	fprintf(f, "# HELP writ_audit_fsync_duration_seconds fdatasync of the audit log: the "
+	           "disk's latency, under every token's.\n"
+	           "# TYPE writ_audit_fsync_duration_seconds histogram\n");
+	{
+		static const int64_t sb[AUDIT_SYNC_BUCKETS] = AUDIT_SYNC_BOUNDS_US;
+		uint64_t c = 0;
+
+		for (i = 0; i < AUDIT_SYNC_BUCKETS; i++) {
+			c += au->sync_buckets[i];
+			fprintf(f,
+			        "writ_audit_fsync_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+			        (double)sb[i] / 1e6, c);
+		}
+		c += au->sync_buckets[AUDIT_SYNC_BUCKETS];
+		fprintf(f,
+		        "writ_audit_fsync_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+		        "writ_audit_fsync_duration_seconds_sum %.6f\n"
+		        "writ_audit_fsync_duration_seconds_count %" PRIu64 "\n",
+		        c, (double)au->sync_ns / 1e9, c);
+	}
 	fprintf(f,
 	        "# HELP writ_up Dependencies usable (1) or not (0).\n"
 	        "# TYPE writ_up gauge\nwrit_up{component=\"audit\"} %d\n"

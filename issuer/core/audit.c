@@ -744,7 +744,10 @@ static void sync_failed_locked(audit_log *log, int e, struct waiter **done_list)
  * (asynchronous ones into *done_list). */
 static void sync_locked(audit_log *log, struct waiter **done_list)
 {
+	static const int64_t bounds_us[AUDIT_SYNC_BUCKETS] = AUDIT_SYNC_BOUNDS_US;
 	unsigned char tprev[SHA256_DIGEST_LENGTH];
+	int64_t t0, t1;
+	size_t i;
 	uint64_t tseq = log->next_seq - 1;
 	off_t tlen = log->good_len;
 	struct waiter *w;
@@ -752,11 +755,17 @@ static void sync_locked(audit_log *log, struct waiter **done_list)
 
 	memcpy(tprev, log->prev, sizeof(tprev));
 	pthread_mutex_unlock(&log->mu);
+	t0 = writ_mono_ns();
 	r = sync_fd(log);
 	if (r != 0)
 		e = errno;
+	t1 = writ_mono_ns();
 	pthread_mutex_lock(&log->mu);
 	log->st.syncs++;
+	log->st.sync_ns += (uint64_t)(t1 - t0);
+	for (i = 0; i < AUDIT_SYNC_BUCKETS && (t1 - t0) > bounds_us[i] * 1000; i++)
+		;
+	log->st.sync_buckets[i]++;
 	if (r != 0) {
 		log->last_batch = 0;
 		sync_failed_locked(log, e != 0 ? e : EIO, done_list);

@@ -133,9 +133,20 @@ WRIT_MUST_CHECK writ_rc audit_checkpoint(audit_log *log, writ_err *err);
  * 503s). Thread-safe. */
 int audit_healthy(audit_log *log);
 
+/* Upper bounds (microseconds) of the fdatasync duration histogram: the
+ * disk's latency under the log, which bounds every token's (an operator
+ * watches it as etcd's operators watch wal_fsync_duration_seconds). */
+#define AUDIT_SYNC_BOUNDS_US                                                                       \
+	{                                                                                          \
+		250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000                          \
+	}
+#define AUDIT_SYNC_BUCKETS 9
+
 typedef struct audit_stats {
-	uint64_t appends;     /* records appended by callers */
-	uint64_t syncs;       /* fdatasync calls */
+	uint64_t appends;                              /* records appended by callers */
+	uint64_t syncs;                                /* fdatasync calls */
+	uint64_t sync_buckets[AUDIT_SYNC_BUCKETS + 1]; /* syncs by duration (+Inf last) */
+	uint64_t sync_ns;                              /* their total duration */
 	uint64_t delays;      /* syncs that first waited for announced records */
 	uint64_t busy_delays; /* of those, the longer waits of a busy log */
 	uint64_t checkpoints; /* checkpoints written */

@@ -29,14 +29,6 @@ struct http_server {
 	 * waited for on the HTTP thread instead. */
 	atomic_int suspended;
 	atomic_int closing;
-	/* Workers that run POST handlers (the token exchange: verify, sign,
-	 * audit) off microhttpd's threads, so those only move bytes. */
-	pthread_t *workers;
-	int nworkers;
-	pthread_mutex_t q_mu;
-	pthread_cond_t q_cv;
-	struct req_state *q_head, *q_tail;
-	int q_stop;
 };
 
 /* Per-request state, from the first handler call to completion. */
@@ -51,12 +43,8 @@ typedef struct req_state {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int hold_init, released, suspended;
-	int armed; /* held is the handler's response (a worker's may come late) */
 	writ_rc rc;
 	http_resp held;
-	/* a request queued for a worker, with what the handler reads */
-	http_req req;
-	struct req_state *qnext;
 } req_state;
 
 static const char *const form_type = "application/x-www-form-urlencoded";
@@ -198,7 +186,6 @@ static enum MHD_Result hold(http_server *s, struct MHD_Connection *c, req_state 
 {
 	pthread_mutex_lock(&st->mu);
 	st->held = *resp;
-	st->armed = 1;
 	if (!st->released) {
 		/* Count first, then look at closing; http_stop sets closing,
 		 * then waits for the count: one of the two sees the other. */
@@ -224,75 +211,11 @@ void http_release(void *hold, writ_rc rc)
 	pthread_mutex_lock(&st->mu);
 	st->released = 1;
 	st->rc = rc;
-	if (!st->suspended)
-		pthread_cond_signal(&st->cv);
-	else if (st->armed) /* else the worker resumes it with its response */
+	if (st->suspended)
 		MHD_resume_connection(st->conn);
-	pthread_mutex_unlock(&st->mu);
-}
-
-/* A worker's response for a queued request: the connection is resumed now
- * if the response is not held or was already released. */
-static void deliver(req_state *st, http_resp *resp)
-{
-	pthread_mutex_lock(&st->mu);
-	st->held = *resp;
-	st->armed = 1;
-	if (!resp->held) {
-		st->released = 1;
-		st->rc = WRIT_OK;
-	}
-	if (st->released)
-		MHD_resume_connection(st->conn);
-	pthread_mutex_unlock(&st->mu);
-}
-
-static void *worker_main(void *arg)
-{
-	http_server *s = arg;
-	req_state *st;
-
-	for (;;) {
-		http_resp resp = {0};
-
-		pthread_mutex_lock(&s->q_mu);
-		while (s->q_head == NULL && !s->q_stop)
-			pthread_cond_wait(&s->q_cv, &s->q_mu);
-		st = s->q_head;
-		if (st == NULL) {
-			pthread_mutex_unlock(&s->q_mu);
-			return NULL;
-		}
-		s->q_head = st->qnext;
-		if (s->q_head == NULL)
-			s->q_tail = NULL;
-		pthread_mutex_unlock(&s->q_mu);
-		s->fn(s->arg, &st->req, &resp);
-		deliver(st, &resp);
-	}
-}
-
-/* Suspend c and queue its request for a worker; 0 if the server is
- * closing (then the handler runs here, as for GET). */
-static int defer(http_server *s, struct MHD_Connection *c, req_state *st)
-{
-	atomic_fetch_add(&s->suspended, 1);
-	if (atomic_load(&s->closing)) {
-		atomic_fetch_sub(&s->suspended, 1);
-		return 0;
-	}
-	st->req.hold = st;
-	st->suspended = 1;
-	MHD_suspend_connection(c);
-	pthread_mutex_lock(&s->q_mu);
-	if (s->q_tail != NULL)
-		s->q_tail->qnext = st;
 	else
-		s->q_head = st;
-	s->q_tail = st;
-	pthread_cond_signal(&s->q_cv);
-	pthread_mutex_unlock(&s->q_mu);
-	return 1;
+		pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->mu);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -350,11 +273,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	st->hold_init = 1;
-	if (s->nworkers > 0 && strcmp(method, "POST") == 0) {
-		st->req = req;
-		if (defer(s, c, st))
-			return MHD_YES;
-	}
 	s->fn(s->arg, &req, &resp);
 	if (!resp.held)
 		return send_resp(c, &resp);
@@ -469,13 +387,6 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	s->fn = fn;
 	s->arg = arg;
-	pthread_mutex_init(&s->q_mu, NULL);
-	pthread_cond_init(&s->q_cv, NULL);
-	s->workers = calloc(cfg->token_threads + 1, sizeof(*s->workers));
-	if (s->workers == NULL) {
-		free(s);
-		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	}
 	if (v6)
 		flags |= MHD_USE_IPv6;
 	if (cfg->tls_cert[0] != '\0') {
@@ -486,13 +397,6 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
 			return writ_err_set(err, WRIT_ERR_CONFIG, "cannot read tls_cert/tls_key");
 		}
 		flags |= MHD_USE_TLS;
-	}
-	for (unsigned i = 0; i < cfg->token_threads; i++) {
-		if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
-			(void)http_stop(s);
-			return writ_err_set(err, WRIT_ERR_NOMEM, "cannot start the token threads");
-		}
-		s->nworkers++;
 	}
 	s->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -542,15 +446,6 @@ int http_stop(http_server *s)
 	}
 	if (s->d != NULL)
 		MHD_stop_daemon(s->d);
-	pthread_mutex_lock(&s->q_mu);
-	s->q_stop = 1;
-	pthread_cond_broadcast(&s->q_cv);
-	pthread_mutex_unlock(&s->q_mu);
-	for (i = 0; i < s->nworkers; i++)
-		pthread_join(s->workers[i], NULL);
-	free(s->workers);
-	pthread_cond_destroy(&s->q_cv);
-	pthread_mutex_destroy(&s->q_mu);
 	if (s->tls_key != NULL) {
 		OPENSSL_cleanse(s->tls_key, strlen(s->tls_key));
 		free(s->tls_key);

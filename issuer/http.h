@@ -4,14 +4,7 @@
  *
  * The front enforces what holds for every route: methods, a body cap
  * (413), form content type for POST (415), a connection timeout and a
- * connection limit; then hands a complete request to one handler: a GET
- * on the HTTP thread that read it, a POST (the token exchange: assertion
- * verify, policy, C_Sign, audit) on one of `token_threads` threads of its
- * own, its connection suspended meanwhile. So microhttpd's threads only
- * move bytes: a response ready to go, a JWKS fetch or a health check
- * never waits in line behind another request's signing on the same
- * thread (at half load that wait was most of the p99: probes put 3 ms of
- * it between a token's release and its send).
+ * connection limit; then hands a complete request to one handler.
  */
 #ifndef WRIT_HTTP_H
 #define WRIT_HTTP_H

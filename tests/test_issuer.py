@@ -689,59 +689,6 @@ def test_sigterm_under_load():
         fx.close()
 
 
-def test_token_threads_queue():
-    # POST /token runs on token_threads, its connection suspended meanwhile.
-    # With one token thread and one HTTP thread, many concurrent requests
-    # queue for it: every one is answered, each token distinct and audited,
-    # and GETs are still served by the HTTP thread while tokens queue.
-    fx = Issuer(POLICY, extra_conf="token_threads = 1\nhttp_threads = 1\n")
-    try:
-        with open(fx.conf) as f:
-            base = f.read()
-        for bad in ("0", "65"):
-            with open(fx.conf, "w") as f:
-                f.write(base + "token_threads = %s\n" % bad)
-            r = subprocess.run([ISSUER_BIN, "-c", fx.conf, "--check-config"],
-                               capture_output=True, text=True)
-            check(r.returncode != 0 and re.search(r"writ\.conf:\d+: token_threads", r.stderr),
-                  f"token_threads = {bad} is refused, naming its line", r.stderr)
-        with open(fx.conf, "w") as f:
-            f.write(base)
-        fx.start()
-        a = Agent(fx, "queue-1", ["analysts"])
-        asrs = [a.assertion() for _ in range(48)]
-        got, statuses, gets = [], [], []
-
-        def loop(chunk):
-            for asr in chunk:
-                st, _, doc = fx.token(asr)
-                statuses.append(st)
-                if st == 200:
-                    got.append(jwt.decode(doc["access_token"],
-                                          options={"verify_signature": False})["jti"])
-
-        def health():
-            for _ in range(20):
-                gets.append(fx.request("/healthz")[0])
-
-        ts = [threading.Thread(target=loop, args=(asrs[i::8],)) for i in range(8)]
-        ts.append(threading.Thread(target=health))
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        check(statuses.count(200) == 48 and len(set(got)) == 48,
-              "one token thread: 48 concurrent requests all answered, 48 distinct tokens",
-              statuses)
-        check(gets == [200] * 20, "GET /healthz is served while token requests queue", gets)
-        jtis = {r.get("jti") for r in fx.audit_records()}
-        check(all(j in jtis for j in got), "each queued request's token is in the audit log")
-        rc = fx.stop()
-        check(rc == 0, "one token thread: SIGTERM exits 0")
-    finally:
-        fx.close()
-
-
 def test_replay_shared_sqlite():
     # replay_cache = sqlite: the set lives in the shared database, for
     # several issuers on one host.
@@ -848,7 +795,6 @@ def main():
     test_kill9_under_load()
     test_sigterm_under_load()
     test_sigterm_after_clients_vanish()
-    test_token_threads_queue()
     test_stale_signing_key_stops_signing()
     test_replay_shared_sqlite()
     print(f"{failures} failed")

@@ -48,7 +48,6 @@ static const ckey keys[] = {
     {S(tls_key, T_PATH), 0, 0},
     {"tls_disable", T_YESNO, offsetof(writ_config, tls_disable), sizeof(int), 0, 0},
     {S(http_threads, T_UINT), 1, 64},
-    {S(token_threads, T_UINT), 1, 64},
     {S(max_connections, T_UINT), 1, 65536},
     {S(conn_timeout, T_UINT), 1, 3600},
     {S(jwks_max_age, T_UINT), 0, 86400},
@@ -91,17 +90,10 @@ void config_defaults(writ_config *cfg)
 	cfg->token_ttl_max = WRIT_TTL_HARD_CAP;
 	cfg->leeway = 30;
 	snprintf(cfg->listen, sizeof(cfg->listen), "%s", "127.0.0.1:8080");
-	/* HTTP threads only move bytes: token requests are decided and
-	 * signed on the token threads, and a response waiting for its audit
-	 * record is held while the thread serves others. So two are enough;
-	 * more only add context switches. The token threads do the CPU work
-	 * (assertion verify, C_Sign): one per core. */
-	cfg->http_threads = 2;
-	{
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-		cfg->token_threads = n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
-	}
+	/* HTTP threads never wait on the disk (a response waiting for its
+	 * audit record is held while the thread serves others), so about
+	 * the number of cores is enough; more only adds context switches. */
+	cfg->http_threads = 4;
 	cfg->max_connections = 1024;
 	cfg->conn_timeout = 10;
 	cfg->jwks_max_age = 300;

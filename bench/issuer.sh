@@ -53,7 +53,10 @@ field() { sed -n "s/\(^\|.* \)$1 \([0-9.]*\).*/\2/p"; }
 gen() { "$BI" gen "$1" bench-1 "$D/agent.key" "$ISS" >"$D/assertions" && sync "$D/assertions"; }
 # The whole machine's idle + I/O-wait ticks and all ticks: a max-rate
 # phase with cores to spare did not measure the issuer's limit.
-idle() { awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# And the ticks the hypervisor gave to other guests (steal): on a shared
+# host a vCPU taken away for milliseconds lands in the latency tail.
+idle() { awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9}' /proc/stat; }
+steal() { echo "$I0 $I1" | awk '{printf "%.1f", 100 * ($6 - $3) / ($5 - $2)}'; }
 phase() { # phase NAME RATE: load with fresh assertions; sets R
   gen "$(python3 -c "print(int(max(20000, 8000 * $SECS) if float('$2') == 0 else float('$2') * $SECS + 1000))")"
   I0=$(idle)
@@ -69,13 +72,13 @@ cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 
 echo "# writ-issuer POST /token, $CONNS connections, audit fdatasync'd per token (group commit)"
 echo "# $ROUNDS rounds of (crypto limit, max rate), then $ROUNDS half-rate phases; medians reported"
-RATIOS=(); MAXES=(); ICPUS=(); LCPUS=(); P99S=(); IDLES=(); SENTS=(); LATES=()
+RATIOS=(); MAXES=(); ICPUS=(); LCPUS=(); P99S=(); IDLES=(); SENTS=(); LATES=(); STEALS=()
 # A warm-up at max rate, not counted: a fresh issuer's first seconds (its
 # heap, the replay cache's first resizes, a new audit file's first
 # extents) are not its steady state, and the first round read 15-18%
 # idle or I/O wait when the later ones read 3-4%.
 W=$SECS; SECS=3; phase "warm-up (not counted)" 0; SECS=$W
-echo "  warm-up: machine idle or in I/O wait during it: $(echo "$I0 $I1" | awk '{printf "%.1f", 100 * ($3 - $1) / ($4 - $2)}')%"
+echo "  warm-up: machine idle or in I/O wait during it: $(echo "$I0 $I1" | awk '{printf "%.1f", 100 * ($4 - $1) / ($5 - $2)}')%"
 for r in $(seq "$ROUNDS"); do
   # Each round's ratio is against the limit measured just before it, so
   # a noisy stretch of the host lands on both sides alike.
@@ -86,8 +89,8 @@ for r in $(seq "$ROUNDS"); do
   C0=$(cpu)
   phase "round $r: max rate" 0; MAX=$(echo "$R" | field rate)
   C1=$(cpu)
-  IDLE=$(echo "$I0 $I1" | awk '{printf "%.1f", 100 * ($3 - $1) / ($4 - $2)}')
-  echo "  round $r: machine idle or in I/O wait during it: $IDLE%"
+  IDLE=$(echo "$I0 $I1" | awk '{printf "%.1f", 100 * ($4 - $1) / ($5 - $2)}')
+  echo "  round $r: machine idle or in I/O wait during it: $IDLE%; stolen by the host: $(steal)%"
   ICPU=$(python3 -c "print(f'{1e6 * ($C1 - $C0) / $(getconf CLK_TCK) / $(echo "$R" | field ok):.1f}')")
   echo "  round $r: issuer CPU per token $ICPU us; tokens/s / limit $(python3 -c "print(f'{$MAX / $LIMIT:.3f}')")"
   RATIOS+=("$(python3 -c "print($MAX / $LIMIT)")"); MAXES+=("$MAX"); ICPUS+=("$ICPU"); LCPUS+=("$LCPU")
@@ -98,6 +101,7 @@ hist() { curl -fsS "$ISS/metrics" | sed -n 's/^writ_\(token_request\|audit_fsync
 hist >"$D/hist.before"
 for r in $(seq "$ROUNDS"); do
   phase "half rate ($r/$ROUNDS)" "$(python3 -c "print(int($MAX/2))")"
+  STEALS+=("$(steal)"); echo "  half rate ($r/$ROUNDS): stolen by the host: $(steal)%"
   P99S+=("$(echo "$R" | field p99_ms)"); SENTS+=("$(echo "$R" | field from_send_p99_ms)")
   LATES+=("$(echo "$R" | field client_late_p99_ms)")
 done
@@ -130,7 +134,7 @@ echo "  median ratio tokens/s / limit: $(python3 -c "print(f'{$(med "${RATIOS[@]
 echo "  median p99 at half rate: $(med "${P99S[@]}") ms (target <= 5; phases: ${P99S[*]})"
 # Counted from each request's intended send time: how much of it was the
 # client itself sending late, and the p99 from the actual send.
-echo "    of which the client sending late, p99: $(med "${LATES[@]}") ms; p99 from the actual send: $(med "${SENTS[@]}") ms"
+echo "    of which the client sending late, p99: $(med "${LATES[@]}") ms; p99 from the actual send: $(med "${SENTS[@]}") ms; stolen by the host: ${STEALS[*]} %"
 if [ "$MILLION" -gt 0 ]; then
   echo "# issuing $MILLION tokens in chunks of 50000, then measuring again"
   left=$MILLION

@@ -79,18 +79,23 @@ RATIOS=(); MAXES=(); ICPUS=(); LCPUS=(); P99S=(); IDLES=(); SENTS=(); LATES=(); 
 # idle or I/O wait when the later ones read 3-4%.
 W=$SECS; SECS=3; phase "warm-up (not counted)" 0; SECS=$W
 echo "  warm-up: machine idle or in I/O wait during it: $(echo "$I0 $I1" | awk '{printf "%.1f", 100 * ($4 - $1) / ($5 - $2)}')%"
-# One round: the crypto limit, then the issuer at max rate; sets MAX,
-# LIMIT, LCPU, ICPU, IDLE and appends the round's ratio to the array
-# named by $2. Each round's ratio is against the limit measured just
-# before it, so a noisy stretch of the host lands on both sides alike.
+# One round: the crypto limit, the issuer at max rate, the limit again;
+# sets MAX, LIMIT, LCPU, ICPU, IDLE and appends the round's ratio to the
+# array named by $2. Each round's ratio is against the mean of the limits
+# measured just before and just after it, so the host's drift lands on
+# both sides alike: the limit, two threads of pure CPU, moved by up to
+# 18% between rounds a minute apart while the issuer's rate moved 2%.
+limit() { "$BI" limit "$D/writ.conf" "$D/agent.pub" "$D/assertions" 4; }
 max_round() { # max_round LABEL RATIO_ARRAY
   gen 1
-  L=$("$BI" limit "$D/writ.conf" "$D/agent.pub" "$D/assertions" 5)
-  LIMIT=$(echo "$L" | field limit); LCPU=$(echo "$L" | field cpu_us_per_op)
-  echo "  $1: crypto limit (2 threads: ES256 assertion verify + C_Sign): $LIMIT /s, $LCPU us CPU each"
+  L=$(limit)
   C0=$(cpu)
   phase "$1: max rate" 0; MAX=$(echo "$R" | field rate)
   C1=$(cpu)
+  L2=$(limit)
+  LIMIT=$(python3 -c "print(round(($(echo "$L" | field limit) + $(echo "$L2" | field limit)) / 2))")
+  LCPU=$(python3 -c "print(round(($(echo "$L" | field cpu_us_per_op) + $(echo "$L2" | field cpu_us_per_op)) / 2, 1))")
+  echo "  $1: crypto limit (2 threads: ES256 assertion verify + C_Sign), before and after: $(echo "$L" | field limit) and $(echo "$L2" | field limit) /s, mean $LIMIT /s, $LCPU us CPU each"
   IDLE=$(echo "$I0 $I1" | awk '{printf "%.1f", 100 * ($4 - $1) / ($5 - $2)}')
   echo "  $1: machine idle or in I/O wait during it: $IDLE%; stolen by the host: $(steal)%"
   ICPU=$(python3 -c "print(f'{1e6 * ($C1 - $C0) / $(getconf CLK_TCK) / $(echo "$R" | field ok):.1f}')")

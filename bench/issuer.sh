@@ -154,14 +154,17 @@ if [ "$MILLION" -gt 0 ]; then
     "$BI" load "127.0.0.1:$PORT" "$D/assertions" "$CONNS" 100000 >/dev/null || true
     left=$(( left - n ))
   done
-  # Measured as the fresh rate was, each round against its own limit:
-  # the host's speed drifts over the minutes this takes (a raw rate once
-  # read 0.925 of the fresh one with the limit 4% faster and one round
-  # 15% down), and the ratio to the limit is what history must not move.
+  # Measured as the fresh rate was, with the limit around each round. The
+  # figure judged is the rate, as the issue names it; beside it the CPU
+  # time per token (fresh over after: below 1 if the request path got
+  # dearer with history), which the host's drift moves least, and the
+  # ratio to the limit, which it moves most (the limit, pure CPU, once
+  # sped up 12% between the fresh and the after rounds while the issuer's
+  # rate and CPU per token stayed within 0.3%).
   AFTER=(); ARATIOS=(); ACPUS=()
   for r in $(seq "$ROUNDS"); do
     max_round "after $MILLION ($r/$ROUNDS)" ARATIOS
     AFTER+=("$MAX"); ACPUS+=("$ICPU")
   done
-  python3 -c "print(f'  median after / median fresh: tokens/s / limit {$(med "${ARATIOS[@]}")/$(med "${RATIOS[@]}"):.3f} (target >= 0.95); raw tokens/s {$(med "${AFTER[@]}")/$MAX:.3f}; CPU per token {$(med "${ACPUS[@]}")/$(med "${ICPUS[@]}"):.3f}')"
+  python3 -c "print(f'  median after / median fresh: tokens/s {$(med "${AFTER[@]}")/$MAX:.3f} (target >= 0.95); CPU per token, fresh / after: {$(med "${ICPUS[@]}")/$(med "${ACPUS[@]}"):.3f}; tokens/s / limit: {$(med "${ARATIOS[@]}")/$(med "${RATIOS[@]}"):.3f}')"
 fi

@@ -106,7 +106,7 @@ for r in $(seq "$ROUNDS"); do
   max_round "round $r" RATIOS
   MAXES+=("$MAX"); ICPUS+=("$ICPU"); LCPUS+=("$LCPU"); IDLES+=("$IDLE")
 done
-MAX=$(med "${MAXES[@]}")
+MAX=$(med "${MAXES[@]}"); FRESH=$MAX
 hist() { curl -fsS "$ISS/metrics" | sed -n 's/^writ_\(token_request\|audit_fsync\)_duration_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1:\2 \3/p'; }
 hist >"$D/hist.before"
 for r in $(seq "$ROUNDS"); do
@@ -166,5 +166,5 @@ if [ "$MILLION" -gt 0 ]; then
     max_round "after $MILLION ($r/$ROUNDS)" ARATIOS
     AFTER+=("$MAX"); ACPUS+=("$ICPU")
   done
-  python3 -c "print(f'  median after / median fresh: tokens/s {$(med "${AFTER[@]}")/$MAX:.3f} (target >= 0.95); CPU per token, fresh / after: {$(med "${ICPUS[@]}")/$(med "${ACPUS[@]}"):.3f}; tokens/s / limit: {$(med "${ARATIOS[@]}")/$(med "${RATIOS[@]}"):.3f}')"
+  python3 -c "print(f'  median after / median fresh: tokens/s {$(med "${AFTER[@]}")/$FRESH:.3f} (target >= 0.95); CPU per token, fresh / after: {$(med "${ICPUS[@]}")/$(med "${ACPUS[@]}"):.3f}; tokens/s / limit: {$(med "${ARATIOS[@]}")/$(med "${RATIOS[@]}"):.3f}')"
 fi

@@ -418,7 +418,7 @@ void exchange_handle(issuer *is, const http_req *req, http_resp *resp)
 	/* Every path below ends in one audit record (finish): announce it, so
 	 * a sync that starts meanwhile waits for it (group commit). */
 	audit_expect(is->audit);
-	/* From when the request was read, so the wait for a token thread counts. */
+	/* Latency counts from when the whole request was read (http.c). */
 	a.t0 = req->t_read_ns != 0 ? req->t_read_ns : writ_mono_ns();
 	if (form_parse(req->body != NULL ? req->body : "", req->body_len, &f, &e) != WRIT_OK) {
 		deny(is, resp, &a, 400, "invalid_request", e.msg, NULL, NULL);

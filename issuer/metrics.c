@@ -49,6 +49,28 @@ void metrics_latency(double s)
 	atomic_fetch_add_explicit(&lat_sum_us, (unsigned long)(s * 1e6), memory_order_relaxed);
 }
 
+/* The audit log's fdatasync durations, a Prometheus histogram. */
+static void render_fsync(FILE *f, const audit_stats *au)
+{
+	static const int64_t bound_us[AUDIT_SYNC_BUCKETS] = AUDIT_SYNC_BOUNDS_US;
+	uint64_t cum = 0;
+
+	fprintf(f, "# HELP writ_audit_fsync_duration_seconds fdatasync of the audit log: the "
+	           "disk's latency, under every token's.\n"
+	           "# TYPE writ_audit_fsync_duration_seconds histogram\n");
+	for (size_t i = 0; i < AUDIT_SYNC_BUCKETS; i++) {
+		cum += au->sync_buckets[i];
+		fprintf(f, "writ_audit_fsync_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+		        (double)bound_us[i] / 1e6, cum);
+	}
+	cum += au->sync_buckets[AUDIT_SYNC_BUCKETS];
+	fprintf(f,
+	        "writ_audit_fsync_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+	        "writ_audit_fsync_duration_seconds_sum %.6f\n"
+	        "writ_audit_fsync_duration_seconds_count %" PRIu64 "\n",
+	        cum, (double)au->sync_ns / 1e9, cum);
+}
+
 char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok)
 {
 	char *buf = NULL;
@@ -110,26 +132,7 @@ char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *a
 	        "# HELP writ_audit_failures_total Appends refused for a write or sync error.\n"
 	        "# TYPE writ_audit_failures_total counter\nwrit_audit_failures_total %" PRIu64 "\n",
 	        au->appends, au->syncs, au->delays, au->busy_delays, au->checkpoints, au->failures);
-	fprintf(f, "# HELP writ_audit_fsync_duration_seconds fdatasync of the audit log: the "
-	           "disk's latency, under every token's.\n"
-	           "# TYPE writ_audit_fsync_duration_seconds histogram\n");
-	{
-		static const int64_t sb[AUDIT_SYNC_BUCKETS] = AUDIT_SYNC_BOUNDS_US;
-		uint64_t c = 0;
-
-		for (i = 0; i < AUDIT_SYNC_BUCKETS; i++) {
-			c += au->sync_buckets[i];
-			fprintf(f,
-			        "writ_audit_fsync_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-			        (double)sb[i] / 1e6, c);
-		}
-		c += au->sync_buckets[AUDIT_SYNC_BUCKETS];
-		fprintf(f,
-		        "writ_audit_fsync_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-		        "writ_audit_fsync_duration_seconds_sum %.6f\n"
-		        "writ_audit_fsync_duration_seconds_count %" PRIu64 "\n",
-		        c, (double)au->sync_ns / 1e9, c);
-	}
+	render_fsync(f, au);
 	fprintf(f,
 	        "# HELP writ_up Dependencies usable (1) or not (0).\n"
 	        "# TYPE writ_up gauge\nwrit_up{component=\"audit\"} %d\n"

@@ -84,7 +84,7 @@ echo "  warm-up: machine idle or in I/O wait during it: $(echo "$I0 $I1" | awk '
 # array named by $2. Each round's ratio is against the mean of the limits
 # measured just before and just after it, so the host's drift lands on
 # both sides alike: the limit, two threads of pure CPU, moved by up to
-# 18% between rounds a minute apart while the issuer's rate moved 2%.
+# 18% between rounds a minute apart while the issuer's rate moved 5%.
 limit() { "$BI" limit "$D/writ.conf" "$D/agent.pub" "$D/assertions" 4; }
 max_round() { # max_round LABEL RATIO_ARRAY
   gen 1
@@ -159,7 +159,7 @@ if [ "$MILLION" -gt 0 ]; then
   # time per token (fresh over after: below 1 if the request path got
   # dearer with history), which the host's drift moves least, and the
   # ratio to the limit, which it moves most (the limit, pure CPU, once
-  # sped up 12% between the fresh and the after rounds while the issuer's
+  # sped up 10% between the fresh and the after rounds while the issuer's
   # rate and CPU per token stayed within 0.3%).
   AFTER=(); ARATIOS=(); ACPUS=()
   for r in $(seq "$ROUNDS"); do

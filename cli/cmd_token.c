@@ -35,6 +35,7 @@ static void usage(FILE *f)
  * writ already exists", "softhsm2.conf: File exists") until someone
  * cleaned up by hand. Only what this run created is removed. */
 enum { MADE_CONF, MADE_PIN, MADE_SO, MADE_WRIT, MADE_FILES };
+enum { PIN_BUF = 33 }; /* 32 hex digits and the NUL */
 
 typedef struct init_undo {
 	const char *dir, *tokens;
@@ -43,6 +44,7 @@ typedef struct init_undo {
 	char **before; /* tokens/ entries there before C_InitToken */
 	size_t nbefore;
 	int listed;
+	char *pin, *so; /* the PINs in memory: wiped on every way out */
 } init_undo;
 
 static init_undo undo;
@@ -106,6 +108,10 @@ static void undo_all(void)
 	DIR *d;
 	struct dirent *e;
 
+	if (undo.pin != NULL)
+		OPENSSL_cleanse(undo.pin, PIN_BUF);
+	if (undo.so != NULL)
+		OPENSSL_cleanse(undo.so, PIN_BUF);
 	if (undo.listed && (d = opendir(undo.tokens)) != NULL) {
 		while ((e = readdir(d)) != NULL)
 			if (!listed_before(e->d_name) && remove_token_dir(dirfd(d), e->d_name) != 0)
@@ -157,7 +163,7 @@ static void write_new_file(int which, const char *path, const char *data, mode_t
 		init_die("%s: write failed: %s", path, strerror(errno));
 }
 
-static void random_pin(char out[33])
+static void random_pin(char out[PIN_BUF])
 {
 	unsigned char rnd[16];
 	int i;
@@ -202,7 +208,7 @@ static int token_init(int argc, char **argv)
 	const char *dir = cli_home(), *label = "writ", *issuer = "http://127.0.0.1:8080";
 	char p_conf[PATH_MAX + 32], p_tok[PATH_MAX + 32], p_pin[PATH_MAX + 32], p_so[PATH_MAX + 32];
 	char p_writ[PATH_MAX + 32], buf[PATH_MAX + 256];
-	char pin[33], so[33], cfgtext[4096], absdir[PATH_MAX];
+	char pin[PIN_BUF], so[PIN_BUF], cfgtext[4096], absdir[PATH_MAX];
 	writ_config defaults, check;
 	writ_err err = {0};
 	writ_rc rc;
@@ -267,6 +273,8 @@ static int token_init(int argc, char **argv)
 	         "slots.removable = false\n",
 	         p_tok);
 	write_new_file(MADE_CONF, p_conf, buf, 0600);
+	undo.pin = pin;
+	undo.so = so;
 	random_pin(pin);
 	random_pin(so);
 	write_new_file(MADE_PIN, p_pin, pin, 0600);

@@ -52,7 +52,6 @@ void metrics_latency(double s)
 /* The audit log's fdatasync durations, a Prometheus histogram. */
 static void render_fsync(FILE *f, const audit_stats *au)
 {
-	static const int64_t bound_us[AUDIT_SYNC_BUCKETS] = AUDIT_SYNC_BOUNDS_US;
 	uint64_t cum = 0;
 
 	fprintf(f, "# HELP writ_audit_fsync_duration_seconds fdatasync of the audit log: the "
@@ -61,7 +60,7 @@ static void render_fsync(FILE *f, const audit_stats *au)
 	for (size_t i = 0; i < AUDIT_SYNC_BUCKETS; i++) {
 		cum += au->sync_buckets[i];
 		fprintf(f, "writ_audit_fsync_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-		        (double)bound_us[i] / 1e6, cum);
+		        (double)audit_sync_bounds_us[i] / 1e6, cum);
 	}
 	cum += au->sync_buckets[AUDIT_SYNC_BUCKETS];
 	fprintf(f,

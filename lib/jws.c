@@ -173,23 +173,27 @@ void writ_jws_clear(writ_jws *j)
 	memset(j, 0, sizeof(*j));
 }
 
+char *writ_jws_signing_input_text(const char *header, size_t hl, const char *payload, size_t pl,
+                                  size_t *len)
+{
+	char *out = malloc(B64URL_LEN(hl) + 1 + B64URL_LEN(pl) + 1);
+	size_t o;
+
+	if (out == NULL)
+		return NULL;
+	o = b64url_encode((const unsigned char *)header, hl, out);
+	out[o++] = '.';
+	o += b64url_encode((const unsigned char *)payload, pl, out + o);
+	*len = o;
+	return out;
+}
+
 char *writ_jws_signing_input(const json_t *header, const json_t *payload, size_t *len)
 {
 	char *h = wjson_dump(header), *p = wjson_dump(payload), *out = NULL;
-	size_t hl, pl, o;
 
-	if (h == NULL || p == NULL)
-		goto out;
-	hl = strlen(h);
-	pl = strlen(p);
-	out = malloc(B64URL_LEN(hl) + 1 + B64URL_LEN(pl) + 1);
-	if (out == NULL)
-		goto out;
-	o = b64url_encode((const unsigned char *)h, hl, out);
-	out[o++] = '.';
-	o += b64url_encode((const unsigned char *)p, pl, out + o);
-	*len = o;
-out:
+	if (h != NULL && p != NULL)
+		out = writ_jws_signing_input_text(h, strlen(h), p, strlen(p), len);
 	free(h);
 	free(p);
 	return out;

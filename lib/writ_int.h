@@ -172,6 +172,9 @@ writ_rc writ_claims_check(const json_t *payload, const writ_verify_opts *opts, w
  * malloc'd string (caller frees) and its length, or NULL.
  */
 char *writ_jws_signing_input(const json_t *header, const json_t *payload, size_t *len);
+/* The same over header and payload already written as JSON text. */
+char *writ_jws_signing_input_text(const char *header, size_t hl, const char *payload, size_t pl,
+                                  size_t *len);
 
 /*
  * url (named `what` in messages) is https://, or http:// to a loopback

@@ -55,6 +55,9 @@
  * fdatasync at all: about 380 us). At half load a sync covers 1-2 lines,
  * and a request still being decided when another's line is appended is
  * waited for at most 0.5 ms, as before. */
+const int64_t audit_sync_bounds_us[AUDIT_SYNC_BUCKETS] = {250,   500,   1000,   2500,   5000,
+                                                          10000, 25000, 100000, 1000000};
+
 #define GROUP_MIN          32
 #define GROUP_BUSY         4
 #define GROUP_WAIT_NS      500000
@@ -744,7 +747,6 @@ static void sync_failed_locked(audit_log *log, int e, struct waiter **done_list)
  * (asynchronous ones into *done_list). */
 static void sync_locked(audit_log *log, struct waiter **done_list)
 {
-	static const int64_t bounds_us[AUDIT_SYNC_BUCKETS] = AUDIT_SYNC_BOUNDS_US;
 	unsigned char tprev[SHA256_DIGEST_LENGTH];
 	int64_t t0, t1;
 	size_t i;
@@ -763,7 +765,7 @@ static void sync_locked(audit_log *log, struct waiter **done_list)
 	pthread_mutex_lock(&log->mu);
 	log->st.syncs++;
 	log->st.sync_ns += (uint64_t)(t1 - t0);
-	for (i = 0; i < AUDIT_SYNC_BUCKETS && (t1 - t0) > bounds_us[i] * 1000; i++)
+	for (i = 0; i < AUDIT_SYNC_BUCKETS && (t1 - t0) > audit_sync_bounds_us[i] * 1000; i++)
 		;
 	log->st.sync_buckets[i]++;
 	if (r != 0) {

@@ -136,11 +136,8 @@ int audit_healthy(audit_log *log);
 /* Upper bounds (microseconds) of the fdatasync duration histogram: the
  * disk's latency under the log, which bounds every token's (an operator
  * watches it as etcd's operators watch wal_fsync_duration_seconds). */
-#define AUDIT_SYNC_BOUNDS_US                                                                       \
-	{                                                                                          \
-		250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000                          \
-	}
 #define AUDIT_SYNC_BUCKETS 9
+extern const int64_t audit_sync_bounds_us[AUDIT_SYNC_BUCKETS];
 
 typedef struct audit_stats {
 	uint64_t appends;                              /* records appended by callers */

@@ -116,7 +116,7 @@ writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ
 {
 	writ_alg alg = writ_jwk_alg(key->jwk);
 	unsigned char sig[P11_SIG_MAX];
-	size_t hlen = 0, inlen, siglen = 0;
+	size_t hlen = 0, inlen = 0, siglen = 0;
 	wjson_w w;
 	char *hdr, *in, *tok = NULL;
 	writ_rc rc;
@@ -127,15 +127,10 @@ writ_rc keyring_sign_jws(p11_ctx *p11, const keyring_entry *key, const char *typ
 	wjw_str(&w, "typ", typ);
 	wjw_str(&w, "kid", writ_jwk_kid(key->jwk));
 	hdr = wjw_finish(&w, &hlen);
-	in = hdr != NULL ? malloc(B64URL_LEN(hlen) + 1 + B64URL_LEN(plen) + 1) : NULL;
-	if (in == NULL) {
-		free(hdr);
-		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	}
-	inlen = b64url_encode((const unsigned char *)hdr, hlen, in);
+	in = hdr != NULL ? writ_jws_signing_input_text(hdr, hlen, payload, plen, &inlen) : NULL;
 	free(hdr);
-	in[inlen++] = '.';
-	inlen += b64url_encode((const unsigned char *)payload, plen, in + inlen);
+	if (in == NULL)
+		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	rc = p11_sign(p11, key->id, key->id_len, alg, (const unsigned char *)in, inlen, sig,
 	              &siglen, err);
 	/* The token is sized once the signature's length is known. */

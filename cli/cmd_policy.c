@@ -31,7 +31,7 @@ static void usage(FILE *f)
 	        "         the granted scope, TTL, lim and rate limits the token would get.\n"
 	        "         --group may be repeated (the agent's groups). Exits 0 when something\n"
 	        "         is granted, 3 when nothing is (the issuer answers invalid_scope, or\n"
-	        "         invalid_target for an audience no rule names).\n\n"
+	        "         invalid_target when no allow rule for the agent names the audience).\n\n"
 	        "FILE / --policy default to the config's policy (-c CONFIG, policy = ...).\n");
 }
 

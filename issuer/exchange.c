@@ -272,8 +272,11 @@ static unsigned take_rate(issuer *is, const char *agent, const policy_decision *
 static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask *a,
                        const policy_decision *d)
 {
-	/* The rule's ttl, else the configured default; never above the cap. */
-	unsigned ttl = d->ttl != 0 ? d->ttl : is->cfg.token_ttl;
+	/* The smallest of the granting rules' ttls, a rule without one
+	 * counting as the configured default; never above the cap. */
+	unsigned ttl = d->ttl != 0 && !(d->ttl_default && is->cfg.token_ttl < d->ttl)
+	                   ? d->ttl
+	                   : is->cfg.token_ttl;
 	const char *groups[STORE_GROUPS_MAX];
 	mint_req mr = {.iss = is->cfg.issuer,
 	               .sub = a->who->agent.id,

@@ -33,6 +33,8 @@ POLICY = {"version": 1, "rules": [
      "actions": ["read"], "rate": "3/min"},
     {"id": "long-reports", "effect": "allow", "subjects": ["long-*"], "audiences": ["reports"],
      "actions": ["r"], "ttl": 900},
+    {"id": "reports-default", "effect": "allow", "subjects": ["group:readers"],
+     "audiences": ["reports"], "actions": ["r"]},
 ]}
 
 failures = 0
@@ -203,6 +205,18 @@ def test_request_bounds(fx):
     st, _, doc = fx.token(longer.assertion(), audience="reports", scope="r")
     check(st == 200 and doc.get("expires_in") == 900,
           "a rule's ttl (900 s) above token_ttl (300 s) is honoured", (st, doc))
+    # Attack: lengthening tokens by adding a rule. A second granting rule
+    # without a ttl allows the default (300 s), and the smallest applies.
+    both = Agent(fx, "long-2", ["readers"])
+    st, _, doc = fx.token(both.assertion(), audience="reports", scope="r")
+    check(st == 200 and doc.get("expires_in") == 300,
+          "test_ttl_widened_by_rule_without_ttl: min(900, default 300)", (st, doc))
+    # invalid_target when no allow rule for this agent names the audience,
+    # even when a deny rule ("no-writes", orders-*) or another agent's
+    # rule does; invalid_scope only for an audience the agent may use.
+    check(err_of(fx.token(longer.assertion(), audience="orders-db", scope="db:read"))
+          == (400, "invalid_target"),
+          "an audience named only by other agents' rules and a deny rule: invalid_target")
 
 
 def test_rate_limit(fx):
@@ -269,7 +283,7 @@ def test_group_change(fx):
     """Scope by group follows the registry: `writ agent group add|remove`
     applies from the issuer's next request, no restart, and is audited."""
     ag = Agent(fx, "regrouped-1")
-    check(err_of(fx.token(ag.assertion(), scope="db:read")) == (400, "invalid_scope"),
+    check(err_of(fx.token(ag.assertion(), scope="db:read")) == (400, "invalid_target"),
           "an agent outside group analysts is refused the analysts' rule")
     fx.writ("agent", "group", "add", ag.id, "analysts")
     st, _, doc = fx.token(ag.assertion(), scope="db:read")
@@ -277,7 +291,7 @@ def test_group_change(fx):
           "after writ agent group add, the next request is granted by the group's rule",
           (st, doc))
     fx.writ("agent", "group", "remove", ag.id, "analysts")
-    check(err_of(fx.token(ag.assertion(), scope="db:read")) == (400, "invalid_scope"),
+    check(err_of(fx.token(ag.assertion(), scope="db:read")) == (400, "invalid_target"),
           "after writ agent group remove, the next request is refused")
     time.sleep(1.2)  # the outbox moves into the audit log on the issuer's tick
     ev = [r.get("event") for r in fx.audit_records()
@@ -343,6 +357,39 @@ def test_http_abuse(fx, analyst):
     st = fx.token(analyst.assertion())[0]
     check(st == 200 and time.time() - t0 < 2, "a slow client does not block others")
     slow.close()
+    # Attack: a body that never ends. A refused body is read and dropped
+    # only up to a bound (256 KiB): declared bigger, it is refused unread;
+    # chunked and endless, the connection is dropped, not read for ever.
+    big = socket.create_connection(("127.0.0.1", fx.port))
+    big.settimeout(10)
+    big.sendall(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/x-www-form-urlencoded\r\nContent-Length: 10000000000\r\n\r\n")
+    try:
+        answer = big.recv(4096)
+    except socket.timeout:
+        answer = b"(no answer in 10 s)"
+    check(answer.startswith(b"HTTP/1.1 413") and b"request body too large" in answer,
+          "test_endless_body_refused_unread: a declared 10 GB body gets 413 before it is sent",
+          answer[:60])
+    big.close()
+    for ctype in (b"application/x-www-form-urlencoded", b"application/json"):
+        big = socket.create_connection(("127.0.0.1", fx.port))
+        big.settimeout(10)
+        big.sendall(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: " + ctype +
+                    b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk, sent, dropped = b"10000\r\n" + b"a" * 65536 + b"\r\n", 0, False
+        try:
+            while sent < 64 << 20:
+                big.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            dropped = True
+        big.close()
+        check(dropped and sent < 16 << 20,
+              "test_endless_chunked_body_dropped: the issuer stops reading (%s)" % ctype.decode(),
+              sent)
+    st, _ = fx.token(analyst.assertion())[:2]
+    check(st == 200, "the issuer serves others after dropping endless bodies", st)
     st, _, _ = fx.request("/nope")
     check(st == 404, "unknown path: 404")
     st, hdr, body = fx.request("/metrics")

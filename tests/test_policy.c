@@ -95,7 +95,7 @@ static void test_default_deny(void)
 	CHECK(dec.action[0].verdict == POLICY_NO_RULE && dec.action[0].allowed_by == NULL);
 	CHECK(dec.rule_id == NULL);
 	CHECK_RC(decide(p, "b", NULL, "svc", "read"), WRIT_OK);
-	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
 	policy_unref(p);
 }
 
@@ -158,17 +158,17 @@ static void test_subject_wildcards_and_groups(void)
 	CHECK_RC(decide(p, "ci-build", NULL, "svc", "ci grp one"), WRIT_OK);
 	CHECK(strcmp(dec.scope, "ci") == 0);
 	CHECK_RC(decide(p, "cix", NULL, "svc", "ci"), WRIT_OK);
-	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
 	CHECK_RC(decide(p, "carol", "analysts", "svc", "ci grp one"), WRIT_OK);
 	CHECK(strcmp(dec.scope, "grp") == 0);
 	CHECK_RC(decide(p, "bob", "sales", "svc", "ci grp one"), WRIT_OK);
 	CHECK(strcmp(dec.scope, "one") == 0);
 	/* group patterns look at groups only, never at the agent id */
 	CHECK_RC(decide(p, "group:analysts", NULL, "svc", "grp"), WRIT_OK);
-	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
 	/* and a plain pattern never at the groups */
 	CHECK_RC(decide(p, "eve", "bob", "svc", "one"), WRIT_OK);
-	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
 	policy_unref(p);
 }
 
@@ -182,11 +182,15 @@ static void test_several_groups(void)
 	CHECK(dec.outcome == POLICY_GRANTED);
 	s.ngroups = 2;
 	CHECK_RC(policy_decide(p, &s, "svc", "x", &dec, NULL), WRIT_OK);
-	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
 	policy_unref(p);
 }
 
-static void test_unknown_audience_is_not_nothing_granted(void)
+/* invalid_target when no allow rule for this agent names the audience,
+ * invalid_scope when one does but grants none of the actions: a deny rule
+ * or another agent's rule does not make an audience this agent's, and
+ * the answer says nothing of other agents' audiences. */
+static void test_audience_not_allowed_to_agent_is_invalid_target(void)
 {
 	/* clang-format off */
 	policy *p = load(POL(
@@ -196,11 +200,14 @@ static void test_unknown_audience_is_not_nothing_granted(void)
 
 	CHECK_RC(decide(p, "alice", NULL, "hr-db", "read"), WRIT_OK);
 	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
-	/* named by a rule for someone else: known, nothing granted */
+	/* named by a rule for someone else: not allowed to bob */
 	CHECK_RC(decide(p, "bob", NULL, "orders-db", "read"), WRIT_OK);
-	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
-	/* a deny rule names an audience too */
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
+	/* named by a deny rule only (a "*" block): not allowed either */
 	CHECK_RC(decide(p, "alice", NULL, "billing", "read"), WRIT_OK);
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
+	/* alice's audience, an action no rule gives her: invalid_scope */
+	CHECK_RC(decide(p, "alice", NULL, "orders-db", "write"), WRIT_OK);
 	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
 	CHECK_RC(decide(p, "alice", NULL, "orders-db", "read"), WRIT_OK);
 	CHECK(dec.outcome == POLICY_GRANTED);
@@ -219,14 +226,16 @@ static void test_ttl_is_min_of_granting_rules(void)
 	/* clang-format on */
 
 	CHECK_RC(decide(p, "x", NULL, "svc", "a b"), WRIT_OK);
-	CHECK(dec.ttl == 60);
+	CHECK(dec.ttl == 60 && !dec.ttl_default);
+	/* a granting rule without a ttl counts as the configured default: the
+	 * issuer takes min(900, default), not 900 */
 	CHECK_RC(decide(p, "x", NULL, "svc", "a c"), WRIT_OK);
-	CHECK(dec.ttl == 900);
+	CHECK(dec.ttl == 900 && dec.ttl_default);
 	CHECK_RC(decide(p, "x", NULL, "svc", "c"), WRIT_OK);
-	CHECK(dec.ttl == 0);
+	CHECK(dec.ttl == 0 && dec.ttl_default);
 	/* a rule whose only action was denied granted nothing: its ttl is out */
 	CHECK_RC(decide(p, "x", NULL, "svc", "a w"), WRIT_OK);
-	CHECK(dec.ttl == 900);
+	CHECK(dec.ttl == 900 && !dec.ttl_default);
 	CHECK(strcmp(dec.rule_id, "long") == 0);
 	policy_unref(p);
 }
@@ -537,9 +546,9 @@ static void test_example_policy_gives_demo_decisions(void)
 	CHECK_RC(policy_decide(p, &admin, "db-migrations", "migrate:apply", &dec, &err), WRIT_OK);
 	CHECK(dec.outcome == POLICY_GRANTED && dec.ttl == 120);
 	CHECK_RC(policy_decide(p, &admin, "orders-db", "db:write", &dec, &err), WRIT_OK);
-	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
 	CHECK_RC(policy_decide(p, &demo, "db-migrations", "migrate:apply", &dec, &err), WRIT_OK);
-	CHECK(dec.outcome == POLICY_NOTHING_GRANTED);
+	CHECK(dec.outcome == POLICY_AUDIENCE_UNKNOWN);
 	policy_unref(p);
 }
 
@@ -659,7 +668,7 @@ int main(void)
 	RUN(test_granted_is_subset_of_requested);
 	RUN(test_subject_wildcards_and_groups);
 	RUN(test_several_groups);
-	RUN(test_unknown_audience_is_not_nothing_granted);
+	RUN(test_audience_not_allowed_to_agent_is_invalid_target);
 	RUN(test_ttl_is_min_of_granting_rules);
 	RUN(test_lim_merge_and_rates);
 	RUN(test_malformed_scope_is_its_own_error);

@@ -10,7 +10,9 @@
  * Semantics. Default deny. A rule matches a request when one of its
  * subject patterns matches the agent ("group:NAME" patterns match when any
  * of the agent's groups matches NAME, any other pattern matches the agent
- * id) and one of its audience patterns matches the audience. Patterns are
+ * id) and one of its audience patterns matches the audience. When no allow
+ * rule matches both, the audience is unknown or not allowed to this agent
+ * (invalid_target); when one does but grants nothing, invalid_scope. Patterns are
  * fnmatch(3) globs ('*', '?', '[...]'), case-sensitive, no FNM_PATHNAME.
  * A requested action is granted when a matching allow rule has an action
  * pattern that matches it and no matching deny rule does: deny beats
@@ -20,8 +22,9 @@
  * Every matching allow rule that covers at least one granted action
  * "grants", and all of them apply, so the result does not depend on the
  * order of rules (only the audit's rule id does): the TTL is the smallest
- * ttl among them, each lim key the smallest value among them, and every
- * one of them that has a rate must let the request through.
+ * ttl among them (a rule without one counts as the configured default),
+ * each lim key the smallest value among them, and every one of them that
+ * has a rate must let the request through.
  *
  * Thread safety: a policy never changes after policy_parse returns, so any
  * number of threads may call policy_decide on it at once. Its lifetime is
@@ -109,7 +112,7 @@ typedef struct policy_subject {
 typedef enum policy_outcome {
 	POLICY_GRANTED = 1,      /* at least one action granted: issue a token */
 	POLICY_NOTHING_GRANTED,  /* audience known, nothing granted: invalid_scope */
-	POLICY_AUDIENCE_UNKNOWN, /* no rule names this audience: invalid_target */
+	POLICY_AUDIENCE_UNKNOWN, /* no allow rule for this agent names it: invalid_target */
 } policy_outcome;
 
 typedef enum policy_verdict {
@@ -149,6 +152,7 @@ typedef struct policy_decision {
 	char scope[POLICY_SCOPE_MAX + 1]; /* granted actions, SP-separated, in request order */
 	const char *rule_id; /* first granting allow rule in file order (audit), or NULL */
 	unsigned ttl;        /* min ttl of the granting rules; 0 if none sets one */
+	int ttl_default;     /* a granting rule sets no ttl: the default bounds it too */
 	size_t nlim;
 	policy_lim lim[POLICY_LIM_MAX]; /* the token's "lim" claim: min per name */
 	size_t nrate;
@@ -160,7 +164,8 @@ typedef struct policy_decision {
  * request's space-separated actions). On WRIT_OK *out holds the decision,
  * whatever its outcome; the issuer answers POLICY_NOTHING_GRANTED with
  * invalid_scope and POLICY_AUDIENCE_UNKNOWN with invalid_target, and on
- * POLICY_GRANTED uses min(requested TTL, out->ttl if non-zero, config cap)
+ * POLICY_GRANTED uses min(out->ttl if non-zero, the configured default if
+ * out->ttl is 0 or out->ttl_default, config cap)
  * and takes a token from every out->rate bucket (ratelimit.h).
  *
  * Returns WRIT_ERR_MALFORMED when scope is not RFC 6749 s.3.3 scope-tokens

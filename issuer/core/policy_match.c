@@ -20,6 +20,7 @@ static void decision_reset(policy_decision *d)
 	d->scope[0] = '\0';
 	d->rule_id = NULL;
 	d->ttl = 0;
+	d->ttl_default = 0;
 	d->nlim = 0;
 	d->nrate = 0;
 }
@@ -175,7 +176,11 @@ static writ_rc apply_grant(const policy *p, const policy_rule *r, policy_decisio
 
 	if (d->rule_id == NULL)
 		d->rule_id = r->id;
-	if (r->ttl != 0 && (d->ttl == 0 || r->ttl < d->ttl))
+	/* A rule without a ttl allows the configured default, no more: it
+	 * takes part in the minimum like any other (ttl_default). */
+	if (r->ttl == 0)
+		d->ttl_default = 1;
+	else if (d->ttl == 0 || r->ttl < d->ttl)
 		d->ttl = r->ttl;
 	for (k = 0; k < r->nlim; k++) {
 		unsigned idx = r->lim_name[k];
@@ -222,11 +227,13 @@ writ_rc policy_decide(const policy *p, const policy_subject *subj, const char *a
 	for (k = 0; k < p->nrules; k++) {
 		const policy_rule *r = &p->rules[p->order[k]];
 
-		if (!list_match(r->aud, r->naud, audience))
+		if (!list_match(r->aud, r->naud, audience) || !subject_match(r, subj))
 			continue;
-		known = 1;
-		if (!subject_match(r, subj))
-			continue;
+		/* The audience is allowed to this agent when an allow rule for
+		 * it names the audience; a deny rule (a "*" write block, say)
+		 * or another agent's rule does not make it so. */
+		if (!r->deny)
+			known = 1;
 		m = covered_actions(r, out);
 		if (m == 0)
 			continue;
@@ -331,16 +338,20 @@ void policy_decision_explain(const policy_decision *d, FILE *f)
 	}
 	fprintf(f, "granted: %s\n", d->scope[0] != '\0' ? d->scope : "(nothing)");
 	if (d->outcome == POLICY_AUDIENCE_UNKNOWN)
-		fprintf(f, "result: no rule names this audience (the issuer answers "
-		           "invalid_target)\n");
+		fprintf(f, "result: no allow rule for this agent names this audience (the issuer "
+		           "answers invalid_target)\n");
 	if (d->outcome == POLICY_NOTHING_GRANTED)
 		fprintf(f, "result: nothing granted (the issuer answers invalid_scope)\n");
 	if (d->outcome != POLICY_GRANTED)
 		return;
 	fprintf(f, "rule: %s\n", d->rule_id);
-	if (d->ttl != 0)
-		fprintf(f, "ttl: %u s (the issuer also caps it by the request and config)\n",
+	if (d->ttl != 0 && d->ttl_default)
+		fprintf(f,
+		        "ttl: %u s, or the issuer's default if smaller (a granting rule sets "
+		        "none); capped by config\n",
 		        d->ttl);
+	else if (d->ttl != 0)
+		fprintf(f, "ttl: %u s (the issuer also caps it by config)\n", d->ttl);
 	else
 		fprintf(f, "ttl: not set by policy (the issuer's default applies)\n");
 	for (i = 0; i < d->nlim; i++)
@@ -400,6 +411,7 @@ char *policy_decision_json(const policy_decision *d)
 	bad |= json_object_set_new(o, "scope", json_string(d->scope));
 	bad |= json_object_set_new(o, "rule", str_or_null(d->rule_id));
 	bad |= json_object_set_new(o, "ttl", json_integer(d->ttl));
+	bad |= json_object_set_new(o, "ttl_default", json_boolean(d->ttl_default));
 	bad |= json_object_set_new(o, "lim", lim);
 	bad |= json_object_set_new(o, "rates", rates);
 	for (i = 0; i < d->nrate; i++) {

@@ -35,8 +35,10 @@ struct http_server {
 typedef struct req_state {
 	char *body;
 	size_t len;
+	uint64_t seen; /* body bytes received, kept or dropped */
 	int too_large;
 	int bad_type;
+	int hopeless; /* declared over HTTP_DRAIN_MAX: refused unread */
 	/* a held response (http_release) */
 	http_server *srv;
 	struct MHD_Connection *conn;
@@ -57,6 +59,17 @@ static int content_type_ok(const char *ct)
 	return ct != NULL && strncasecmp(ct, form_type, n) == 0 && (ct[n] == '\0' || ct[n] == ';');
 }
 
+/* microhttpd frees a response's body once sent: wiped first, since a
+ * token response's body is a bearer credential. Bodies are strings
+ * (http.h), so strlen covers them. */
+static void wipe_free(void *body)
+{
+	if (body != NULL) {
+		OPENSSL_cleanse(body, strlen(body));
+		free(body);
+	}
+}
+
 static enum MHD_Result send_resp(struct MHD_Connection *c, http_resp *r)
 {
 	struct MHD_Response *mr;
@@ -67,9 +80,10 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, http_resp *r)
 		r->body = strdup("");
 	if (r->body_len == 0 && r->body != NULL)
 		r->body_len = strlen(r->body);
-	mr = MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
+	mr = MHD_create_response_from_buffer_with_free_callback_cls(r->body_len, r->body, wipe_free,
+	                                                            r->body);
 	if (mr == NULL) {
-		free(r->body);
+		wipe_free(r->body);
 		return MHD_NO;
 	}
 	MHD_add_response_header(mr, "Content-Type",
@@ -136,31 +150,39 @@ static req_state *req_begin(http_server *s, struct MHD_Connection *c, const char
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
 		if (cl != NULL && strtoull(cl, NULL, 10) > HTTP_BODY_MAX)
 			st->too_large = 1;
+		if (cl != NULL && strtoull(cl, NULL, 10) > HTTP_DRAIN_MAX)
+			st->hopeless = 1;
 	}
 	return st;
 }
 
-static void req_body(req_state *st, const char *data, size_t n)
+/* Returns 0 once the body has run past HTTP_DRAIN_MAX: drop the
+ * connection. */
+static int req_body(req_state *st, const char *data, size_t n)
 {
 	char *nb;
 
+	st->seen += n;
+	if (st->seen > HTTP_DRAIN_MAX)
+		return 0;
 	/* Keep reading past a refusal (and drop the bytes) so the answer is
 	 * a clean 413/415 rather than a reset connection. */
 	if (st->too_large || st->bad_type)
-		return;
+		return 1;
 	if (st->len + n > HTTP_BODY_MAX) {
 		st->too_large = 1;
-		return;
+		return 1;
 	}
 	nb = realloc(st->body, st->len + n + 1);
 	if (nb == NULL) {
 		st->too_large = 1;
-		return;
+		return 1;
 	}
 	st->body = nb;
 	memcpy(st->body + st->len, data, n);
 	st->len += n;
 	st->body[st->len] = '\0';
+	return 1;
 }
 
 /* Send the held response, or a 503 in its place if its release failed
@@ -237,6 +259,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return send_resp(c, &r);
 		}
 		*con_cls = st = req_begin(s, c, method);
+		if (st != NULL && st->hopeless) /* answered unread: the connection closes */
+			return send_error(c, 413, "invalid_request", "request body too large");
 		return st != NULL ? MHD_YES : MHD_NO;
 	}
 	if (st->hold_init) {
@@ -252,7 +276,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 	}
 	if (*upload_data_size != 0) {
-		req_body(st, upload_data, *upload_data_size);
+		if (!req_body(st, upload_data, *upload_data_size))
+			return MHD_NO;
 		*upload_data_size = 0;
 		return MHD_YES;
 	}

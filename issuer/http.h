@@ -15,6 +15,12 @@
 #include "config.h"
 
 #define HTTP_BODY_MAX (32 * 1024)
+/* A refused body (413, 415) is read and dropped up to this many bytes so
+ * the refusal reaches the client rather than a reset; a body declared
+ * larger is refused before it is read, and one that runs past this
+ * (chunked) loses its connection: a client cannot keep a worker reading
+ * gigabytes it will refuse anyway. */
+#define HTTP_DRAIN_MAX (256 * 1024)
 /* microhttpd's per-connection pool: request line, headers and the read
  * buffer (the body is copied out as it arrives, so it need not fit). The
  * pool is zeroed for every request on a kept-alive connection, so it is

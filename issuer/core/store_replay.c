@@ -121,14 +121,18 @@ writ_rc store_replay_check_batch(store *s, store_replay_item *items, size_t n, i
 		return writ_err_set(err, WRIT_ERR_ARG, "bad argument");
 	for (i = 0; i < n; i++)
 		items[i].rc = WRIT_ERR_UNAVAILABLE;
-	if ((rc = store_tx_begin(s, 0, err)) != WRIT_OK)
+	/* Durable (WAL fsync'd before COMMIT returns): a token may leave as
+	 * soon as this returns, and a replay entry lost to a power cut would
+	 * let its assertion be used again after the reboot. One fsync covers
+	 * the whole batch. */
+	if ((rc = store_tx_begin(s, 1, err)) != WRIT_OK)
 		return rc;
 	/* Purge in proportion to what is inserted, so the table stays bounded
 	 * whatever the batch sizes. */
 	rc = purge_some(s, cutoff, (int)(STORE_REPLAY_PURGE_BATCH * (n + 1)), &purged, err);
 	for (i = 0; rc == WRIT_OK && i < n; i++)
 		rc = upsert_one(s, &items[i], cutoff, err);
-	rc = store_tx_end(s, 0, rc, err);
+	rc = store_tx_end(s, 1, rc, err);
 	if (rc != WRIT_OK)
 		for (i = 0; i < n; i++)
 			items[i].rc = rc;

@@ -39,27 +39,36 @@ static void usage(FILE *f)
 }
 
 /* The HSM and the store, with due transitions applied (and, for commands
- * that change keys, a reconcile first), so what follows acts on the
- * current state even when no issuer is running. */
+ * that change keys, the key lock taken and a reconcile first), so what
+ * follows acts on the current state even when no issuer is running. */
 typedef struct keyctx {
 	p11_ctx *p11;
 	store *st;
 	store_sk_windows w;
+	lifecycle_lock lk; /* held from open to close by commands that change keys */
 } keyctx;
 
-static void keyctx_open(keyctx *k, const writ_config *cfg, int reconcile)
+static void keyctx_open(keyctx *k, const writ_config *cfg, int changes_keys)
 {
 	writ_err err = {0};
 	writ_rc rc;
 	int n = 0;
 
+	k->lk.fd = -1;
 	k->p11 = cli_open_hsm(cfg);
 	rc = store_open(cfg->state_db, STORE_CREATE, &k->st, &err);
 	if (rc != WRIT_OK)
 		cli_die_err("store", rc, &err);
 	lifecycle_windows(cfg, &k->w);
-	if (reconcile)
-		rc = lifecycle_reconcile(k->p11, k->st, cfg, (int64_t)time(NULL), &n, &err);
+	/* The whole command under the key lock (lifecycle.h), taken before
+	 * any store transaction of its own: another command's reconcile must
+	 * not see this one's key half-made, nor this one's see another's. */
+	if (changes_keys) {
+		rc = lifecycle_lock_take(cfg->state_db, LIFECYCLE_LOCK_WAIT_MS, &k->lk, &err);
+		if (rc == WRIT_OK)
+			rc = lifecycle_reconcile(k->p11, k->st, cfg, &k->lk, (int64_t)time(NULL),
+			                         &n, &err);
+	}
 	if (rc == WRIT_OK)
 		rc = store_sk_advance(k->st, &k->w, (int64_t)time(NULL), NULL, &err);
 	if (rc != WRIT_OK)
@@ -75,6 +84,7 @@ static void keyctx_close(keyctx *k)
 {
 	store_close(k->st);
 	p11_close(k->p11);
+	lifecycle_unlock(&k->lk);
 }
 
 static writ_alg parse_alg(const char *s)
@@ -128,7 +138,7 @@ static int key_make(int argc, char **argv, const writ_config *cfg, int rotate)
 	if (optind < argc)
 		cli_die("key: unexpected argument \"%s\"", argv[optind]);
 	keyctx_open(&k, cfg, 1);
-	rc = lifecycle_generate(k.p11, k.st, cfg, alg, mode, reason, &made, &err);
+	rc = lifecycle_generate(k.p11, k.st, cfg, &k.lk, alg, mode, reason, &made, &err);
 	if (rc != WRIT_OK)
 		cli_die_err(rotate ? "key rotate" : "key generate", rc, &err);
 	print_made(&made, json);
@@ -193,26 +203,68 @@ static void make_replacement(p11_ctx *p11, writ_alg alg, store_sk *repl, p11_key
 	writ_jwk_free(jwk);
 }
 
-/* Destroy kid's HSM object (if the token still holds it) and record it
- * purged. Only for removed and revoked keys (the caller checks). */
-static writ_rc purge_one(keyctx *k, const keyring *kr, const char *kid, writ_err *err)
+/* An unused replacement (the key turned out not to be active inside the
+ * revocation's transaction, or that failed) is destroyed, unless a row
+ * names it after all. */
+static void drop_replacement(keyctx *k, const store_sk *repl, const p11_key *key)
 {
-	const keyring_entry *e = keyring_find(kr, kid);
-	writ_rc rc = e != NULL ? p11_key_destroy(k->p11, e->id, e->id_len, err) : WRIT_OK;
+	store_sk row;
 
-	return rc == WRIT_OK ? store_sk_purged(k->st, kid, (int64_t)time(NULL), err) : rc;
+	if (store_sk_get(k->st, repl->kid, &row, NULL) != WRIT_ERR_NOT_FOUND)
+		return;
+	if (p11_key_destroy(k->p11, key->id, key->id_len, NULL) != WRIT_OK)
+		fprintf(stderr, "writ: the unrecorded replacement stays for reconcile\n");
+}
+
+/*
+ * Destroy row's HSM objects, found by the CKA_ID the store recorded for it,
+ * and record it purged only once a search by that id finds no private key.
+ * Not by the keyring: it leaves out a key whose public object is gone or
+ * unreadable, whose private key still signs. Only for removed and revoked
+ * keys (the caller checks).
+ */
+static writ_rc purge_one(keyctx *k, const store_sk *row, writ_err *err)
+{
+	unsigned char id[P11_ID_MAX];
+	writ_err derr = {0};
+	size_t len = 0;
+	int present = 1;
+	writ_rc rc;
+
+	if (lifecycle_id_parse(row->p11_id, id, &len) != 0)
+		return writ_err_set(
+		    err, WRIT_ERR_ARG,
+		    "the store records no valid CKA_ID for %s (\"%s\"): cannot find "
+		    "it in the HSM",
+		    row->kid, row->p11_id);
+	/* NOT_FOUND: no writ object under the id any more (purged before, or
+	 * deleted by hand); the search below says whether that is all. */
+	rc = p11_key_destroy(k->p11, id, len, &derr);
+	if (rc != WRIT_OK && rc != WRIT_ERR_NOT_FOUND) {
+		if (err != NULL)
+			*err = derr;
+		return rc;
+	}
+	rc = p11_key_present(k->p11, id, len, &present, err);
+	if (rc == WRIT_OK && present)
+		rc = writ_err_set(
+		    err, WRIT_ERR_HSM,
+		    "a private key with CKA_ID %s is still in the token after its writ "
+		    "objects were destroyed (not labelled writ:?)",
+		    row->p11_id);
+	return rc == WRIT_OK ? store_sk_purged(k->st, row->kid, (int64_t)time(NULL), err) : rc;
 }
 
 static int key_revoke(int argc, char **argv, const writ_config *cfg)
 {
 	const char *kid, *reason = opt_reason(argc, argv, &kid);
+	store_sk_state was = STORE_SK_NONE;
 	p11_key key = {0};
 	writ_err err = {0};
 	store_sk cur, repl;
-	keyring *kr = NULL;
 	keyctx k;
 	writ_rc rc;
-	int replace;
+	int made, replaced;
 
 	if (reason == NULL || reason[0] == '\0')
 		cli_die("key revoke: --reason is required (it goes to the audit log)");
@@ -220,22 +272,31 @@ static int key_revoke(int argc, char **argv, const writ_config *cfg)
 	rc = store_sk_get(k.st, kid, &cur, &err);
 	if (rc != WRIT_OK)
 		cli_die_err("key revoke", rc, &err);
-	replace = cur.state == STORE_SK_ACTIVE;
-	if (replace)
+	/* Only a hint: an issuer's tick may activate or retire the key before
+	 * the revocation's transaction (the key lock does not stop it), which
+	 * reads the state again and says what it found (was). */
+	made = cur.state == STORE_SK_ACTIVE;
+	if (made)
 		make_replacement(k.p11, cur.alg, &repl, &key);
-	rc = store_sk_revoke(k.st, kid, reason, replace ? &repl : NULL, (int64_t)time(NULL), &err);
-	if (rc != WRIT_OK) {
-		if (replace && p11_key_destroy(k.p11, key.id, key.id_len, NULL) != WRIT_OK)
-			fprintf(stderr, "writ: the unrecorded replacement stays for reconcile\n");
-		cli_die_err("key revoke", rc, &err);
+	rc = store_sk_revoke(k.st, kid, reason, made ? &repl : NULL, (int64_t)time(NULL), &was,
+	                     &err);
+	if (rc == WRIT_ERR_ARG && !made && was == STORE_SK_ACTIVE) {
+		/* It became active meanwhile: it needs a replacement after all. */
+		made = 1;
+		make_replacement(k.p11, cur.alg, &repl, &key);
+		rc = store_sk_revoke(k.st, kid, reason, &repl, (int64_t)time(NULL), &was, &err);
 	}
-	printf("%s revoked%s%s\n", kid, replace ? "; now active: " : "", replace ? repl.kid : "");
+	replaced = rc == WRIT_OK && made && was == STORE_SK_ACTIVE;
+	if (made && !replaced)
+		drop_replacement(&k, &repl, &key);
+	if (rc != WRIT_OK)
+		cli_die_err("key revoke", rc, &err);
+	printf("%s revoked%s%s\n", kid, replaced ? "; now active: " : "", replaced ? repl.kid : "");
 	/* Compromised: nothing may sign with it again, not even an issuer
 	 * whose store is restored from a backup (reconcile adopts what the HSM
-	 * holds). Its public key stays in the store for the audit. */
-	rc = keyring_load(k.p11, &kr, &err);
-	if (rc == WRIT_OK)
-		rc = purge_one(&k, kr, kid, &err);
+	 * holds). Its public key stays in the store for the audit. A key
+	 * revoked and purged before has nothing left to destroy. */
+	rc = cur.purged_at != 0 ? WRIT_OK : purge_one(&k, &cur, &err);
 	/* Revoked in the store, but the key may still be in the HSM: an
 	 * incident script must not read that as done. */
 	if (rc != WRIT_OK)
@@ -245,7 +306,6 @@ static int key_revoke(int argc, char **argv, const writ_config *cfg)
 		        kid, err.msg);
 	else
 		printf("%s purged from the HSM\n", kid);
-	keyring_free(kr);
 	EVP_PKEY_free(key.pub);
 	keyctx_close(&k);
 	return rc == WRIT_OK ? 0 : 1;
@@ -254,7 +314,6 @@ static int key_revoke(int argc, char **argv, const writ_config *cfg)
 static int key_purge(int argc, char **argv, const writ_config *cfg)
 {
 	writ_err err = {0};
-	keyring *kr = NULL;
 	store_sk *rows = NULL;
 	size_t n = 0, i, done = 0;
 	keyctx k;
@@ -265,14 +324,12 @@ static int key_purge(int argc, char **argv, const writ_config *cfg)
 		cli_die("key purge: no arguments expected");
 	keyctx_open(&k, cfg, 1);
 	rc = store_sk_list(k.st, &rows, &n, &err);
-	if (rc == WRIT_OK)
-		rc = keyring_load(k.p11, &kr, &err);
 	for (i = 0; rc == WRIT_OK && i < n; i++) {
 		/* Only keys no verifier can need any more (SPEC s.2). */
 		if ((rows[i].state != STORE_SK_REMOVED && rows[i].state != STORE_SK_REVOKED) ||
 		    rows[i].purged_at != 0)
 			continue;
-		rc = purge_one(&k, kr, rows[i].kid, &err);
+		rc = purge_one(&k, &rows[i], &err);
 		if (rc == WRIT_OK)
 			printf("%s purged\n", rows[i].kid), done++;
 	}
@@ -280,7 +337,6 @@ static int key_purge(int argc, char **argv, const writ_config *cfg)
 		cli_die_err("key purge", rc, &err);
 	if (done == 0)
 		printf("nothing to purge\n");
-	keyring_free(kr);
 	free(rows);
 	keyctx_close(&k);
 	return 0;

@@ -215,9 +215,12 @@ fail:
 }
 
 /* At start: make the HSM and the store agree before anything is
- * published (lifecycle.h says what is destroyed, adopted or removed). */
+ * published (lifecycle.h says what is destroyed, adopted or removed),
+ * under the key lock, which is held for this only: the tick and the
+ * request path never take it. */
 static void keys_open(issuer *is)
 {
+	lifecycle_lock lk = {-1};
 	writ_err e = {0};
 	store *st = issuer_store(is, &e);
 	int changed = 0;
@@ -225,9 +228,12 @@ static void keys_open(issuer *is)
 	if (st == NULL)
 		die("store", &e);
 	store_set_actor(st, "writ-issuer");
-	if (lifecycle_reconcile(is->p11, st, &is->cfg, (int64_t)time(NULL), &changed, &e) !=
+	if (lifecycle_lock_take(is->cfg.state_db, LIFECYCLE_LOCK_WAIT_MS, &lk, &e) != WRIT_OK)
+		die("reconcile keys", &e);
+	if (lifecycle_reconcile(is->p11, st, &is->cfg, &lk, (int64_t)time(NULL), &changed, &e) !=
 	    WRIT_OK)
 		die("reconcile keys", &e);
+	lifecycle_unlock(&lk);
 	if (changed != 0)
 		fprintf(stderr,
 		        "writ-issuer: reconciled %d key(s) between the HSM and the store "
@@ -241,7 +247,9 @@ static void keys_open(issuer *is)
  * key takes seconds to generate (more on a loaded machine or a remote HSM),
  * and the key tick on the main thread must go on publishing new keys and
  * activating due ones meanwhile. The key made here reaches the JWKS through
- * the store like one made by the CLI.
+ * the store like one made by the CLI. lifecycle_rotate_due takes the key
+ * lock itself when a key is due, so this thread's generate-and-record is
+ * never seen half-done by a `writ key` command's reconcile.
  */
 static void *keygen_main(void *arg)
 {

@@ -17,6 +17,7 @@
 CK_RV p11_find(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *found, p11_op *op)
 {
+	CK_ULONG got;
 	CK_RV rv, rv2;
 
 	*found = 0;
@@ -25,7 +26,18 @@ CK_RV p11_find(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_
 		p11_fail(op, "C_FindObjectsInit", rv);
 		return rv;
 	}
-	rv = f->C_FindObjects(s, out, max, found);
+	/* A module may hand the matches out a few at a time: only a call
+	 * that returns none says there are no more (PKCS#11 v2.40 s.5.10).
+	 * One call would give a partial list, and a key left out of it looks
+	 * destroyed to whoever reads the list. */
+	do {
+		got = 0;
+		rv = f->C_FindObjects(s, out + *found, max - *found, &got);
+		if (rv == CKR_OK && got > max - *found)
+			rv = CKR_FUNCTION_FAILED; /* wrote past what it was given */
+		if (rv == CKR_OK)
+			*found += got;
+	} while (rv == CKR_OK && got > 0 && *found < max);
 	/* Always end the search, or the session stays busy with it. */
 	rv2 = f->C_FindObjectsFinal(s);
 	if (rv != CKR_OK)
@@ -407,11 +419,21 @@ static writ_rc list_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op,
 	p11_keys_free(a->keys, a->n);
 	a->keys = NULL;
 	a->n = 0;
-	h = calloc(P11_KEYS_MAX, sizeof(*h));
+	/* One slot more than the cap, to tell "exactly the cap" from "more". */
+	h = calloc(P11_KEYS_MAX + 1, sizeof(*h));
 	if (h == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	if (p11_find(ctx->f, s, tmpl, 1, h, P11_KEYS_MAX, &n, op) != CKR_OK)
+	if (p11_find(ctx->f, s, tmpl, 1, h, P11_KEYS_MAX + 1, &n, op) != CKR_OK)
 		goto out;
+	/* Refused rather than cut short: a key missing from the list would
+	 * be taken for one the HSM no longer holds. */
+	if (n > P11_KEYS_MAX) {
+		rc = writ_err_set(err, WRIT_ERR_TOO_LARGE,
+		                  "the token holds more than %d private keys: writ lists at most "
+		                  "that many",
+		                  P11_KEYS_MAX);
+		goto out;
+	}
 	a->keys = calloc(n > 0 ? n : 1, sizeof(*a->keys));
 	if (a->keys == NULL) {
 		rc = writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
@@ -464,4 +486,52 @@ void p11_keys_free(p11_key *keys, size_t n)
 	for (i = 0; i < n; i++)
 		EVP_PKEY_free(keys[i].pub);
 	free(keys);
+}
+
+/* ---- presence by id ---- */
+
+typedef struct present_arg {
+	const unsigned char *id;
+	size_t id_len;
+} present_arg;
+
+static writ_rc present_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op, writ_err *err)
+{
+	present_arg *a = arg;
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE tmpl[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)a->id, a->id_len},
+	};
+	CK_OBJECT_HANDLE h[1];
+	CK_ULONG n;
+
+	if (p11_find(ctx->f, s, tmpl, 2, h, 1, &n, op) != CKR_OK)
+		return WRIT_ERR_HSM;
+	/* NOT_FOUND lets p11_run look again after a fresh start when a
+	 * re-initialisation just happened (a view of the token without its
+	 * objects must not make a key look gone). */
+	return n == 0 ? writ_err_set(err, WRIT_ERR_NOT_FOUND,
+	                             "no private key with that id in the token")
+	              : WRIT_OK;
+}
+
+writ_rc p11_key_present(p11_ctx *ctx, const unsigned char *id, size_t id_len, int *present,
+                        writ_err *err)
+{
+	present_arg a = {id, id_len};
+	writ_err e = {0};
+	writ_rc rc;
+
+	*present = 1; /* on failure, the safe answer */
+	if (ctx == NULL || id == NULL || id_len == 0 || id_len > P11_ID_MAX)
+		return writ_err_set(err, WRIT_ERR_ARG, "bad key id");
+	rc = p11_run(ctx, present_op, &a, &e);
+	if (rc == WRIT_ERR_NOT_FOUND) {
+		*present = 0;
+		return WRIT_OK;
+	}
+	if (rc != WRIT_OK && err != NULL)
+		*err = e;
+	return rc;
 }

@@ -61,7 +61,9 @@ WRIT_MUST_CHECK writ_rc p11_open(const p11_cfg *cfg, p11_ctx **out, writ_err *er
 void p11_close(p11_ctx *ctx);
 
 /* Keys in the token with a "writ:" label prefix and both halves present.
- * *keys is an array of *n entries owned by the caller (p11_keys_free). */
+ * *keys is an array of *n entries owned by the caller (p11_keys_free).
+ * Never a partial list: a token with more than 1024 private keys
+ * is WRIT_ERR_TOO_LARGE. */
 WRIT_MUST_CHECK writ_rc p11_keys_list(p11_ctx *ctx, p11_key **keys, size_t *n, writ_err *err);
 void p11_keys_free(p11_key *keys, size_t n);
 
@@ -92,6 +94,16 @@ WRIT_MUST_CHECK writ_rc p11_sign(p11_ctx *ctx, const unsigned char *id, size_t i
 /* Destroy both objects of the key pair with CKA_ID id. */
 WRIT_MUST_CHECK writ_rc p11_key_destroy(p11_ctx *ctx, const unsigned char *id, size_t id_len,
                                         writ_err *err);
+
+/*
+ * Does the token hold a private key object with CKA_ID id? Searched in
+ * the token now (no cached handle). This, not absence from p11_keys_list,
+ * is what "the key is gone" means: the list leaves out keys whose public
+ * half is missing or unreadable, though their private key may still sign.
+ * *present is 1 whenever the answer is not a certain no (on failure too).
+ */
+WRIT_MUST_CHECK writ_rc p11_key_present(p11_ctx *ctx, const unsigned char *id, size_t id_len,
+                                        int *present, writ_err *err);
 
 /* Does the token offer the mechanisms alg needs (generation and signing)? */
 int p11_alg_supported(p11_ctx *ctx, writ_alg alg);

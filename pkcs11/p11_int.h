@@ -21,7 +21,7 @@
 
 #define P11_POOL_MAX  32   /* sessions per context, the anchor not counted */
 #define P11_CACHE_MAX 64   /* private key handles remembered per context */
-#define P11_KEYS_MAX  1024 /* objects looked at when listing */
+#define P11_KEYS_MAX  1024 /* private keys listed at most (more: an error) */
 
 /* One remembered private key handle; valid while gen == ctx->gen. */
 typedef struct p11_cached {
@@ -125,7 +125,9 @@ void p11_session_put(p11_ctx *ctx, CK_SESSION_HANDLE s, int ok);
 void p11_pool_forget(p11_ctx *ctx);
 
 /* ---- keys.c ---- */
-/* Up to max objects matching tmpl; op names the failing call. */
+/* Up to max objects matching tmpl, over as many C_FindObjects calls as the
+ * module needs; *found == max may mean there are more. op names the
+ * failing call. */
 CK_RV p11_find(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *found, p11_op *op);
 /* alg named by a "writ:<ALG>:" label of len bytes; WRIT_ALG_NONE if not ours. */

@@ -1,15 +1,32 @@
 /*
  * test_lifecycle.c - the signing key lifecycle rows in the store (SPEC
  * s.2): transitions, their timing, one active key per alg even with two
- * connections racing, terminal states, and an audit record for each.
+ * connections racing, terminal states, and an audit record for each; and,
+ * against a real SoftHSM2 token, reconcile and key generation over the HSM
+ * and the store (lifecycle.h): the key lock, "gone" meaning gone from the
+ * token, all-or-nothing adoption, and complete key listings.
+ *
+ * Built a second time as a PKCS#11 module (WRIT_TEST_P11_SHIM, see
+ * tests/CMakeLists.txt): a shim over SoftHSM2 whose C_FindObjects hands out
+ * one object per call, or never says "no more", as some modules do and
+ * SoftHSM2 does not. That part is at the end of the file.
  */
+#ifndef WRIT_TEST_P11_SHIM
+#include <errno.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "lifecycle.h"
 #include "store.h"
 #include "testutil.h"
+
+#include <p11-kit/pkcs11.h>
 
 static char path[256];
 static const store_sk_windows W = {.pending_secs = 3, .retired_secs = 5};
@@ -117,10 +134,10 @@ static void test_retire_revoke_purge_rules(void)
 	CHECK_RC(store_sk_retire(s, "v1", &W, 1006, "test", next, NULL), WRIT_OK);
 	CHECK(strcmp(next, "v2") == 0 && state_of(s, "v2") == STORE_SK_ACTIVE);
 	/* Revoking the active key needs a replacement, recorded active with it. */
-	CHECK_RC(store_sk_revoke(s, "v2", "compromised", NULL, 1003, NULL), WRIT_ERR_ARG);
-	CHECK_RC(store_sk_revoke(s, "v2", "compromised", &repl, 1003, NULL), WRIT_OK);
+	CHECK_RC(store_sk_revoke(s, "v2", "compromised", NULL, 1003, NULL, NULL), WRIT_ERR_ARG);
+	CHECK_RC(store_sk_revoke(s, "v2", "compromised", &repl, 1003, NULL, NULL), WRIT_OK);
 	CHECK(state_of(s, "v2") == STORE_SK_REVOKED && state_of(s, "v3") == STORE_SK_ACTIVE);
-	CHECK_RC(store_sk_revoke(s, "v1", "", NULL, 1003, NULL), WRIT_ERR_ARG); /* reason */
+	CHECK_RC(store_sk_revoke(s, "v1", "", NULL, 1003, NULL, NULL), WRIT_ERR_ARG); /* reason */
 	/* Only removed or revoked keys are purged. */
 	CHECK_RC(store_sk_purged(s, "v1", 1004, NULL), WRIT_ERR_ARG);
 	CHECK_RC(store_sk_purged(s, "v2", 1004, NULL), WRIT_OK);
@@ -214,6 +231,353 @@ static void test_key_rotated_with_no_issuer_waits_for_one_to_publish_it(void)
 	store_close(s);
 }
 
+/* The revocation's own transaction says what state it found the key in,
+ * and records the replacement only if that was active: the CLI's earlier
+ * read is a hint (an issuer's tick may activate or retire the key in
+ * between), and must not decide whether the replacement signs. */
+static void test_revoke_reports_the_state_it_found(void)
+{
+	char own[300];
+	writ_err err = {0};
+	store *s = NULL;
+	store_sk repl = {.kid = "w3", .alg = WRIT_ALG_ES384, .p11_id = "53"};
+	store_sk_state was = STORE_SK_NONE;
+
+	/* A file of its own: every alg has an active key in the shared one. */
+	snprintf(own, sizeof(own), "%s-revoke", path);
+	REQUIRE(store_open(own, STORE_CREATE, &s, &err) == WRIT_OK);
+	CHECK_RC(store_sk_add(s, "w1", WRIT_ALG_ES384, "51", STORE_SK_ROTATE, &W, 4000, NULL, NULL,
+	                      NULL),
+	         WRIT_OK);
+	CHECK_RC(store_sk_add(s, "w2", WRIT_ALG_ES384, "52", STORE_SK_ROTATE, &W, 4001, NULL, NULL,
+	                      NULL),
+	         WRIT_OK);
+	/* The caller thought w2 active and made a replacement: w2 is pending,
+	 * so it is revoked and the replacement is not recorded. */
+	CHECK_RC(store_sk_revoke(s, "w2", "compromised", &repl, 4002, &was, NULL), WRIT_OK);
+	CHECK(was == STORE_SK_PENDING && state_of(s, "w2") == STORE_SK_REVOKED);
+	CHECK(state_of(s, "w3") == STORE_SK_NONE && state_of(s, "w1") == STORE_SK_ACTIVE);
+	/* The caller thought w1 not active: refused, and told it is active. */
+	CHECK_RC(store_sk_revoke(s, "w1", "compromised", NULL, 4003, &was, NULL), WRIT_ERR_ARG);
+	CHECK(was == STORE_SK_ACTIVE && state_of(s, "w1") == STORE_SK_ACTIVE);
+	CHECK_RC(store_sk_revoke(s, "w1", "compromised", &repl, 4003, &was, NULL), WRIT_OK);
+	CHECK(was == STORE_SK_ACTIVE && state_of(s, "w3") == STORE_SK_ACTIVE);
+	CHECK_RC(store_sk_revoke(s, "nope", "compromised", NULL, 4004, &was, NULL),
+	         WRIT_ERR_NOT_FOUND);
+	CHECK(was == STORE_SK_NONE);
+	store_close(s);
+}
+
+/* ---- over a real token ---- */
+
+/* A token and a state database of its own: reconcile acts on every writ
+ * key of the token, so tests must not see each other's keys. */
+typedef struct hsm {
+	tu_token tok;
+	char db[400];
+	writ_config cfg;
+	p11_ctx *p11;
+	store *st;
+	lifecycle_lock lk;
+} hsm;
+
+static p11_ctx *hsm_ctx(hsm *h, const char *module)
+{
+	p11_cfg pc = {module, h->tok.label, h->tok.pin_file, NULL, h->tok.conf};
+	writ_err err = {0};
+	p11_ctx *ctx = NULL;
+
+	if (p11_open(&pc, &ctx, &err) != WRIT_OK)
+		fprintf(stderr, "p11_open: %s\n", err.msg);
+	REQUIRE(ctx != NULL);
+	return ctx;
+}
+
+/* 0 ready, 77 no SoftHSM2 (the caller skips). The key lock is held. */
+static int hsm_open(hsm *h)
+{
+	writ_err err = {0};
+	int rc;
+
+	memset(h, 0, sizeof(*h));
+	h->lk.fd = -1;
+	rc = tu_token_new(&h->tok);
+	if (rc != 0) {
+		REQUIRE(rc == 77);
+		return 77;
+	}
+	snprintf(h->db, sizeof(h->db), "%s/writ.db", h->tok.dir);
+	config_defaults(&h->cfg);
+	snprintf(h->cfg.state_db, sizeof(h->cfg.state_db), "%s", h->db);
+	h->cfg.key_pending_secs = 3;
+	h->cfg.key_retired_secs = 5;
+	h->p11 = hsm_ctx(h, h->tok.module);
+	REQUIRE(store_open(h->db, STORE_CREATE, &h->st, &err) == WRIT_OK);
+	REQUIRE(lifecycle_lock_take(h->db, 0, &h->lk, &err) == WRIT_OK);
+	return 0;
+}
+
+static void hsm_close(hsm *h)
+{
+	lifecycle_unlock(&h->lk);
+	store_close(h->st);
+	p11_close(h->p11);
+	tu_token_destroy(&h->tok);
+}
+
+/* Run SQL on the database behind the store's back (test faults). */
+static void sql(const hsm *h, const char *q)
+{
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+
+	REQUIRE(sqlite3_open(h->db, &db) == SQLITE_OK);
+	if (sqlite3_exec(db, q, NULL, NULL, &msg) != SQLITE_OK)
+		fprintf(stderr, "sql: %s: %s\n", q, msg != NULL ? msg : "?");
+	REQUIRE(msg == NULL);
+	sqlite3_close(db);
+}
+
+static int present(hsm *h, const char *p11_id)
+{
+	unsigned char id[P11_ID_MAX];
+	size_t len = 0;
+	int yes = -1;
+
+	REQUIRE(lifecycle_id_parse(p11_id, id, &len) == 0);
+	CHECK_RC(p11_key_present(h->p11, id, len, &yes, NULL), WRIT_OK);
+	return yes;
+}
+
+/* Delete one object of a key pair with the raw module, as an operator
+ * with pkcs11-tool would. */
+static void delete_object(hsm *h, CK_OBJECT_CLASS cls, const char *p11_id)
+{
+	CK_FUNCTION_LIST *f = (CK_FUNCTION_LIST *)p11_raw_functions(h->p11);
+	long s = p11_raw_session_get(h->p11);
+	unsigned char id[P11_ID_MAX];
+	size_t len = 0;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, id, 0}};
+	CK_OBJECT_HANDLE obj;
+	CK_ULONG n = 0;
+
+	REQUIRE(f != NULL && s >= 0 && lifecycle_id_parse(p11_id, id, &len) == 0);
+	t[1].ulValueLen = len;
+	REQUIRE(f->C_FindObjectsInit((CK_SESSION_HANDLE)s, t, 2) == CKR_OK);
+	REQUIRE(f->C_FindObjects((CK_SESSION_HANDLE)s, &obj, 1, &n) == CKR_OK);
+	REQUIRE(f->C_FindObjectsFinal((CK_SESSION_HANDLE)s) == CKR_OK);
+	REQUIRE(n == 1 && f->C_DestroyObject((CK_SESSION_HANDLE)s, obj) == CKR_OK);
+	p11_raw_session_put(h->p11, s);
+}
+
+static store_sk_state hsm_state(hsm *h, const char *kid)
+{
+	return state_of(h->st, kid);
+}
+
+/* Reconcile once read the token's key list and took every row whose key
+ * was not on it for a key the HSM no longer holds: removed, then purged.
+ * A key made and recorded by another process after the list was read was
+ * one (the concurrent rotate/purge race; test_cli.sh runs it for real),
+ * and so is a key whose public object is gone while its private key is
+ * still there. Gone now means: no private key under the row's CKA_ID. */
+static void test_reconcile_keeps_a_key_whose_public_half_is_gone(void)
+{
+	store_sk k1, k2;
+	writ_err err = {0};
+	hsm h;
+	int changed = -1;
+
+	if (hsm_open(&h) == 77)
+		return;
+	CHECK_RC(lifecycle_generate(h.p11, h.st, &h.cfg, &h.lk, WRIT_ALG_ES256, STORE_SK_ROTATE,
+	                            NULL, &k1, &err),
+	         WRIT_OK);
+	CHECK_RC(lifecycle_generate(h.p11, h.st, &h.cfg, &h.lk, WRIT_ALG_ES256, STORE_SK_ROTATE,
+	                            NULL, &k2, &err),
+	         WRIT_OK);
+	REQUIRE(k1.state == STORE_SK_ACTIVE && k2.state == STORE_SK_PENDING);
+	delete_object(&h, CKO_PUBLIC_KEY, k2.p11_id);
+	CHECK_RC(lifecycle_reconcile(h.p11, h.st, &h.cfg, &h.lk, time(NULL), &changed, &err),
+	         WRIT_OK);
+	CHECK(changed == 0 && hsm_state(&h, k2.kid) == STORE_SK_PENDING);
+	/* Once the private key is gone too, it is. */
+	delete_object(&h, CKO_PRIVATE_KEY, k2.p11_id);
+	CHECK(present(&h, k2.p11_id) == 0);
+	CHECK_RC(lifecycle_reconcile(h.p11, h.st, &h.cfg, &h.lk, time(NULL), &changed, &err),
+	         WRIT_OK);
+	CHECK(changed == 1 && hsm_state(&h, k2.kid) == STORE_SK_REMOVED);
+	CHECK(hsm_state(&h, k1.kid) == STORE_SK_ACTIVE && present(&h, k1.p11_id) == 1);
+	hsm_close(&h);
+}
+
+static int64_t ms_now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The key lock excludes every other holder, in this process or another,
+ * for as long as it is held; a wait for it is bounded; reconcile and key
+ * generation refuse to run without it; a symlink under its name is not
+ * followed. */
+static void test_key_lock_excludes_other_holders(void)
+{
+	char lockpath[600], target[600], db2[500];
+	lifecycle_lock other = {-1};
+	writ_err err = {0};
+	struct stat sb;
+	int64_t t0;
+	pid_t pid;
+	int status = -1;
+	hsm h;
+
+	if (hsm_open(&h) == 77)
+		return;
+	snprintf(lockpath, sizeof(lockpath), "%s%s", h.db, LIFECYCLE_LOCK_SUFFIX);
+	CHECK(lstat(lockpath, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 0777) == 0600);
+	CHECK_RC(lifecycle_lock_take(h.db, 0, &other, &err), WRIT_ERR_UNAVAILABLE);
+	CHECK(other.fd == -1 && strstr(err.msg, "keys.lock") != NULL);
+	t0 = ms_now();
+	CHECK_RC(lifecycle_lock_take(h.db, 150, &other, NULL), WRIT_ERR_UNAVAILABLE);
+	CHECK(ms_now() - t0 >= 150);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		lifecycle_lock c = {-1};
+		_exit(lifecycle_lock_take(h.db, 100, &c, NULL) == WRIT_ERR_UNAVAILABLE ? 0 : 1);
+	}
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_RC(lifecycle_reconcile(h.p11, h.st, &h.cfg, NULL, time(NULL), NULL, NULL),
+	         WRIT_ERR_ARG);
+	CHECK_RC(lifecycle_generate(h.p11, h.st, &h.cfg, &other, WRIT_ALG_ES256, STORE_SK_ROTATE,
+	                            NULL, NULL, NULL),
+	         WRIT_ERR_ARG);
+	lifecycle_unlock(&h.lk);
+	CHECK_RC(lifecycle_lock_take(h.db, 0, &other, &err), WRIT_OK);
+	lifecycle_unlock(&other);
+	CHECK(other.fd == -1);
+	snprintf(db2, sizeof(db2), "%s/other.db", h.tok.dir);
+	snprintf(target, sizeof(target), "%s/elsewhere", h.tok.dir);
+	snprintf(lockpath, sizeof(lockpath), "%s%s", db2, LIFECYCLE_LOCK_SUFFIX);
+	REQUIRE(symlink(target, lockpath) == 0);
+	CHECK_RC(lifecycle_lock_take(db2, 0, &other, NULL), WRIT_ERR_IO);
+	CHECK(lstat(target, &sb) != 0 && errno == ENOENT);
+	hsm_close(&h);
+}
+
+/* Once store_sk_add has committed, the row names the key (maybe as the
+ * active one): a failure after that must not destroy it. The fault is a
+ * trigger that renames the row as it is inserted, so reading it back by
+ * kid fails after the commit. */
+static void test_generate_keeps_a_recorded_key_when_reading_it_back_fails(void)
+{
+	store_sk out, *rows = NULL;
+	writ_err err = {0};
+	size_t n = 0;
+	hsm h;
+
+	if (hsm_open(&h) == 77)
+		return;
+	sql(&h, "CREATE TRIGGER test_rename AFTER INSERT ON signing_keys "
+	        "WHEN NEW.reason = 'test: read back fails' BEGIN "
+	        "UPDATE signing_keys SET kid = 'renamed-' || NEW.kid WHERE kid = NEW.kid; END");
+	CHECK_RC(lifecycle_generate(h.p11, h.st, &h.cfg, &h.lk, WRIT_ALG_ES256, STORE_SK_ROTATE,
+	                            "test: read back fails", &out, &err),
+	         WRIT_ERR_NOT_FOUND);
+	CHECK_RC(store_sk_list(h.st, &rows, &n, NULL), WRIT_OK);
+	REQUIRE(n == 1);
+	CHECK(strncmp(rows[0].kid, "renamed-", 8) == 0 && rows[0].state == STORE_SK_ACTIVE);
+	CHECK(present(&h, rows[0].p11_id) == 1);
+	free(rows);
+	hsm_close(&h);
+}
+
+/* Keys from before the store are adopted in one transaction per alg: a
+ * failure half-way (here a trigger refusing the second row) leaves none
+ * of them recorded, not an active key without its older siblings. */
+static void test_adopt_records_all_keys_of_an_alg_or_none(void)
+{
+	store_sk *rows = NULL;
+	writ_err err = {0};
+	size_t n = 0, i, active = 0, retired = 0;
+	p11_key k;
+	hsm h;
+	int changed = -1;
+
+	if (hsm_open(&h) == 77)
+		return;
+	for (i = 0; i < 3; i++) {
+		REQUIRE(p11_key_generate(h.p11, WRIT_ALG_ES384, &k, &err) == WRIT_OK);
+		EVP_PKEY_free(k.pub);
+	}
+	sql(&h, "CREATE TRIGGER test_refuse BEFORE INSERT ON signing_keys "
+	        "WHEN (SELECT count(*) FROM signing_keys WHERE alg = NEW.alg) >= 1 BEGIN "
+	        "SELECT RAISE(ABORT, 'test: refused'); END");
+	CHECK(lifecycle_reconcile(h.p11, h.st, &h.cfg, &h.lk, time(NULL), &changed, &err) !=
+	      WRIT_OK);
+	CHECK_RC(store_sk_list(h.st, &rows, &n, NULL), WRIT_OK);
+	CHECK(n == 0);
+	free(rows);
+	sql(&h, "DROP TRIGGER test_refuse");
+	CHECK_RC(lifecycle_reconcile(h.p11, h.st, &h.cfg, &h.lk, time(NULL), &changed, &err),
+	         WRIT_OK);
+	CHECK(changed == 3);
+	CHECK_RC(store_sk_list(h.st, &rows, &n, NULL), WRIT_OK);
+	for (i = 0; i < n; i++) {
+		active += rows[i].state == STORE_SK_ACTIVE;
+		retired += rows[i].state == STORE_SK_RETIRED;
+	}
+	CHECK(n == 3 && active == 1 && retired == 2);
+	free(rows);
+	hsm_close(&h);
+}
+
+/* A module may hand out search results a few at a time (PKCS#11 only
+ * promises that a call returning none means no more). One C_FindObjects
+ * call listed a partial keyring, and reconcile took the keys left out for
+ * keys the HSM no longer holds. A module that never says "no more" gets
+ * an error at the cap, never a cut list. Needs the shim (tests/CMakeLists
+ * builds this file as one and names it in WRIT_P11_SHIM). */
+static void test_key_list_is_complete_when_the_module_answers_in_batches(void)
+{
+	const char *shim = getenv("WRIT_P11_SHIM");
+	p11_key *keys = NULL, k;
+	writ_err err = {0};
+	p11_ctx *ctx;
+	size_t n = 0, i;
+	hsm h;
+
+	if (shim == NULL) {
+		fprintf(stderr, "SKIP: no WRIT_P11_SHIM\n");
+		return;
+	}
+	if (hsm_open(&h) == 77)
+		return;
+	for (i = 0; i < 3; i++) {
+		REQUIRE(p11_key_generate(h.p11, WRIT_ALG_ES256, &k, &err) == WRIT_OK);
+		EVP_PKEY_free(k.pub);
+	}
+	/* One context per module in a process, and the shim's is SoftHSM2. */
+	p11_close(h.p11);
+	h.p11 = NULL;
+	setenv("WRIT_SHIM_REAL", h.tok.module, 1);
+	setenv("WRIT_SHIM_FIND", "one", 1);
+	ctx = hsm_ctx(&h, shim);
+	CHECK_RC(p11_keys_list(ctx, &keys, &n, &err), WRIT_OK);
+	CHECK(n == 3);
+	p11_keys_free(keys, n);
+	setenv("WRIT_SHIM_FIND", "endless", 1);
+	CHECK_RC(p11_keys_list(ctx, &keys, &n, &err), WRIT_ERR_TOO_LARGE);
+	CHECK(keys == NULL && n == 0 && strstr(err.msg, "more than 1024") != NULL);
+	unsetenv("WRIT_SHIM_FIND");
+	p11_close(ctx);
+	hsm_close(&h);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/writ-lifecycle-XXXXXX";
@@ -225,11 +589,71 @@ int main(void)
 	RUN(test_retire_revoke_purge_rules);
 	RUN(test_hold_moves_a_pending_key_later_only);
 	RUN(test_key_rotated_with_no_issuer_waits_for_one_to_publish_it);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/writ.db-wal", dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/writ.db-shm", dir);
-	unlink(path);
-	rmdir(dir);
+	RUN(test_revoke_reports_the_state_it_found);
+	RUN(test_reconcile_keeps_a_key_whose_public_half_is_gone);
+	RUN(test_key_lock_excludes_other_holders);
+	RUN(test_generate_keeps_a_recorded_key_when_reading_it_back_fails);
+	RUN(test_adopt_records_all_keys_of_an_alg_or_none);
+	RUN(test_key_list_is_complete_when_the_module_answers_in_batches);
+	/* The databases, their -wal, -shm and signal files. */
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	if (system(path) != 0)
+		fprintf(stderr, "warning: could not remove %s\n", dir);
 	return tu_finish();
 }
+
+#else /* WRIT_TEST_P11_SHIM: the PKCS#11 module */
+
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/pkcs11.h>
+
+/* The real module's functions, and ours: a copy of its list with
+ * C_FindObjects replaced. The real module is $WRIT_SHIM_REAL. */
+static CK_FUNCTION_LIST *real;
+static CK_FUNCTION_LIST shim;
+static CK_OBJECT_HANDLE last;
+
+/* $WRIT_SHIM_FIND: unset, the real answer; "one", at most one object per
+ * call; "endless", the same, and the last object again where the real
+ * module says there are no more (a module that never ends a search). */
+static CK_RV shim_find(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR out, CK_ULONG max, CK_ULONG_PTR n)
+{
+	const char *mode = getenv("WRIT_SHIM_FIND");
+	CK_RV rv;
+
+	if (mode == NULL || max == 0)
+		return real->C_FindObjects(s, out, max, n);
+	rv = real->C_FindObjects(s, out, 1, n);
+	if (rv == CKR_OK && *n == 1)
+		last = out[0];
+	else if (rv == CKR_OK && strcmp(mode, "endless") == 0 && last != 0) {
+		out[0] = last;
+		*n = 1;
+	}
+	return rv;
+}
+
+__attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out)
+{
+	const char *path = getenv("WRIT_SHIM_REAL");
+	CK_C_GetFunctionList get;
+	void *dl;
+
+	if (real == NULL) {
+		dl = path != NULL ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+		if (dl == NULL)
+			return CKR_GENERAL_ERROR;
+		*(void **)&get = dlsym(dl, "C_GetFunctionList");
+		if (get == NULL || get(&real) != CKR_OK)
+			return CKR_GENERAL_ERROR;
+		shim = *real;
+		shim.C_FindObjects = shim_find;
+	}
+	*out = &shim;
+	return CKR_OK;
+}
+
+#endif

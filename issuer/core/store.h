@@ -396,10 +396,26 @@ WRIT_MUST_CHECK writ_rc store_sk_retire(store *s, const char *kid, const store_s
  * repl (the replacement, already generated in the HSM: kid, alg, p11_id)
  * is recorded active in the same transaction, so the alg is never left
  * without a signing key; revoking an active key without repl, or with a
- * repl of another alg, is WRIT_ERR_ARG. reason is required.
+ * repl of another alg, is WRIT_ERR_ARG. reason is required. *was
+ * (optional) receives the state kid had inside the transaction
+ * (STORE_SK_NONE if unknown): repl was recorded iff the call succeeded and
+ * *was is STORE_SK_ACTIVE. A state read before the call is only a hint
+ * (an issuer's store_sk_advance may activate or retire kid meanwhile).
  */
 WRIT_MUST_CHECK writ_rc store_sk_revoke(store *s, const char *kid, const char *reason,
-                                        const store_sk *repl, int64_t now, writ_err *err);
+                                        const store_sk *repl, int64_t now, store_sk_state *was,
+                                        writ_err *err);
+/*
+ * Record keys found in the HSM from before the store existed (reconcile),
+ * all of alg, newest first: keys[0] active, the others retired (published
+ * until every token they signed has expired), all in one transaction, so
+ * a failure leaves none of them recorded. If alg has any row by then,
+ * nothing is recorded and *adopted is 0; else *adopted = n. Each key needs
+ * kid, alg and p11_id.
+ */
+WRIT_MUST_CHECK writ_rc store_sk_adopt(store *s, writ_alg alg, const store_sk *keys, size_t n,
+                                       const store_sk_windows *w, int64_t now, const char *reason,
+                                       size_t *adopted, writ_err *err);
 /* Record that kid's HSM objects were destroyed (audit key_purged). Only
  * removed and revoked keys: anything else is WRIT_ERR_ARG. */
 WRIT_MUST_CHECK writ_rc store_sk_purged(store *s, const char *kid, int64_t now, writ_err *err);

@@ -295,6 +295,65 @@ writ_rc store_sk_add(store *s, const char *kid, writ_alg alg, const char *p11_id
 	return store_tx_end(s, 1, rc, err);
 }
 
+/* store_sk_adopt inside the transaction. */
+static writ_rc adopt_tx(store *s, const char *alg, const store_sk *keys, size_t n,
+                        const store_sk_windows *w, int64_t now, const char *reason, size_t *adopted,
+                        writ_err *err)
+{
+	char why[WRIT_KID_MAX + 48];
+	int64_t c, rows = 0;
+	writ_rc rc = WRIT_OK;
+	size_t i;
+	int st;
+
+	for (st = STORE_SK_PENDING; rc == WRIT_OK && st <= STORE_SK_REVOKED; st++) {
+		c = 0;
+		rc = count_state(s, alg, sk_names[st], &c, err);
+		rows += c;
+	}
+	/* Someone recorded keys of alg since the caller looked: those rows
+	 * say what the keys are, not an adoption. */
+	if (rc != WRIT_OK || rows > 0)
+		return rc;
+	rc = insert(s, keys[0].kid, alg, keys[0].p11_id, STORE_SK_ACTIVE, now, now, reason, err);
+	snprintf(why, sizeof(why), "adopted: older than %s", keys[0].kid);
+	/* The others signed before the newest: retired (still published until
+	 * every token they signed has expired), as the old issuer treated them. */
+	for (i = 1; rc == WRIT_OK && i < n; i++) {
+		rc = insert(s, keys[i].kid, alg, keys[i].p11_id, STORE_SK_PENDING, now,
+		            now + w->pending_secs, reason, err);
+		if (rc == WRIT_OK)
+			rc = update(s, ST_SK_RETIRE, keys[i].kid, now, now + w->retired_secs, why,
+			            NULL, err);
+	}
+	if (rc == WRIT_OK)
+		*adopted = n;
+	return rc;
+}
+
+writ_rc store_sk_adopt(store *s, writ_alg alg, const store_sk *keys, size_t n,
+                       const store_sk_windows *w, int64_t now, const char *reason, size_t *adopted,
+                       writ_err *err)
+{
+	size_t i;
+	writ_rc rc;
+
+	*adopted = 0;
+	if (s == NULL || w == NULL || keys == NULL || n == 0)
+		return writ_err_set(err, WRIT_ERR_ARG, "store_sk_adopt: bad arguments");
+	for (i = 0; i < n; i++)
+		if (keys[i].alg != alg || !args_ok(keys[i].kid, alg, keys[i].p11_id, reason))
+			return writ_err_set(err, WRIT_ERR_ARG, "invalid signing key record");
+	rc = store_tx_begin(s, 1, err);
+	if (rc != WRIT_OK)
+		return rc;
+	rc = adopt_tx(s, writ_alg_name(alg), keys, n, w, now, reason, adopted, err);
+	rc = store_tx_end(s, 1, rc, err);
+	if (rc != WRIT_OK)
+		*adopted = 0;
+	return rc;
+}
+
 writ_rc store_sk_set_jwk(store *s, const char *kid, const char *jwk_json, writ_err *err)
 {
 	sqlite3_stmt *st;
@@ -449,14 +508,17 @@ writ_rc store_sk_retire(store *s, const char *kid, const store_sk_windows *w, in
 }
 
 static writ_rc revoke_tx(store *s, const char *kid, const char *reason, const store_sk *repl,
-                         int64_t now, writ_err *err)
+                         int64_t now, store_sk_state *was, writ_err *err)
 {
 	store_sk k;
 	writ_rc rc;
 	int n = 0;
 
 	rc = store_sk_get(s, kid, &k, err);
-	if (rc != WRIT_OK || k.state == STORE_SK_REVOKED)
+	if (rc != WRIT_OK)
+		return rc;
+	*was = k.state;
+	if (k.state == STORE_SK_REVOKED)
 		return rc;
 	if (k.state == STORE_SK_ACTIVE && (repl == NULL || repl->alg != k.alg))
 		return writ_err_set(err, WRIT_ERR_ARG,
@@ -470,10 +532,14 @@ static writ_rc revoke_tx(store *s, const char *kid, const char *reason, const st
 }
 
 writ_rc store_sk_revoke(store *s, const char *kid, const char *reason, const store_sk *repl,
-                        int64_t now, writ_err *err)
+                        int64_t now, store_sk_state *was, writ_err *err)
 {
+	store_sk_state dummy;
 	writ_rc rc;
 
+	if (was == NULL)
+		was = &dummy;
+	*was = STORE_SK_NONE;
 	if (s == NULL || kid == NULL || reason == NULL || reason[0] == '\0' ||
 	    strlen(reason) > STORE_REASON_MAX)
 		return writ_err_set(err, WRIT_ERR_ARG, "revoking a key needs a reason");
@@ -481,7 +547,7 @@ writ_rc store_sk_revoke(store *s, const char *kid, const char *reason, const sto
 		return writ_err_set(err, WRIT_ERR_ARG, "invalid replacement key");
 	rc = store_tx_begin(s, 1, err);
 	if (rc == WRIT_OK)
-		rc = store_tx_end(s, 1, revoke_tx(s, kid, reason, repl, now, err), err);
+		rc = store_tx_end(s, 1, revoke_tx(s, kid, reason, repl, now, was, err), err);
 	return rc;
 }
 

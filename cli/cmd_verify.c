@@ -17,12 +17,14 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: writ verify --jwks FILE|- [--iss ISSUER] [--aud AUDIENCE] [--typ TYP]\n"
+	    "usage: writ verify --jwks FILE|- --iss ISSUER --aud AUDIENCE [--typ TYP]\n"
 	    "                   [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n"
 	    "       writ verify --jwks-url URL --iss ISSUER --aud AUDIENCE [--ca-file FILE]\n"
 	    "                   [--allow-http] [--leeway SECONDS] [--max-ttl SECONDS] [TOKEN|-]\n\n"
 	    "Verify a writ access token offline. TOKEN defaults to - (stdin): prefer it,\n"
 	    "since a bearer token on a command line is visible to other local users.\n"
+	    "--iss and --aud are required: a token is valid only for the issuer and the\n"
+	    "audience that expect it (RFC 9068 s.4), and \"sub\" must be present.\n"
 	    "--typ defaults to at+jwt; --leeway to 30 (max 60); --max-ttl to 3600.\n"
 	    "--jwks-url fetches the issuer's JWK Set through libwrit's verifier, as a\n"
 	    "target service does; it needs --iss and --aud, and the token type is always\n"
@@ -72,8 +74,6 @@ static writ_rc verify_url(const char *url, const char *ca_file, int allow_http,
 	writ_verifier *v = NULL;
 	writ_rc rc;
 
-	if (vo->iss == NULL || vo->aud == NULL)
-		cli_die("verify: --jwks-url needs --iss and --aud");
 	if (strcmp(vo->typ, "at+jwt") != 0)
 		cli_die("verify: --jwks-url verifies access tokens only (typ at+jwt)");
 	/* The library maps leeway 0 to its default; --leeway 0 is kept as
@@ -100,7 +100,8 @@ int verify_main(int argc, char **argv)
 	                                     {"allow-http", no_argument, 0, 'H'},
 	                                     {"help", no_argument, 0, 'h'},
 	                                     {0, 0, 0, 0}};
-	writ_verify_opts vo = {.typ = "at+jwt", .leeway = 30, .max_ttl = WRIT_TTL_HARD_CAP};
+	writ_verify_opts vo = {
+	    .typ = "at+jwt", .leeway = 30, .max_ttl = WRIT_TTL_HARD_CAP, .require_sub = 1};
 	const char *jwks_path = NULL, *jwks_url = NULL, *ca_file = NULL, *tok_path = "-";
 	char *jwks_buf, *tok, *claims_json;
 	size_t jlen, tlen;
@@ -131,6 +132,11 @@ int verify_main(int argc, char **argv)
 	}
 	if (optind < argc)
 		tok_path = argv[optind];
+	/* Without them any token the key set signed would pass, whoever it
+	 * was made for: another issuer's, another service's. */
+	if (vo.iss == NULL || vo.aud == NULL)
+		cli_die("verify: --iss and --aud are required (the issuer and audience the token "
+		        "must name)");
 	if (jwks_url != NULL) {
 		tok = read_token(tok_path, &tlen);
 		rc = verify_url(jwks_url, ca_file, allow_http, &vo, tok, tlen, &claims, &err);

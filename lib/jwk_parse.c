@@ -232,6 +232,38 @@ static int kid_ok(const char *kid, size_t len)
 	return 1;
 }
 
+/* RFC 7517 s.4.3: when "key_ops" is there it says what the key is for:
+ * an array of distinct strings, and here it must include "verify" (a key
+ * published for "encrypt" or only "sign" is not one to check signatures
+ * with). */
+static writ_rc key_ops_ok(const json_t *ops, writ_err *err)
+{
+	size_t i, j;
+	int verify = 0;
+
+	if (ops == NULL)
+		return WRIT_OK;
+	if (!json_is_array(ops) || json_array_size(ops) > 8)
+		return writ_err_set(err, WRIT_ERR_JWK,
+		                    "JWK \"key_ops\" must be an array of strings");
+	for (i = 0; i < json_array_size(ops); i++) {
+		const json_t *op = json_array_get(ops, i);
+
+		if (!json_is_string(op))
+			return writ_err_set(err, WRIT_ERR_JWK,
+			                    "JWK \"key_ops\" must be an array of strings");
+		for (j = 0; j < i; j++)
+			if (json_equal(op, json_array_get(ops, j)))
+				return writ_err_set(err, WRIT_ERR_JWK,
+				                    "JWK \"key_ops\" repeats a value");
+		verify |= strcmp(json_string_value(op), "verify") == 0;
+	}
+	if (!verify)
+		return writ_err_set(err, WRIT_ERR_JWK,
+		                    "JWK \"key_ops\" does not include \"verify\"");
+	return WRIT_OK;
+}
+
 static writ_rc jwk_from_json(const json_t *o, int need_kid, writ_jwk **out, writ_err *err)
 {
 	const char *kty = member_str(o, "kty"), *alg_s = member_str(o, "alg");
@@ -262,6 +294,8 @@ static writ_rc jwk_from_json(const json_t *o, int need_kid, writ_jwk **out, writ
 		                    "JWK \"alg\" is not one of ES256, ES384, RS256, PS256, EdDSA");
 	if (json_object_get(o, "use") != NULL && (use == NULL || strcmp(use, "sig") != 0))
 		return writ_err_set(err, WRIT_ERR_JWK, "JWK \"use\" is not \"sig\"");
+	if ((rc = key_ops_ok(json_object_get(o, "key_ops"), err)) != WRIT_OK)
+		return rc;
 	if (kidv != NULL &&
 	    (!json_is_string(kidv) || !kid_ok(json_string_value(kidv), json_string_length(kidv))))
 		return writ_err_set(err, WRIT_ERR_JWK,

@@ -71,15 +71,19 @@ void limits_free(limits *l)
 }
 
 /* Rate in requests per second from {"rps": N} and/or {"rpm": N}, the
- * stricter if both. <= 0: unusable (refused, not ignored: a limit the
- * issuer meant must not silently become no limit). */
+ * stricter if both. 0: neither is there, nothing for this library to
+ * count (other names, e.g. "rows", are the service's to read and enforce).
+ * < 0: unusable, refused rather than ignored: a rate the issuer meant
+ * must not silently become no limit. */
 static double lim_rate(const json_t *lim)
 {
 	const json_t *rps = json_object_get(lim, "rps"), *rpm = json_object_get(lim, "rpm");
 	double r = INFINITY;
 
-	if (!json_is_object(lim) || (rps == NULL && rpm == NULL))
+	if (!json_is_object(lim))
 		return -1;
+	if (rps == NULL && rpm == NULL)
+		return 0;
 	if (rps != NULL) {
 		if (!json_is_number(rps) || !(json_number_value(rps) > 0))
 			return -1;
@@ -136,7 +140,9 @@ writ_rc limits_take(limits *l, const char *sub, const char *aud, const json_t *l
 	writ_rc rc = WRIT_OK;
 
 	*retry_after = 0;
-	if (rate <= 0 || kl > sizeof(key))
+	if (rate == 0)
+		return WRIT_OK;
+	if (rate < 0 || kl > sizeof(key))
 		return WRIT_ERR_CLAIM;
 	cap = fmax(1.0, rate);
 	memcpy(key, sub, sl + 1);

@@ -124,23 +124,30 @@ refuse "a configuration path over the cap is refused" 'configuration path is ove
 $WRIT -c "$C" jwks >"$D/jwks.json" && ok "jwks" || bad "jwks"
 TOK=$($WRIT -c "$C" mint --sub agent-1 --aud orders-db --scope "db:read" --ttl 60)
 [ -n "$TOK" ] && ok "mint prints a token" || bad "mint"
-echo "$TOK" | $WRIT verify --jwks "$D/jwks.json" --aud orders-db >"$D/claims.json" \
+ISS=$(sed -n 's/^issuer *= *//p' "$C")
+echo "$TOK" | $WRIT verify --jwks "$D/jwks.json" --iss "$ISS" --aud orders-db >"$D/claims.json" \
   && grep -q '"sub":"agent-1"' "$D/claims.json" && ok "verify prints the claims" || bad "verify"
 refuse "mint above token_ttl_max is refused" 'above token_ttl_max' \
   $WRIT -c "$C" mint --sub a --aud b --scope c --ttl 7200
 refuse "mint with a scope that is not UTF-8 says so" 'printable UTF-8' \
   $WRIT -c "$C" mint --sub a --aud b --scope "$(printf 'db:\xc3')"
 refuse "verify: wrong audience, one line" 'wrong audience' \
-  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --aud billing"
+  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --iss '$ISS' --aud billing"
+# Attack: a token for another issuer or service, checked without saying
+# which: refused before anything is read.
+refuse "test_verify_without_iss_or_aud_refused: --aud alone" 'iss and --aud are required' \
+  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --aud orders-db"
+refuse "test_verify_without_iss_or_aud_refused: neither" 'iss and --aud are required' \
+  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json'"
 FORGED=$(echo "$TOK" | /usr/bin/python3 -c '
 import base64,sys
 h,p,s=sys.stdin.read().strip().split(".")
 d=base64.urlsafe_b64decode(p+"="*(-len(p)%4)).replace(b"db:read",b"db:drop")
 print(h+"."+base64.urlsafe_b64encode(d).decode().rstrip("=")+"."+s)')
 refuse "verify: a payload changed to widen scope fails the signature" 'bad signature' \
-  sh -c "echo '$FORGED' | $WRIT verify --jwks '$D/jwks.json'"
+  sh -c "echo '$FORGED' | $WRIT verify --jwks '$D/jwks.json' --iss '$ISS' --aud orders-db"
 refuse "verify: expired token (max-ttl cap below its lifetime)" 'lifetime' \
-  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --max-ttl 30"
+  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/jwks.json' --iss '$ISS' --aud orders-db --max-ttl 30"
 # Refused before any connection is made (tests reach 127.0.0.1 only).
 refuse "verify: a JWK Set over plain http to another host is refused" 'only to a loopback host' \
   sh -c "echo '$TOK' | $WRIT verify --jwks-url http://issuer.example.com/jwks.json --iss x --aud orders-db"
@@ -165,7 +172,7 @@ else bad "exchange: plain http to a loopback issuer went elsewhere: $(head -1 "$
 kill $HS 2>/dev/null; wait $HS 2>/dev/null
 echo '{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"x","x":"AAAA","y":"AAAA"}]}' >"$D/badjwks.json"
 refuse "verify: a bad JWK Set is named" 'JWK Set: keys\[0\]' \
-  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/badjwks.json'"
+  sh -c "echo '$TOK' | $WRIT verify --jwks '$D/badjwks.json' --iss '$ISS' --aud orders-db"
 
 # writ mint signs with an active key only, and only with the store there
 # to take its audit record (token_minted, drained by the issuer).

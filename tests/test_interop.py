@@ -114,11 +114,13 @@ def main():
             v = writ(conf, "verify", "--jwks", jwks_file, "--iss", ISS, "--aud", "orders-db",
                      stdin=tok + "\n")
             check(json.loads(v.stdout)["jti"] == claims["jti"], f"{alg}: writ verify accepts")
-            bad = writ(conf, "verify", "--jwks", jwks_file, "--aud", "billing", stdin=tok,
+            bad = writ(conf, "verify", "--jwks", jwks_file, "--iss", ISS, "--aud", "billing",
+                       stdin=tok,
                        ok=False)
             check(bad.returncode == 1 and bad.stderr.count("\n") == 1 and "audience" in bad.stderr,
                   f"{alg}: writ verify refuses the wrong audience with one line")
-            bad = writ(conf, "verify", "--jwks", jwks_file, "--iss", "https://evil", stdin=tok,
+            bad = writ(conf, "verify", "--jwks", jwks_file, "--iss", "https://evil", "--aud",
+                       "orders-db", stdin=tok,
                        ok=False)
             check(bad.returncode == 1 and "issuer" in bad.stderr,
                   f"{alg}: writ verify refuses the wrong issuer")

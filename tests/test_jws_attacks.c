@@ -1350,6 +1350,16 @@ static void test_jwks_missing_alg_refused(void)
 	CHECK_RC(key_parse(jwk_with(es->jwk, "use", "\"enc\"")), WRIT_ERR_JWK);
 	CHECK_RC(key_parse(jwk_with(es->jwk, "use", "1")), WRIT_ERR_JWK);
 	CHECK_RC(key_parse(jwk_with(es->jwk, "use", NULL)), WRIT_OK);
+	/* Attack: a key published for another purpose used to verify.
+	 * key_ops, when present, is distinct strings including "verify". */
+	CHECK_RC(key_parse(jwk_with(es->jwk, "key_ops", "[\"encrypt\"]")), WRIT_ERR_JWK);
+	CHECK_RC(key_parse(jwk_with(es->jwk, "key_ops", "[\"sign\"]")), WRIT_ERR_JWK);
+	CHECK_RC(key_parse(jwk_with(es->jwk, "key_ops", "[]")), WRIT_ERR_JWK);
+	CHECK_RC(key_parse(jwk_with(es->jwk, "key_ops", "\"verify\"")), WRIT_ERR_JWK);
+	CHECK_RC(key_parse(jwk_with(es->jwk, "key_ops", "[\"verify\",1]")), WRIT_ERR_JWK);
+	CHECK_RC(key_parse(jwk_with(es->jwk, "key_ops", "[\"verify\",\"verify\"]")), WRIT_ERR_JWK);
+	CHECK_RC(key_parse(jwk_with(es->jwk, "key_ops", "[\"verify\"]")), WRIT_OK);
+	CHECK_RC(key_parse(jwk_with(es->jwk, "key_ops", "[\"sign\",\"verify\"]")), WRIT_OK);
 }
 
 static void test_jwks_kid_not_thumbprint_refused(void)

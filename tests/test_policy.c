@@ -248,7 +248,7 @@ static void test_lim_merge_and_rates(void)
 		      ",'lim':{'rps':5,'rows':100},'rate':'60/min'") ","
 		ALLOW("r2", "'*'", "'svc'", "'a','b'",
 		      ",'lim':{'rps':2,'conc':3},'rate':'10/sec'") ","
-		ALLOW("r3", "'*'", "'svc'", "'c'", ",'lim':{'rps':0}")));
+		ALLOW("r3", "'*'", "'svc'", "'c'", ",'lim':{'rows':0}")));
 	/* clang-format on */
 	char *lim;
 
@@ -270,7 +270,7 @@ static void test_lim_merge_and_rates(void)
 	CHECK_RC(decide(p, "x", NULL, "svc", "c"), WRIT_OK);
 	CHECK(dec.nlim == 1 && dec.lim[0].value == 0 && dec.nrate == 0);
 	lim = policy_decision_lim_json(&dec);
-	CHECK(lim != NULL && strcmp(lim, "{\"rps\":0}") == 0);
+	CHECK(lim != NULL && strcmp(lim, "{\"rows\":0}") == 0);
 	free(lim);
 	CHECK_RC(decide(p, "x", NULL, "svc", "zz"), WRIT_OK);
 	CHECK(dec.nlim == 0 && policy_decision_lim_json(&dec) == NULL);
@@ -360,6 +360,12 @@ static void test_every_parse_error_names_rule_and_field(void)
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'rate':60")), C, "field \"rate\"");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':{'rps':-1}")), C,
 	        "(id \"x\"): lim: \"rps\" must be an integer");
+	/* A rate of 0 would make the rule's tokens refuse every request at
+	 * the target (the verifier library counts rps and rpm). */
+	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':{'rps':0}")), C,
+	        "(id \"x\"): lim: \"rps\" must be an integer in 1..");
+	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':{'rows':5,'rpm':0}")), C,
+	        "(id \"x\"): lim: \"rpm\" must be an integer in 1..");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':{'r-s':1}")), C,
 	        "(id \"x\"): lim: name \"r-s\"");
 	refused(POL(ALLOW("x", "'a'", "'b'", "'c'", ",'lim':[1]")), C,

@@ -462,6 +462,9 @@ static void test_check_scope_limits_and_decisions(void)
 	writ_verifier *v = bytes_verifier();
 	char *t = mint(&k1, k1.kid, "lim-agent", "db:read", ",\"lim\":{\"rps\":5}", 300);
 	char *bad = mint(&k1, k1.kid, "x", "db:read", ",\"lim\":{\"rps\":\"lots\"}", 300);
+	char *zero = mint(&k1, k1.kid, "z", "db:read", ",\"lim\":{\"rps\":0,\"rows\":9}", 300);
+	char *rows = mint(&k1, k1.kid, "r", "db:read", ",\"lim\":{\"rows\":100}", 300);
+	writ_claims *c = NULL;
 	double ra = -1;
 	writ_err err = {0};
 	int i;
@@ -478,15 +481,28 @@ static void test_check_scope_limits_and_decisions(void)
 	CHECK(seen.last == WRIT_ERR_SCOPE);
 	pause_ms(250); /* 5/s refills one in 200 ms */
 	CHECK_RC(writ_verifier_check(v, t, strlen(t), "db:read", NULL, &ra, NULL), WRIT_OK);
-	/* A limit that cannot be enforced is refused, not ignored. */
+	/* A rate that cannot be enforced is refused, not ignored. */
 	CHECK_RC(writ_verifier_check(v, bad, strlen(bad), "db:read", NULL, &ra, NULL),
 	         WRIT_ERR_CLAIM);
+	CHECK_RC(writ_verifier_check(v, zero, strlen(zero), "db:read", NULL, &ra, NULL),
+	         WRIT_ERR_CLAIM);
+	/* Names other than rps/rpm are the service's: admitted, and there in
+	 * the claims for it to enforce (writ policy check accepts them). */
+	for (i = 0; i < 20; i++)
+		CHECK_RC(writ_verifier_check(v, rows, strlen(rows), "db:read", i == 0 ? &c : NULL,
+		                             &ra, NULL),
+		         WRIT_OK);
+	CHECK(c != NULL && json_integer_value(json_object_get(
+	                       json_object_get(writ_claims_payload(c), "lim"), "rows")) == 100);
+	writ_claims_free(c);
 	CHECK_RC(writ_verifier_check(v, "x.y.z", 5, "db:read", NULL, &ra, NULL),
 	         WRIT_ERR_MALFORMED);
 	CHECK(seen.last == WRIT_ERR_MALFORMED && seen.jti[0] == '\0');
 	writ_verifier_free(v);
 	free(t);
 	free(bad);
+	free(zero);
+	free(rows);
 }
 
 /* The key set remembers headers of tokens that verified; a later token

@@ -74,10 +74,14 @@ WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verifier_verify(writ_verifier *v, const
 WRIT_EXPORT int writ_claims_has_scope(const writ_claims *c, const char *action);
 
 /*
- * Admit one request under the token's limits ("lim", e.g. {"rps": 5}),
- * counted per (sub, aud) with a token bucket. Returns WRIT_OK, or
- * WRIT_ERR_RATE_LIMITED with *retry_after (seconds) when over the limit.
- * A token without "lim" is always admitted.
+ * Admit one request under the token's rate limits ("lim": "rps" and/or
+ * "rpm", the stricter applies), counted per (sub, aud) with a token
+ * bucket. Returns WRIT_OK, or WRIT_ERR_RATE_LIMITED with *retry_after
+ * (seconds) when over the limit; WRIT_ERR_CLAIM when "lim" is not an
+ * object or its rps/rpm is not a positive number (refused, not ignored).
+ * A token without "lim", or whose "lim" names neither rps nor rpm, is
+ * admitted: other names (e.g. {"rows": 100}) are the service's to read
+ * from the claims and enforce.
  */
 WRIT_EXPORT WRIT_MUST_CHECK writ_rc writ_verifier_admit(writ_verifier *v, const writ_claims *c,
                                                         double *retry_after);

@@ -215,6 +215,13 @@ static writ_rc parse_lim(policy *p, const json_t *v, const where *w, policy_rule
 		if (n < 0 || n > POLICY_LIM_VALUE_MAX)
 			return rule_err(err, w, "lim: \"%s\" must be an integer in 0..%d", key,
 			                POLICY_LIM_VALUE_MAX);
+		/* The rates the verifier library counts: 0 would make every
+		 * token of the rule useless at the target, never "no limit". */
+		if (n == 0 && (strcmp(key, "rps") == 0 || strcmp(key, "rpm") == 0))
+			return rule_err(err, w,
+			                "lim: \"%s\" must be an integer in 1..%d (a rate of 0 "
+			                "would refuse every request at the target)",
+			                key, POLICY_LIM_VALUE_MAX);
 		for (k = 0; k < p->nlim_names; k++)
 			if (strcmp(p->lim_names[k], key) == 0)
 				break;

@@ -339,43 +339,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
-static writ_rc parse_listen(const char *s, struct sockaddr_storage *ss, int *v6, writ_err *err)
-{
-	char host[128];
-	const char *colon = strrchr(s, ':');
-	char *end;
-	unsigned long port;
-	size_t hl;
-
-	memset(ss, 0, sizeof(*ss));
-	if (colon == NULL)
-		return writ_err_set(err, WRIT_ERR_CONFIG, "listen \"%s\": want HOST:PORT", s);
-	port = strtoul(colon + 1, &end, 10);
-	hl = (size_t)(colon - s);
-	if (*end != '\0' || colon[1] == '\0' || port > 65535 || hl == 0 || hl >= sizeof(host))
-		return writ_err_set(err, WRIT_ERR_CONFIG, "listen \"%s\": bad port", s);
-	memcpy(host, s, hl);
-	host[hl] = '\0';
-	if (host[0] == '[' && host[hl - 1] == ']') {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-		host[hl - 1] = '\0';
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons((uint16_t)port);
-		*v6 = 1;
-		if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) == 1)
-			return WRIT_OK;
-	} else {
-		struct sockaddr_in *a = (struct sockaddr_in *)ss;
-		a->sin_family = AF_INET;
-		a->sin_port = htons((uint16_t)port);
-		*v6 = 0;
-		if (inet_pton(AF_INET, host, &a->sin_addr) == 1)
-			return WRIT_OK;
-	}
-	return writ_err_set(err, WRIT_ERR_CONFIG,
-	                    "listen \"%s\": host must be an IPv4 address or [IPv6]", s);
-}
-
 static char *slurp(const char *path)
 {
 	FILE *f = fopen(path, "rb");
@@ -404,7 +367,7 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
 	int v6 = 0;
 
 	*out = NULL;
-	rc = parse_listen(cfg->listen, &ss, &v6, err);
+	rc = config_listen_addr(cfg->listen, &ss, &v6, err);
 	if (rc != WRIT_OK)
 		return rc;
 	s = calloc(1, sizeof(*s));

@@ -96,6 +96,17 @@ refuse "an unknown config key names file and line" 'bad2.conf:2: unknown key "fr
 printf 'token_label = writ\nreplay_cache = disk\n' >"$D/bad3.conf"
 refuse "a bad replay_cache names file, line and the choices" 'bad3.conf:2: replay_cache must be memory or sqlite, got "disk"' \
   $WRIT -c "$D/bad3.conf" key list
+# --check-config must refuse what the issuer could not bind or would
+# put into every token's iss (found in review: both passed).
+printf 'token_label = writ\nlisten = 127.0.0.1:99999\n' >"$D/bad4.conf"
+refuse "a listen port over 65535 names file and line" 'bad4.conf:2: listen "127.0.0.1:99999": bad port' \
+  $WRIT -c "$D/bad4.conf" key list
+printf 'token_label = writ\nissuer = http://\n' >"$D/bad5.conf"
+refuse "an issuer URL without a host is refused" 'bad5.conf:2: issuer has no host' \
+  $WRIT -c "$D/bad5.conf" key list
+printf 'token_label = writ\nissuer = https://iss.example/a?x=1\n' >"$D/bad6.conf"
+refuse "an issuer URL with a query is refused" "bad6.conf:2: issuer may not hold" \
+  $WRIT -c "$D/bad6.conf" key list
 printf 'token_ttl = 99999\n' >"$D/bad3.conf"
 refuse "an out-of-range TTL names the range" 'bad3.conf:1: token_ttl must be an integer in 1..3600' \
   $WRIT -c "$D/bad3.conf" key list

@@ -8,17 +8,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "writ_int.h"
 
-typedef enum { T_STR, T_PATH, T_UINT, T_ALG, T_URL, T_LABEL, T_REPLAY, T_YESNO } ctype;
+typedef enum { T_STR, T_PATH, T_UINT, T_ALG, T_URL, T_LABEL, T_REPLAY, T_YESNO, T_LISTEN } ctype;
 
 typedef struct ckey {
 	const char *name;
@@ -27,6 +29,43 @@ typedef struct ckey {
 	size_t size; /* buffer size for strings */
 	unsigned min, max;
 } ckey;
+
+writ_rc config_listen_addr(const char *s, struct sockaddr_storage *ss, int *v6, writ_err *err)
+{
+	char host[128];
+	const char *colon = strrchr(s, ':');
+	char *end;
+	unsigned long port;
+	size_t hl;
+
+	memset(ss, 0, sizeof(*ss));
+	if (colon == NULL)
+		return writ_err_set(err, WRIT_ERR_CONFIG, "listen \"%s\": want HOST:PORT", s);
+	port = strtoul(colon + 1, &end, 10);
+	hl = (size_t)(colon - s);
+	if (*end != '\0' || colon[1] == '\0' || port > 65535 || hl == 0 || hl >= sizeof(host))
+		return writ_err_set(err, WRIT_ERR_CONFIG, "listen \"%s\": bad port", s);
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (host[0] == '[' && host[hl - 1] == ']') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+		host[hl - 1] = '\0';
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		*v6 = 1;
+		if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) == 1)
+			return WRIT_OK;
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		*v6 = 0;
+		if (inet_pton(AF_INET, host, &a->sin_addr) == 1)
+			return WRIT_OK;
+	}
+	return writ_err_set(err, WRIT_ERR_CONFIG,
+	                    "listen \"%s\": host must be an IPv4 address or [IPv6]", s);
+}
 
 #define S(f, t) #f, t, offsetof(writ_config, f), sizeof(((writ_config *)0)->f)
 static const ckey keys[] = {
@@ -40,7 +79,7 @@ static const ckey keys[] = {
     {S(token_ttl, T_UINT), 1, WRIT_TTL_HARD_CAP},
     {S(token_ttl_max, T_UINT), 1, WRIT_TTL_HARD_CAP},
     {S(leeway, T_UINT), 0, WRIT_LEEWAY_MAX},
-    {S(listen, T_STR), 0, 0},
+    {S(listen, T_LISTEN), 0, 0},
     {S(state_db, T_PATH), 0, 0},
     {S(policy, T_PATH), 0, 0},
     {S(audit_log, T_PATH), 0, 0},
@@ -153,12 +192,36 @@ static writ_rc set_value(const ckey *k, const char *v, const char *basedir, writ
 			                    k->name, v);
 		*(int *)(void *)dst = strcmp(v, "yes") == 0;
 		return WRIT_OK;
-	case T_URL:
-		if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)
+	case T_URL: {
+		/* The issuer URL goes into every token's iss and is compared
+		 * byte for byte by verifiers: a host, and nothing a client
+		 * could normalise differently (RFC 8414 s.2: no query or
+		 * fragment). */
+		size_t skip = strncmp(v, "https://", 8) == 0  ? 8
+		              : strncmp(v, "http://", 7) == 0 ? 7
+		                                              : 0;
+		if (skip == 0)
 			return writ_err_set(err, WRIT_ERR_CONFIG,
 			                    "%s: %s must be an http:// or https:// URL", where,
 			                    k->name);
+		if (v[skip] == '\0' || v[skip] == '/' || v[skip] == ':')
+			return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s has no host: \"%.60s\"",
+			                    where, k->name, v);
+		if (strpbrk(v, " ?#\\") != NULL)
+			return writ_err_set(err, WRIT_ERR_CONFIG,
+			                    "%s: %s may not hold a space, '?', '#' or '\\'", where,
+			                    k->name);
 		break;
+	}
+	case T_LISTEN: {
+		struct sockaddr_storage ss;
+		writ_err le = {0};
+		int v6;
+
+		if (config_listen_addr(v, &ss, &v6, &le) != WRIT_OK)
+			return writ_err_set(err, WRIT_ERR_CONFIG, "%s: %s", where, le.msg);
+		break;
+	}
 	case T_LABEL:
 		if (strlen(v) > 32)
 			return writ_err_set(err, WRIT_ERR_CONFIG,

@@ -56,6 +56,12 @@ void config_defaults(writ_config *cfg);
 /* Parse path over the defaults. Relative paths inside the file are taken
  * relative to the file's directory. err->msg reads "FILE:LINE: problem". */
 WRIT_MUST_CHECK writ_rc config_load(const char *path, writ_config *cfg, writ_err *err);
+/* listen = HOST:PORT, HOST an IPv4 address or [IPv6], PORT 0..65535:
+ * parsed into *ss (*v6 set for IPv6). Checked by config_parse too, so
+ * --check-config refuses what the issuer could not bind. */
+struct sockaddr_storage;
+WRIT_MUST_CHECK writ_rc config_listen_addr(const char *s, struct sockaddr_storage *ss, int *v6,
+                                           writ_err *err);
 
 /* Parse a buffer (for tests and fuzzing); `name` is used in messages. */
 WRIT_MUST_CHECK writ_rc config_parse(const char *buf, size_t len, const char *name,

@@ -80,8 +80,10 @@ void attest_shutdown(void)
 }
 
 /* The agent `id`, parsed, from this thread's cache or the store. The
- * result is borrowed until the next call on this thread. */
-static writ_rc agent_lookup(store *st, const char *id, const store_agent **out, writ_err *e)
+ * result is borrowed until the next call on this thread. *moved: the
+ * agents changed since this thread last looked. */
+static writ_rc agent_lookup(store *st, const char *id, const store_agent **out, int *moved,
+                            writ_err *e)
 {
 	agent_cache *c = pthread_getspecific(cache_key);
 	uint64_t gen;
@@ -109,6 +111,7 @@ static writ_rc agent_lookup(store *st, const char *id, const store_agent **out, 
 	} else {
 		gen = c->gen;
 	}
+	*moved = gen != c->gen;
 	if (gen != c->gen) {
 		for (i = 0; i < c->n; i++)
 			store_agent_clear(&c->a[i]);
@@ -166,7 +169,7 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 	writ_err e = {0};
 	writ_jws j;
 	writ_rc rc;
-	int ret = -1;
+	int ret = -1, moved = 0;
 
 	memset(out, 0, sizeof(*out));
 	if (writ_jws_parse(assertion, strlen(assertion), &j, &e) != WRIT_OK)
@@ -177,7 +180,12 @@ int attest_check(issuer *is, store *st, const char *assertion, attest_result *ou
 		refuse(why, "assertion has no valid sub", "token_denied", NULL);
 		goto out;
 	}
-	rc = agent_lookup(st, json_string_value(v), &agent, &e);
+	rc = agent_lookup(st, json_string_value(v), &agent, &moved, &e);
+	/* A CLI change this request is the first to see: its audit records
+	 * go into the log before this request's decision does. Bounded: a
+	 * mover that holds the outbox longer leaves the order to "at". */
+	if (moved)
+		issuer_outbox_move(is, 250);
 	if (rc == WRIT_ERR_NOT_FOUND) {
 		/* Same description as a bad signature: no agent enumeration. */
 		refuse(why, "assertion not accepted for this agent", "token_denied", &e);

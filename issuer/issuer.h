@@ -28,7 +28,7 @@ typedef struct issuer {
 	uint64_t keys_gen; /* store_keys_generation of keys (main thread only) */
 	/* Pending keys this process has served (main thread only): one that
 	 * shows up later is held for the whole pending window (store_sk_hold). */
-	char served_pending[KEYSET_METRICS_MAX][WRIT_KID_MAX + 1];
+	char (*served_pending)[WRIT_KID_MAX + 1]; /* nserved_pending of them */
 	/* Scheduled rotation's key generation (keygen_main in main.c): a
 	 * thread of its own, so the key tick never waits on an RSA key. */
 	pthread_t keygen;
@@ -47,6 +47,12 @@ typedef struct issuer {
 /* The calling thread's store connection (opened on first use), or NULL
  * with err set when the database cannot be opened. */
 store *issuer_store(issuer *is, writ_err *err);
+/* Move the CLI's pending audit records (the store's outbox) into the
+ * audit log now, waiting up to wait_ms for another mover (the tick, a
+ * request thread, another issuer) to finish first. Called by a request
+ * that sees the agents change, so the change's records precede the
+ * decision it leads to. Any thread. */
+void issuer_outbox_move(issuer *is, int wait_ms);
 
 /* The outcome of checking an agent's assertion (SPEC s.5). */
 typedef struct attest_result {

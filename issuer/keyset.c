@@ -19,6 +19,9 @@ static void keyset_free(keyset *ks)
 	if (ks == NULL)
 		return;
 	keyring_free(ks->kr);
+	free(ks->metrics);
+	free(ks->states);
+	free(ks->created);
 	free(ks->jwks_json);
 	free(ks->discovery_json);
 	free(ks);
@@ -53,13 +56,12 @@ static int publish_row(keyset *ks, const store_sk *r, const keyring_entry *e, js
 	if (r->state == STORE_SK_ACTIVE &&
 	    json_array_append_new(algs, json_string(writ_alg_name(r->alg))) != 0)
 		return -1;
-	if (m < KEYSET_METRICS_MAX) {
-		snprintf(ks->states[m], sizeof(ks->states[m]), "%s", store_sk_state_name(r->state));
-		ks->metrics[m].kid = writ_jwk_kid(e->jwk);
-		ks->metrics[m].alg = writ_alg_name(r->alg);
-		ks->created[m] = r->created_at;
-		ks->nmetrics++;
-	}
+	/* The arrays have room for every row (keyset_build). */
+	snprintf(ks->states[m], sizeof(ks->states[m]), "%s", store_sk_state_name(r->state));
+	ks->metrics[m].kid = writ_jwk_kid(e->jwk);
+	ks->metrics[m].alg = writ_alg_name(r->alg);
+	ks->created[m] = r->created_at;
+	ks->nmetrics++;
 	return 0;
 }
 
@@ -120,6 +122,15 @@ writ_rc keyset_build(p11_ctx *p11, store *st, const writ_config *cfg, uint64_t g
 	ks->refs = 1;
 	ks->gen = gen;
 	rc = store_sk_list(st, &rows, &n, err);
+	if (rc == WRIT_OK) {
+		/* One slot per row: a fixed cap hid the newest keys (rows come
+		 * oldest first), which then were never recorded as published. */
+		ks->metrics = calloc(n + 1, sizeof(*ks->metrics));
+		ks->states = calloc(n + 1, sizeof(*ks->states));
+		ks->created = calloc(n + 1, sizeof(*ks->created));
+		if (ks->metrics == NULL || ks->states == NULL || ks->created == NULL)
+			rc = writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
+	}
 	if (rc == WRIT_OK)
 		rc = keyring_load(p11, &ks->kr, err);
 	if (rc == WRIT_OK)

@@ -15,8 +15,6 @@
 #include "metrics.h"
 #include "store.h"
 
-#define KEYSET_METRICS_MAX 16
-
 typedef struct keyset {
 	int refs;                     /* under the slot's lock */
 	uint64_t gen;                 /* store_keys_generation it was built from */
@@ -25,10 +23,13 @@ typedef struct keyset {
 	char *jwks_json;
 	char etag[72];
 	char *discovery_json;
+	/* Every published key (pending, active, retired), in the store's
+	 * order: no cap, so none is left out of /metrics or of the pending
+	 * keys the issuer records as published (store_sk_hold). */
 	size_t nmetrics;
-	metrics_key metrics[KEYSET_METRICS_MAX]; /* published keys; strings in kr */
-	char states[KEYSET_METRICS_MAX][12];
-	int64_t created[KEYSET_METRICS_MAX];
+	metrics_key *metrics; /* strings in kr */
+	char (*states)[12];
+	int64_t *created;
 } keyset;
 
 /*

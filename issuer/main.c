@@ -5,10 +5,12 @@
  * accepting, finish requests in flight, flush the audit log and exit 0.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -71,18 +73,45 @@ static writ_rc audit_event(issuer *is, json_t *rec)
 	return rc;
 }
 
+/* The outbox lock: several issuers may share one store (SPEC s.8), and
+ * each record must reach one audit log, not some of them twice. The move
+ * (read, append, delete) runs under an flock on "<state_db>.outbox.lock";
+ * an instance that finds it held leaves the records to the holder. Returns
+ * the locked fd, or -1 (held elsewhere, or the file cannot be opened:
+ * then the records wait in the store, never lost). */
+static int outbox_lock(const issuer *is, int wait_ms)
+{
+	char path[sizeof(is->cfg.state_db) + 16];
+	struct timespec pause = {0, 2000000L};
+	int fd, waited = 0;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s.outbox.lock", is->cfg.state_db) >=
+	    sizeof(path))
+		return -1;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+	while (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= wait_ms) {
+			close(fd);
+			return -1;
+		}
+		nanosleep(&pause, NULL);
+		waited += 2;
+	}
+	return fd;
+}
+
 /* Move the store's pending audit records (agent and key changes made with
  * the CLI) into the audit log, oldest first. A record is deleted from the
  * outbox only after its append is durable: at least once, never lost. */
-static void drain_outbox(issuer *is)
+static void drain_outbox_wait(issuer *is, int wait_ms)
 {
 	writ_err e = {0};
 	store *st = issuer_store(is, &e);
 	char *rec = NULL;
 	int64_t id;
-	int i;
+	int i, lk = st != NULL ? outbox_lock(is, wait_ms) : -1;
 
-	for (i = 0; st != NULL && i < 1000; i++) {
+	for (i = 0; lk >= 0 && i < 1000; i++) {
 		json_t *j;
 		if (store_outbox_next(st, &id, &rec, &e) != WRIT_OK)
 			break;
@@ -96,8 +125,21 @@ static void drain_outbox(issuer *is)
 		if (store_outbox_delete(st, id, &e) != WRIT_OK)
 			break;
 	}
+	if (lk >= 0)
+		close(lk); /* releases the flock */
 	if (e.rc != WRIT_OK && e.rc != WRIT_ERR_NOT_FOUND)
 		fprintf(stderr, "writ-issuer: audit outbox: %s\n", e.msg);
+}
+
+/* The tick's move: a mover already at work is left to it. */
+static void drain_outbox(issuer *is)
+{
+	drain_outbox_wait(is, 0);
+}
+
+void issuer_outbox_move(issuer *is, int wait_ms)
+{
+	drain_outbox_wait(is, wait_ms);
 }
 
 /* Republish when the store's keys changed (always at start). */
@@ -138,13 +180,21 @@ static int served_before(const issuer *is, const char *kid)
  */
 static void hold_new_pending(issuer *is, store *st, int at_start)
 {
-	char now_served[KEYSET_METRICS_MAX][WRIT_KID_MAX + 1];
+	char(*now_served)[WRIT_KID_MAX + 1];
 	keyset *ks = keyset_get(&is->keys);
 	size_t i, n = 0;
 	writ_err e = {0};
 
 	if (ks == NULL)
 		return;
+	/* Room for every published key: none may be skipped (or it would
+	 * never be recorded as published, so never activate). */
+	now_served = calloc(ks->nmetrics + 1, sizeof(*now_served));
+	if (now_served == NULL) {
+		fprintf(stderr, "writ-issuer: keys: out of memory (tried again next tick)\n");
+		keyset_put(&is->keys, ks);
+		return;
+	}
 	for (i = 0; i < ks->nmetrics; i++) {
 		const char *kid = ks->metrics[i].kid;
 
@@ -161,7 +211,8 @@ static void hold_new_pending(issuer *is, store *st, int at_start)
 		snprintf(now_served[n++], WRIT_KID_MAX + 1, "%s", kid);
 	}
 	keyset_put(&is->keys, ks);
-	memcpy(is->served_pending, now_served, n * sizeof(now_served[0]));
+	free(is->served_pending);
+	is->served_pending = now_served;
 	is->nserved_pending = n;
 }
 
@@ -423,6 +474,52 @@ static int check_config(issuer *is)
 	return 0;
 }
 
+/*
+ * /healthz and writ_up follow the HSM and the audit log without traffic (a
+ * load balancer that stops sending requests on 503 would otherwise keep
+ * the instance out for good). At most once a second: look the signing
+ * key's private object up in the token (one search, no signing) and set
+ * hsm_ok from the answer, either way; and an audit log failed since the
+ * last look tries to resume, as the next append would. Main thread only.
+ */
+static void health_tick(issuer *is)
+{
+	static int64_t last_ns;
+	static int audit_was_failed;
+	int64_t now = writ_mono_ns();
+	keyset *ks;
+	writ_err e = {0};
+	int present = 0, ok;
+
+	if (last_ns != 0 && now - last_ns < 1000000000)
+		return;
+	last_ns = now;
+	ks = keyset_get(&is->keys);
+	if (ks != NULL) {
+		ok = p11_key_present(is->p11, ks->signing->id, ks->signing->id_len, &present, &e) ==
+		         WRIT_OK &&
+		     present;
+		if (!ok && atomic_exchange(&is->hsm_ok, 0))
+			fprintf(stderr, "writ-issuer: hsm: signing key not usable: %s\n",
+			        e.msg[0] ? e.msg : "not in the token");
+		else if (ok && !atomic_exchange(&is->hsm_ok, 1))
+			fprintf(stderr, "writ-issuer: hsm: signing key usable again\n");
+	}
+	keyset_put(&is->keys, ks);
+	if (audit_healthy(is->audit)) {
+		audit_was_failed = 0;
+		return;
+	}
+	/* Not on the tick that first sees the failure: a log that failed
+	 * stays reported down for about a second at least. */
+	if (audit_was_failed && audit_try_resume(is->audit, &e) == WRIT_OK) {
+		fprintf(stderr, "writ-issuer: audit log resumed\n");
+		audit_was_failed = 0;
+		return;
+	}
+	audit_was_failed = 1;
+}
+
 static void serve(issuer *is)
 {
 	sigset_t set;
@@ -446,6 +543,7 @@ static void serve(issuer *is)
 	for (;;) {
 		sig = sigtimedwait(&set, NULL, &tick);
 		keys_tick(is, 0);
+		health_tick(is);
 		drain_outbox(is);
 		if (sig == SIGHUP) {
 			reload_policy(is);
@@ -526,6 +624,7 @@ int main(int argc, char **argv)
 	policy_slot_destroy(&is.policy);
 	ratelimit_free(is.rl);
 	keyset_slot_destroy(&is.keys);
+	free(is.served_pending);
 	p11_close(is.p11);
 	fprintf(stderr, "writ-issuer: stopped\n");
 	return 0;

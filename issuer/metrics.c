@@ -70,7 +70,8 @@ static void render_fsync(FILE *f, const audit_stats *au)
 	        cum, (double)au->sync_ns / 1e9, cum);
 }
 
-char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok)
+char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok,
+                     int signing_ok)
 {
 	char *buf = NULL;
 	size_t len = 0, i;
@@ -135,8 +136,9 @@ char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *a
 	fprintf(f,
 	        "# HELP writ_up Dependencies usable (1) or not (0).\n"
 	        "# TYPE writ_up gauge\nwrit_up{component=\"audit\"} %d\n"
-	        "writ_up{component=\"hsm\"} %d\n",
-	        au->healthy, hsm_ok);
+	        "writ_up{component=\"hsm\"} %d\n"
+	        "writ_up{component=\"signing\"} %d\n",
+	        au->healthy, hsm_ok, signing_ok);
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;

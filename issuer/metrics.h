@@ -30,6 +30,7 @@ typedef struct metrics_key {
 	const char *state; /* pending, active, retired */
 	double age_seconds;
 } metrics_key;
-char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok);
+char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok,
+                     int signing_ok);
 
 #endif

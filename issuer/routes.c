@@ -65,15 +65,18 @@ static void discovery(issuer *is, http_resp *resp)
 static void healthz(issuer *is, http_resp *resp)
 {
 	int audit_ok = audit_healthy(is->audit), hsm_ok = atomic_load(&is->hsm_ok);
+	/* Signing switched off (a stale key set) fails every /token: not ready. */
+	int signing_ok = !atomic_load(&is->signing_stale);
 	writ_err e = {0};
 	uint64_t gen;
 	store *st = issuer_store(is, &e);
 	int store_ok = st != NULL && store_agents_generation(st, &gen, &e) == WRIT_OK;
-	json_t *o = json_pack("{s:s, s:b, s:b, s:b}", "status",
-	                      audit_ok && hsm_ok && store_ok ? "ok" : "unavailable", "hsm", hsm_ok,
-	                      "store", store_ok, "audit", audit_ok);
+	int ok = audit_ok && hsm_ok && signing_ok && store_ok;
+	json_t *o =
+	    json_pack("{s:s, s:b, s:b, s:b, s:b}", "status", ok ? "ok" : "unavailable", "hsm",
+	              hsm_ok, "signing", signing_ok, "store", store_ok, "audit", audit_ok);
 
-	resp->status = audit_ok && hsm_ok && store_ok ? 200 : 503;
+	resp->status = ok ? 200 : 503;
 	resp->body = o != NULL ? wjson_dump(o) : NULL;
 	json_decref(o);
 }
@@ -81,11 +84,16 @@ static void healthz(issuer *is, http_resp *resp)
 static void metrics(issuer *is, http_resp *resp)
 {
 	keyset *ks = keyset_get(&is->keys);
-	metrics_key keys[KEYSET_METRICS_MAX];
 	audit_stats au;
 	int64_t now = (int64_t)time(NULL);
 	size_t i, n = ks != NULL ? ks->nmetrics : 0;
+	metrics_key *keys = calloc(n + 1, sizeof(*keys));
 
+	if (keys == NULL) {
+		keyset_put(&is->keys, ks);
+		resp_error(resp, 500, "server_error", "out of memory");
+		return;
+	}
 	/* Ages of the published keys (pending, active, retired) since they
 	 * were generated, from the lifecycle store. */
 	for (i = 0; i < n; i++) {
@@ -96,7 +104,9 @@ static void metrics(issuer *is, http_resp *resp)
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
 	audit_get_stats(is->audit, &au);
-	resp->body = metrics_render(keys, n, &au, atomic_load(&is->hsm_ok));
+	resp->body = metrics_render(keys, n, &au, atomic_load(&is->hsm_ok),
+	                            !atomic_load(&is->signing_stale));
+	free(keys);
 	keyset_put(&is->keys, ks);
 }
 

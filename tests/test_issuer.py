@@ -16,7 +16,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jwt  # noqa: E402
-from issuer_fixture import GT, ISSUER_BIN, TT, Agent, Issuer, WRIT  # noqa: E402
+from issuer_fixture import GT, ISSUER_BIN, TT, Agent, Issuer, WRIT, free_port  # noqa: E402
 
 POLICY = {"version": 1, "rules": [
     {"id": "analysts-read", "effect": "allow", "subjects": ["group:analysts"],
@@ -300,6 +300,28 @@ def test_group_change(fx):
           "both group changes reach the audit log, in order", ev)
 
 
+def test_cli_change_precedes_decision(fx):
+    """Attack on the trail: the CLI's records reached the log on the next
+    tick, after the decisions they caused (a token issued to an agent the
+    log did not have yet, a refusal before the revocation). The first
+    request that sees an agent change moves the records first."""
+    ag = Agent(fx, "ordered-1", ["analysts"])
+    st = fx.token(ag.assertion())[0]
+    fx.writ("agent", "revoke", ag.id, "--reason", "order test")
+    refused = err_of(fx.token(ag.assertion()))
+    check(st == 200 and refused == (400, "invalid_grant"), "issued, then refused after revoke",
+          (st, refused))
+    seq = {}
+    for r in fx.audit_records():
+        if r.get("agent") == ag.id:
+            seq.setdefault(r.get("event"), r.get("seq"))
+    order = [seq.get(k) for k in ("agent_added", "agent_key_added", "token_issued",
+                                  "agent_revoked", "renewal_refused")]
+    check(None not in order and order == sorted(order),
+          "test_cli_change_precedes_decision: the log has each CLI change before the "
+          "decisions it led to", seq)
+
+
 def test_mint_is_audited(fx):
     """writ mint bypasses policy (break-glass), so it must not bypass the
     audit: its token_minted record reaches the issuer's log with who
@@ -475,6 +497,12 @@ def test_disk_full(analyst_groups=("analysts",)):
         fx.audit = f"{mnt}/audit.log"
         fx.start()
         a = Agent(fx, "df-1", ["analysts"])
+        # The CLI's records are moved into the log first, so no append of
+        # the issuer's own is pending once the disk is full.
+        end = time.time() + 3
+        while time.time() < end and not any(
+                r.get("event") == "agent_key_added" for r in fx.audit_records()):
+            time.sleep(0.1)
         codes = []
         for _ in range(400):
             st, _, doc = fx.token(a.assertion())
@@ -499,6 +527,11 @@ def test_disk_full(analyst_groups=("analysts",)):
         fx.proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         subprocess.run(["mount", "-o", "remount,size=1m", mnt], check=True)
+        # No traffic: the issuer itself tries to resume the failed log.
+        st, doc = wait_health(fx, lambda st, doc: st == 200, 4.0)
+        check(st == 200 and doc.get("audit") is True,
+              "test_healthz_recovers_without_traffic: audit log back with room, no traffic: "
+              "/healthz 200", (st, doc))
         st, _, doc = fx.token(a.assertion())
         check(st == 200 and doc.get("scope") == "db:read",
               "a policy reload that could not be audited left the old policy in force",
@@ -652,6 +685,97 @@ def test_stale_signing_key_stops_signing():
         fx.close()
 
 
+def wait_health(fx, want, timeout=4.0):
+    """Poll /healthz (no other traffic) until want(status, doc) holds or
+    timeout seconds pass; the last (status, doc)."""
+    end = time.time() + timeout
+    while True:
+        st, _, body = fx.request("/healthz")
+        doc = json.loads(body)
+        if want(st, doc) or time.time() > end:
+            return st, doc
+        time.sleep(0.1)
+
+
+def writ_up(fx, component):
+    body = fx.request("/metrics")[2]
+    m = re.search(r'^writ_up\{component="%s"\} (\d+)$' % component, body, re.M)
+    return int(m.group(1)) if m else None
+
+
+def test_healthz_not_ok_while_signing_stale():
+    """Defect: with signing switched off (the key set is stale: the store's
+    active key is one the HSM lacks) every /token answered 503 while
+    /healthz said 200 {"status":"ok"} and writ_up said all was up, so a load
+    balancer kept sending traffic. Now /healthz is 503 and writ_up of
+    "signing" is 0 while it lasts, and both come back with a rebuild."""
+    fx = Issuer(POLICY)
+    try:
+        fx.start()
+        a = Agent(fx, "stale-hz-1", ["analysts"])
+        check(fx.token(a.assertion())[0] == 200 and fx.request("/healthz")[0] == 200 and
+              writ_up(fx, "signing") == 1, "stale healthz: ready before")
+        db = fx.raw_db()
+        now = int(time.time())
+        with db:
+            active = db.execute("SELECT kid FROM signing_keys WHERE state='active'").fetchone()[0]
+            db.execute("UPDATE signing_keys SET state='retired', retired_at=?, "
+                       "remove_after=? WHERE state='active'", (now, now + 3600))
+            db.execute("INSERT INTO signing_keys(kid, alg, p11_id, state, created_at, "
+                       "activated_at, actor) VALUES('not-in-the-hsm', 'ES256', 'ffff', "
+                       "'active', ?, ?, 'test')", (now, now))
+        st, doc = wait_health(fx, lambda st, doc: st == 503, 3.0)
+        check(fx.token(a.assertion())[0] == 503, "stale healthz: /token refuses (503)")
+        check(st == 503 and doc.get("status") == "unavailable" and doc.get("signing") is False,
+              "test_healthz_not_ok_while_signing_stale: /healthz is 503 while signing is off",
+              (st, doc))
+        check(writ_up(fx, "signing") == 0,
+              "test_healthz_not_ok_while_signing_stale: writ_up{signing} is 0")
+        # Put the real key back in force: the set rebuilds and signing resumes.
+        with db:
+            db.execute("DELETE FROM signing_keys WHERE kid='not-in-the-hsm'")
+            db.execute("UPDATE signing_keys SET state='active', retired_at=NULL, "
+                       "remove_after=NULL WHERE kid=?", (active,))
+        db.close()
+        st, doc = wait_health(fx, lambda st, doc: st == 200, 3.0)
+        check(st == 200 and doc.get("signing") is True and writ_up(fx, "signing") == 1,
+              "stale healthz: ready again after the key set is rebuilt", (st, doc))
+    finally:
+        fx.close()
+
+
+def test_healthz_recovers_without_traffic():
+    """Defect: hsm_ok changed only with /token: with the HSM gone and no
+    traffic /healthz stayed 200, and after one failed signing it stayed 503
+    until a /token succeeded, which a load balancer that stops sending
+    traffic on 503 never lets happen. Now the issuer probes the HSM itself
+    about once a second. The HSM 'goes away' as the token directory does."""
+    fx = Issuer(POLICY)
+    try:
+        fx.start()
+        a = Agent(fx, "hz-hsm-1", ["analysts"])
+        check(fx.request("/healthz")[0] == 200, "hsm healthz: ready before")
+        tokens = os.path.join(fx.dir, "tokens")
+        away = tokens + ".away"
+        os.rename(tokens, away)
+        try:
+            st, doc = wait_health(fx, lambda st, doc: st == 503, 4.0)
+            check(st == 503 and doc.get("hsm") is False,
+                  "test_healthz_recovers_without_traffic: HSM gone, no traffic: /healthz 503",
+                  (st, doc))
+            check(writ_up(fx, "hsm") == 0, "HSM gone: writ_up{hsm} is 0")
+            check(fx.token(a.assertion())[0] == 503, "HSM gone: /token is 503")
+        finally:
+            os.rename(away, tokens)
+        st, doc = wait_health(fx, lambda st, doc: st == 200, 4.0)
+        check(st == 200 and doc.get("hsm") is True and writ_up(fx, "hsm") == 1,
+              "test_healthz_recovers_without_traffic: HSM back, no traffic: /healthz 200",
+              (st, doc))
+        check(fx.token(a.assertion())[0] == 200, "HSM back: tokens again")
+    finally:
+        fx.close()
+
+
 def test_sigterm_after_clients_vanish():
     """Clients that send a token request and reset the connection while its
     response is held for the audit sync: microhttpd then closes without
@@ -755,6 +879,51 @@ def test_replay_shared_sqlite():
         fx.close()
 
 
+def test_outbox_two_issuers_one_store():
+    """Attack on the trail: two issuers sharing one store (SPEC s.8) each
+    moved the CLI's audit records into their own log without a claim, so
+    records landed in both logs or were split between them. Now each record
+    reaches exactly one log, and carries when the change was made (at)."""
+    fx = Issuer(POLICY, extra_conf="replay_cache = sqlite\n")
+    p2 = None
+    try:
+        fx.start()
+        conf2 = os.path.join(fx.dir, "writ2.conf")
+        port2 = free_port()
+        with open(fx.conf) as f:
+            txt = f.read().replace(f"listen = 127.0.0.1:{fx.port}", f"listen = 127.0.0.1:{port2}")
+        with open(conf2, "w") as f:
+            f.write(txt + f"audit_log = {fx.dir}/audit2.log\n")
+        os.chmod(conf2, 0o600)
+        with open(os.path.join(fx.dir, "issuer2.err"), "w") as err2:
+            p2 = subprocess.Popen([ISSUER_BIN, "-c", conf2], stdout=subprocess.PIPE, stderr=err2,
+                                  text=True)
+        check("listening" in p2.stdout.readline(), "a second issuer starts on the same store")
+        t0 = time.time()
+        for i in range(30):
+            Agent(fx, f"dup-{i}")
+            time.sleep(0.02)
+        time.sleep(1.5)  # both ticks have run several times
+
+        def recs(path):
+            with open(path) as f:
+                return [json.loads(line) for line in f if line.endswith("\n")]
+        both = [r for path in (fx.audit, os.path.join(fx.dir, "audit2.log"))
+                for r in recs(path) if str(r.get("agent", "")).startswith("dup-")]
+        keys = [(r["event"], r["agent"]) for r in both]
+        check(len(keys) == 60 and len(set(keys)) == 60,
+              "test_outbox_two_issuers_one_store: each CLI record in exactly one log",
+              (len(keys), len(set(keys))))
+        ats = [r.get("at", "") for r in both]
+        check(all(a.startswith(time.strftime("%Y-", time.gmtime(t0))) and a.endswith("Z")
+                  for a in ats), "each moved record says when the change was made (at)", ats[:2])
+    finally:
+        if p2 is not None:
+            p2.terminate()
+            p2.wait()
+        fx.close()
+
+
 def test_kill9_under_load():
     fx = Issuer(POLICY)
     fx.start()
@@ -826,6 +995,7 @@ def main():
         test_http_abuse(fx, analyst)
         test_revocation(fx)
         test_group_change(fx)
+        test_cli_change_precedes_decision(fx)
         test_mint_is_audited(fx)
         test_revocation_without_signal(fx)
         test_replay_after_restart(fx, analyst)
@@ -843,7 +1013,10 @@ def main():
     test_sigterm_under_load()
     test_sigterm_after_clients_vanish()
     test_stale_signing_key_stops_signing()
+    test_healthz_not_ok_while_signing_stale()
+    test_healthz_recovers_without_traffic()
     test_replay_shared_sqlite()
+    test_outbox_two_issuers_one_store()
     print(f"{failures} failed")
     return 1 if failures else 0
 

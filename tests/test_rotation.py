@@ -430,11 +430,52 @@ def stalled_issuer_publishes_before_activating():
         fx.close()
 
 
+def test_rotation_past_16_published_keys():
+    """Defect: the issuer looked for pending keys to record as published in
+    a list capped at 16 published keys, oldest first, so with more the
+    newest pending keys were served in the JWKS but never recorded as
+    published (published_at NULL): they never activated, and scheduled
+    rotation stalled behind them; /metrics left them out too. Now every
+    published key counts."""
+    fx = Issuer(POLICY)
+    try:
+        # Long pending window: the 17 new keys all stay pending meanwhile.
+        configure(fx, jwks_max_age=0, key_pending_secs=120)
+        fx.start()
+        for _ in range(17):
+            fx.writ("key", "rotate")
+        db = fx.raw_db()
+        end = time.time() + 3
+        while True:
+            rows = db.execute("SELECT kid, published_at FROM signing_keys "
+                              "WHERE state='pending'").fetchall()
+            unpublished = [kid for kid, at in rows if at is None]
+            if (len(rows) == 17 and not unpublished) or time.time() > end:
+                break
+            time.sleep(0.1)
+        every = db.execute("SELECT state, count(*) FROM signing_keys GROUP BY state").fetchall()
+        db.close()
+        served = jwks_kids(fx)
+        check(len(served) == 18 and {kid for kid, _ in rows} <= served,
+              "past 16 keys: the JWKS serves the active key and all 17 pending ones",
+              (len(served), len(rows), every))
+        check(len(rows) == 17 and not unpublished,
+              "test_rotation_past_16_published_keys: every served pending key is recorded "
+              "as published", unpublished)
+        body = fx.request("/metrics")[2]
+        shown = set(re.findall(r'^writ_signing_key_age_seconds\{kid="([^"]+)"', body, re.M))
+        check(shown == served, "test_rotation_past_16_published_keys: /metrics shows all "
+              "published keys", (len(shown), len(served)))
+    finally:
+        fx.close()
+
+
 def main():
     if not os.path.exists("/usr/lib/softhsm/libsofthsm2.so"):
         print("SoftHSM2 missing")
         return 77
     bad_config()
+    test_rotation_past_16_published_keys()
     fx = rotation_under_load("ES256")
     try:
         removed_and_purged(fx)

@@ -953,6 +953,26 @@ out:
 	return rc;
 }
 
+writ_rc audit_try_resume(audit_log *log, writ_err *err)
+{
+	struct waiter w = {0};
+	writ_rc rc = WRIT_OK;
+
+	if (log == NULL)
+		return writ_err_set(err, WRIT_ERR_ARG, "no audit log");
+	pthread_mutex_lock(&log->mu);
+	if (log->failed) {
+		rc = resume_locked(log, err);
+		if (rc == WRIT_OK) {
+			/* Healthy only once the recovery record is on disk. */
+			enqueue_locked(log, &w);
+			rc = wait_durable_locked(log, &w, err);
+		}
+	}
+	pthread_mutex_unlock(&log->mu);
+	return rc;
+}
+
 int audit_healthy(audit_log *log)
 {
 	int ok;

@@ -129,6 +129,12 @@ void audit_expect_done(audit_log *log);
  * Thread-safe. */
 WRIT_MUST_CHECK writ_rc audit_checkpoint(audit_log *log, writ_err *err);
 
+/* In the failed state, try once to resume now (as the next append would:
+ * a "log_recovered" record, waited on until durable), so health can come
+ * back without traffic; WRIT_OK when the log is (again) usable. For the
+ * issuer's timer. Thread-safe. */
+WRIT_MUST_CHECK writ_rc audit_try_resume(audit_log *log, writ_err *err);
+
 /* 1 while appends can succeed, 0 in the failed state (for /healthz and
  * 503s). Thread-safe. */
 int audit_healthy(audit_log *log);

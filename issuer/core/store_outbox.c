@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
+#include "audit.h"
 #include "store_int.h"
 #include "writ_int.h"
 
@@ -22,10 +24,15 @@ static void actor_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 }
 
 /* writ_event(k1, v1, k2, v2, ...): a JSON object of the pairs whose value
- * is not NULL; text values as strings, integers as numbers. */
+ * is not NULL; text values as strings, integers as numbers; then "at", the
+ * time of the change. The record reaches the audit log later (the issuer
+ * moves it on its tick, or at its next start), and its line's "ts" says
+ * when that happened; "at" says when the CLI made the change. */
 static void event_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
 	json_t *o = json_object();
+	char at[AUDIT_TS_LEN + 1];
+	struct timespec now;
 	char *out;
 	int i;
 
@@ -39,6 +46,10 @@ static void event_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 			json_object_set_new(
 			    o, k, json_string((const char *)sqlite3_value_text(argv[i + 1])));
 	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	audit_ts_format((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, at);
+	if (o != NULL)
+		json_object_set_new(o, "at", json_string(at));
 	out = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	if (out == NULL) {
@@ -55,9 +66,8 @@ int store_actor_register(store *s)
 	snprintf(s->actor, sizeof(s->actor), "uid:%u(%.64s)", (unsigned)geteuid(),
 	         pw != NULL ? pw->pw_name : "?");
 	/* INNOCUOUS: callable from triggers with trusted_schema off; it only
-	 * reads the connection's actor string. */
-	if (sqlite3_create_function(s->db, "writ_event", -1,
-	                            SQLITE_UTF8 | SQLITE_INNOCUOUS | SQLITE_DETERMINISTIC, NULL,
+	 * reads its arguments and the clock (not DETERMINISTIC: the clock). */
+	if (sqlite3_create_function(s->db, "writ_event", -1, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL,
 	                            event_fn, NULL, NULL) != SQLITE_OK)
 		return sqlite3_errcode(s->db);
 	return sqlite3_create_function(s->db, "writ_actor", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, s,

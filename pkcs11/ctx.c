@@ -194,3 +194,15 @@ long p11_raw_find_private(p11_ctx *ctx, long session, const unsigned char *id, s
 		return -1;
 	return (long)h;
 }
+
+unsigned long p11_generation(p11_ctx *ctx)
+{
+	unsigned long gen;
+
+	if (ctx == NULL)
+		return 0;
+	pthread_rwlock_rdlock(&ctx->lock);
+	gen = ctx->gen;
+	pthread_rwlock_unlock(&ctx->lock);
+	return gen;
+}

@@ -139,9 +139,13 @@ writ_rc p11_find_private(p11_ctx *ctx, CK_SESSION_HANDLE s, const unsigned char 
 		return WRIT_OK;
 	if (p11_find(ctx->f, s, tmpl, 2, found, 2, &n, op) != CKR_OK)
 		return WRIT_ERR_HSM;
-	if (n == 0)
+	if (n == 0) {
+		/* Maybe truly gone, maybe a module that lost its view of the
+		 * token's objects: p11_run decides whether to look again. */
+		op->key_missing = 1;
 		return writ_err_set(err, WRIT_ERR_NOT_FOUND,
 		                    "no private key with that id in the token");
+	}
 	/* Two keys under one id: signing with either could be wrong. */
 	if (n > 1)
 		return writ_err_set(err, WRIT_ERR_HSM, "several private keys share that id");

@@ -78,7 +78,7 @@ static writ_rc reinit(p11_ctx *ctx, writ_err *err)
 	return rc;
 }
 
-writ_rc p11_recover(p11_ctx *ctx, unsigned long seen_gen, writ_err *err)
+writ_rc p11_recover(p11_ctx *ctx, unsigned long seen_gen, int fault, writ_err *err)
 {
 	writ_rc rc = WRIT_OK;
 
@@ -86,7 +86,8 @@ writ_rc p11_recover(p11_ctx *ctx, unsigned long seen_gen, writ_err *err)
 	/* Another thread re-initialised after we saw the fault: retry on its
 	 * work instead of tearing it down again (no thundering re-inits). */
 	if (ctx->gen == seen_gen) {
-		ctx->reinit_at = time(NULL);
+		if (fault)
+			ctx->reinit_at = time(NULL);
 		rc = reinit(ctx, err);
 	}
 	pthread_rwlock_unlock(&ctx->lock);

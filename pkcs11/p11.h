@@ -14,6 +14,11 @@
  * Faults: when the token reports a lost object, session, login or device,
  * a call re-initialises the module (C_Finalize + C_Initialize), finds the
  * token by label, logs in and retries once; then it fails with WRIT_ERR_HSM.
+ * A sign whose key is not found is treated the same way (SoftHSM2 can come
+ * back from a vanished token directory with an empty view of the token
+ * until it is re-initialised), but at most once per P11_MISSING_REINIT_SECS
+ * per context, so a key that is really gone does not re-initialise the
+ * module on every request; it fails with WRIT_ERR_NOT_FOUND.
  * A signature is returned only from a C_Sign that returned CKR_OK.
  */
 #ifndef WRIT_P11_H
@@ -28,6 +33,9 @@
 #define P11_LABEL_MAX 64  /* CKA_LABEL bytes */
 #define P11_SIG_MAX   512 /* RSA-4096 */
 #define P11_PIN_MAX   256
+/* A sign whose key is not found re-initialises the module at most once
+ * per this many seconds per context (see Faults above). */
+#define P11_MISSING_REINIT_SECS 5
 
 typedef struct p11_ctx p11_ctx;
 
@@ -116,6 +124,10 @@ long p11_raw_session_get(p11_ctx *ctx);
 void p11_raw_session_put(p11_ctx *ctx, long session);
 /* The private key object handle for id in that session, or -1. */
 long p11_raw_find_private(p11_ctx *ctx, long session, const unsigned char *id, size_t id_len);
+/* How many times the module has been initialised for ctx: 1 after
+ * p11_open, one more for every re-initialisation (fault recovery, first
+ * call after fork). For tests and diagnostics. */
+unsigned long p11_generation(p11_ctx *ctx);
 
 /*
  * Development only (writ token init): initialise a fresh token labelled

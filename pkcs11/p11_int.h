@@ -54,7 +54,7 @@ struct p11_ctx {
 	pthread_rwlock_t lock;
 	unsigned long gen; /* bumped by every re-initialisation; under lock */
 	int broken;        /* last re-initialisation failed: next call retries */
-	time_t reinit_at;  /* when the last re-initialisation was attempted */
+	time_t reinit_at;  /* when the last one for a fault was attempted */
 	pid_t pid;         /* process that initialised the module */
 	CK_SLOT_ID slot;
 	/* Keeps the login alive: PKCS#11 logs the user out when the last
@@ -68,12 +68,18 @@ struct p11_ctx {
 	size_t pool_open; /* sessions open, idle or lent */
 	p11_cached cache[P11_CACHE_MAX];
 	size_t cache_next;
+	/* CLOCK_MONOTONIC seconds of the last re-initialisation claimed for a
+	 * key not found (0: none yet): the rate limit of p11_run. */
+	time_t missing_at;
 };
 
 /* The failing PKCS#11 call of an operation, for recovery and messages. */
 typedef struct p11_op {
 	const char *call;
 	CK_RV rv;
+	/* p11_find_private found no private key with the id (rv is CKR_OK):
+	 * p11_run may re-initialise and look again, rate-limited. */
+	int key_missing;
 } p11_op;
 
 /* Record a PKCS#11 failure in op; returns WRIT_ERR_HSM. */
@@ -90,8 +96,9 @@ writ_rc p11_module_load(const char *path, const char *softhsm_conf, void **dl, C
                         writ_err *err);
 CK_RV p11_module_initialize(CK_FUNCTION_LIST *f);
 /* Re-initialise after a fault seen under generation seen_gen (or after
- * fork). Takes the lock exclusive; a no-op if someone else already did. */
-writ_rc p11_recover(p11_ctx *ctx, unsigned long seen_gen, writ_err *err);
+ * fork). Takes the lock exclusive; a no-op if someone else already did.
+ * fault 0: for a key not found, not a PKCS#11 fault (reinit_at is kept). */
+writ_rc p11_recover(p11_ctx *ctx, unsigned long seen_gen, int fault, writ_err *err);
 /* Called first by every public entry point: re-initialises in a child. */
 writ_rc p11_fork_check(p11_ctx *ctx, writ_err *err);
 void p11_locks_init(p11_ctx *ctx);
@@ -116,6 +123,11 @@ typedef writ_rc (*p11_op_fn)(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_o
  * Run fn on a pooled session under the shared lock. If it fails with a
  * recoverable CK_RV, re-initialise and run it once more; a PKCS#11
  * failure that remains is reported as WRIT_ERR_HSM naming the call.
+ * A WRIT_ERR_NOT_FOUND with op->key_missing set (or any WRIT_ERR_NOT_FOUND
+ * shortly after a re-initialisation) also re-initialises and runs once
+ * more, but at most once per P11_MISSING_REINIT_SECS per context; when
+ * that limit holds it runs once more only if another thread has
+ * re-initialised since fn ran.
  */
 writ_rc p11_run(p11_ctx *ctx, p11_op_fn fn, void *arg, writ_err *err);
 CK_RV p11_session_get(p11_ctx *ctx, CK_SESSION_HANDLE *s);

@@ -537,6 +537,74 @@ static void threads_ride_out_a_lost_token(void)
 	p11_close(ctx);
 }
 
+/*
+ * A key never signed with in this context (no cached handle) while the
+ * token directory goes away and comes back. SoftHSM2 then answers the key
+ * search with nothing, not an error, until it is re-initialised: the
+ * issuer answered 503 "no private key with that id in the token" until a
+ * restart. Now a missing key re-initialises and looks again, at most once
+ * per P11_MISSING_REINIT_SECS per context, so the sign must succeed
+ * within that window plus slack; and a truly unknown id must not
+ * re-initialise the module more than once in a window.
+ */
+static void key_lookup_recovers_after_token_dir_returns(void)
+{
+	p11_ctx *ctx = open_ctx();
+	unsigned char sig[P11_SIG_MAX], unknown[16];
+	size_t siglen = 0;
+	char away[400];
+	writ_err err = {0};
+	unsigned long g0, g1;
+	writ_rc rc = WRIT_ERR_HSM;
+	p11_key k;
+	int i, tries = 0;
+
+	CHECK_RC(p11_key_generate(ctx, WRIT_ALG_ES256, &k, &err), WRIT_OK);
+	p11_close(ctx);
+	/* A fresh context: the key's handle is not cached anywhere. */
+	ctx = open_ctx();
+	snprintf(away, sizeof(away), "%s.away", tok.tokens);
+	REQUIRE(rename(tok.tokens, away) == 0);
+	CHECK(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err) !=
+	      WRIT_OK);
+	CHECK(siglen == 0);
+	fprintf(stderr, "  token gone, key never used: %s\n", err.msg);
+	REQUIRE(rename(away, tok.tokens) == 0);
+	/* Bounded: the rate-limit window (5 s) and some slack. */
+	for (i = 0; i < 80 && rc != WRIT_OK; i++) {
+		if (i > 0)
+			usleep(100000);
+		tries++;
+		rc = p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, MSGLEN, sig, &siglen, &err);
+	}
+	if (rc != WRIT_OK)
+		fprintf(stderr, "  still failing after %d tries: %s\n", tries, err.msg);
+	else
+		fprintf(stderr, "  signed again after %d tries\n", tries);
+	CHECK_RC(rc, WRIT_OK);
+	CHECK(rc == WRIT_OK && siglen == 64 &&
+	      verify(k.pub, WRIT_ALG_ES256, msg, MSGLEN, sig, siglen));
+
+	/* A truly unknown id, asked for 50 times once the window that the
+	 * recovery above opened has passed: not found every time, and exactly
+	 * one re-initialisation (the look again), not one per request. */
+	sleep(P11_MISSING_REINIT_SECS + 1);
+	memset(unknown, 0x5a, sizeof(unknown));
+	g0 = p11_generation(ctx);
+	for (i = 0; i < 50; i++)
+		CHECK_RC(p11_sign(ctx, unknown, sizeof(unknown), WRIT_ALG_ES256, msg, MSGLEN, sig,
+		                  &siglen, &err),
+		         WRIT_ERR_NOT_FOUND);
+	g1 = p11_generation(ctx);
+	fprintf(stderr, "  unknown id x50: %lu re-initialisation(s)\n", g1 - g0);
+	CHECK(g1 - g0 == 1);
+	/* The known key still signs, and from its cached handle. */
+	CHECK(sign_once(ctx, &k));
+	CHECK(p11_generation(ctx) == g1);
+	EVP_PKEY_free(k.pub);
+	p11_close(ctx);
+}
+
 static void destroyed_key_is_gone_and_cannot_sign(void)
 {
 	p11_ctx *ctx = open_ctx();
@@ -592,6 +660,7 @@ int main(void)
 	 * turn, so ci/valgrind.sh skips it; the plain and ASan runs keep it. */
 	if (getenv("WRIT_TEST_UNDER_VALGRIND") == NULL)
 		RUN(threads_ride_out_a_lost_token);
+	RUN(key_lookup_recovers_after_token_dir_returns);
 	RUN(destroyed_key_is_gone_and_cannot_sign);
 	tu_token_destroy(&tok);
 	return tu_finish();

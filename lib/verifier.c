@@ -460,6 +460,11 @@ static writ_rc check_cfg(const writ_verifier_cfg *cfg, writ_err *err)
 		                    "give exactly one of jwks_url, jwks_file, jwks_bytes");
 	if (cfg->leeway > WRIT_LEEWAY_MAX)
 		return writ_err_set(err, WRIT_ERR_ARG, "leeway above %d s", WRIT_LEEWAY_MAX);
+	/* Also keeps the caches' size arithmetic far from overflow (a size
+	 * near SIZE_MAX made the rate limiter's sizing loop never end). */
+	if (cfg->cache_entries > WRIT_CACHE_ENTRIES_MAX)
+		return writ_err_set(err, WRIT_ERR_ARG, "cache_entries above %d",
+		                    WRIT_CACHE_ENTRIES_MAX);
 	if (cfg->jwks_url != NULL)
 		return writ_url_check(cfg->jwks_url, "jwks_url", cfg->allow_http, err);
 	return WRIT_OK;

@@ -890,6 +890,13 @@ static void test_config_errors(void)
 	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_JWK);
 	cfg.leeway = 61;
 	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG);
+	/* A huge cache size is refused, not looped on (the limiter's sizing
+	 * overflowed to 0 and never ended). */
+	cfg.leeway = 0;
+	cfg.cache_entries = SIZE_MAX;
+	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG);
+	CHECK(strstr(err.msg, "cache_entries") != NULL);
+	cfg.cache_entries = 0;
 	cfg = (writ_verifier_cfg){.audience = AUD, .jwks_bytes = "{}", .jwks_len = 2};
 	CHECK_RC(writ_verifier_new(&cfg, &v, &err), WRIT_ERR_ARG);
 	CHECK(v == NULL);

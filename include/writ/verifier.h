@@ -25,6 +25,9 @@ extern "C" {
 typedef struct writ_verifier writ_verifier;
 
 /* Where the JWK Set comes from: exactly one of url, file or bytes. */
+/* Largest cache_entries a verifier takes: 16 Mi tokens. */
+#define WRIT_CACHE_ENTRIES_MAX (16 * 1024 * 1024)
+
 typedef struct writ_verifier_cfg {
 	const char *issuer;     /* required: the exact "iss" of accepted tokens */
 	const char *audience;   /* required: this service's name, the exact "aud" */
@@ -39,7 +42,8 @@ typedef struct writ_verifier_cfg {
 	unsigned max_stale;   /* issuer unreachable: keep the last good set this
 	                         long past its expiry, then fail closed; 0 means 300 */
 	size_t cache_entries; /* verified-token cache size (rounded up to a multiple
-	                         of 64); 0 means 10000 */
+	                         of 64); 0 means 10000; at most
+	                         WRIT_CACHE_ENTRIES_MAX (else WRIT_ERR_ARG) */
 	int allow_http;       /* jwks_url over plain http:// to a host that is not
 	                         loopback (127.0.0.0/8, [::1], localhost): refused
 	                         (WRIT_ERR_CONFIG) unless set, since whoever is on

@@ -520,7 +520,9 @@ static void health_tick(issuer *is)
 	audit_was_failed = 1;
 }
 
-static void serve(issuer *is)
+/* Serve until SIGTERM/SIGINT; then drain and write the last record:
+ * WRIT_OK when that record is durable. */
+static writ_rc serve(issuer *is)
 {
 	sigset_t set;
 	/* A quarter second: a key the CLI or another instance recorded is
@@ -568,7 +570,7 @@ static void serve(issuer *is)
 	keygen_stop(is);
 	attest_shutdown();
 	drain_outbox(is);
-	(void)audit_event(is, json_pack("{s:s}", "event", "issuer_stopped"));
+	return audit_event(is, json_pack("{s:s}", "event", "issuer_stopped"));
 }
 
 /*
@@ -590,7 +592,7 @@ int main(int argc, char **argv)
 	const char *cfgarg = NULL;
 	writ_err e = {0};
 	sigset_t set;
-	int i, check = 0;
+	int i, check = 0, status = 0;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--check-config") == 0)
@@ -618,14 +620,21 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	is.started = (int64_t)time(NULL);
 	open_all(&is);
-	serve(&is);
-	if (audit_close(is.audit, &e) != WRIT_OK)
+	/* Exit 0 says the audit log was flushed and closed whole: a last
+	 * line or final checkpoint that could not be written says otherwise
+	 * (every token that left is on disk either way). */
+	if (serve(&is) != WRIT_OK)
+		status = 1;
+	if (audit_close(is.audit, &e) != WRIT_OK) {
 		fprintf(stderr, "writ-issuer: audit close: %s\n", e.msg);
+		status = 1;
+	}
 	policy_slot_destroy(&is.policy);
 	ratelimit_free(is.rl);
 	keyset_slot_destroy(&is.keys);
 	free(is.served_pending);
 	p11_close(is.p11);
-	fprintf(stderr, "writ-issuer: stopped\n");
-	return 0;
+	fprintf(stderr, "writ-issuer: stopped%s\n",
+	        status != 0 ? " (the audit log's last record or checkpoint was not written)" : "");
+	return status;
 }

@@ -539,6 +539,23 @@ def test_disk_full(analyst_groups=("analysts",)):
         check(not any(r.get("event") == "policy_loaded" for r in fx.audit_records()),
               "and no policy_loaded record claims otherwise")
         fx.write_policy(POLICY)
+        # Exit 0 says the log was flushed and closed whole (found in review:
+        # with no room for the last record it still exited 0).
+        fd = os.open(os.path.join(mnt, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        # Until the log's own last page is full too.
+        for _ in range(200):
+            if fx.token(a.assertion())[0] == 503:
+                break
+        rc = fx.stop()
+        check(rc not in (0, None), "test_sigterm_with_audit_disk_full_exits_nonzero", rc)
+        check(any(r.get("event") == "token_issued" for r in fx.audit_records()),
+              "and the log it leaves still holds the tokens it issued")
     finally:
         fx.stop()
         subprocess.run(["umount", mnt])

@@ -203,19 +203,6 @@ static void make_replacement(p11_ctx *p11, writ_alg alg, store_sk *repl, p11_key
 	writ_jwk_free(jwk);
 }
 
-/* An unused replacement (the key turned out not to be active inside the
- * revocation's transaction, or that failed) is destroyed, unless a row
- * names it after all. */
-static void drop_replacement(keyctx *k, const store_sk *repl, const p11_key *key)
-{
-	store_sk row;
-
-	if (store_sk_get(k->st, repl->kid, &row, NULL) != WRIT_ERR_NOT_FOUND)
-		return;
-	if (p11_key_destroy(k->p11, key->id, key->id_len, NULL) != WRIT_OK)
-		fprintf(stderr, "writ: the unrecorded replacement stays for reconcile\n");
-}
-
 /*
  * Destroy row's HSM objects, found by the CKA_ID the store recorded for it,
  * and record it purged only once a search by that id finds no private key.
@@ -287,8 +274,10 @@ static int key_revoke(int argc, char **argv, const writ_config *cfg)
 		rc = store_sk_revoke(k.st, kid, reason, &repl, (int64_t)time(NULL), &was, &err);
 	}
 	replaced = rc == WRIT_OK && made && was == STORE_SK_ACTIVE;
-	if (made && !replaced)
-		drop_replacement(&k, &repl, &key);
+	/* An unused replacement (the key was not active inside the
+	 * revocation's transaction, or that failed) goes, unless recorded. */
+	if (made && !replaced && lifecycle_drop_unrecorded(k.p11, k.st, repl.kid, &key) < 0)
+		fprintf(stderr, "writ: the unrecorded replacement stays for reconcile\n");
 	if (rc != WRIT_OK)
 		cli_die_err("key revoke", rc, &err);
 	printf("%s revoked%s%s\n", kid, replaced ? "; now active: " : "", replaced ? repl.kid : "");

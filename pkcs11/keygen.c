@@ -187,14 +187,9 @@ writ_rc p11_key_generate(p11_ctx *ctx, writ_alg alg, p11_key *out, writ_err *err
 	return WRIT_OK;
 }
 
-typedef struct destroy_arg {
-	const unsigned char *id;
-	size_t id_len;
-} destroy_arg;
-
 static writ_rc destroy_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op, writ_err *err)
 {
-	destroy_arg *a = arg;
+	p11_id_arg *a = arg;
 	size_t n;
 
 	p11_cache_drop(ctx, a->id, a->id_len);
@@ -208,7 +203,7 @@ static writ_rc destroy_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *
 
 writ_rc p11_key_destroy(p11_ctx *ctx, const unsigned char *id, size_t id_len, writ_err *err)
 {
-	destroy_arg a = {id, id_len};
+	p11_id_arg a = {id, id_len};
 
 	if (ctx == NULL || id == NULL || id_len == 0 || id_len > P11_ID_MAX)
 		return writ_err_set(err, WRIT_ERR_ARG, "bad key id");

@@ -494,14 +494,9 @@ void p11_keys_free(p11_key *keys, size_t n)
 
 /* ---- presence by id ---- */
 
-typedef struct present_arg {
-	const unsigned char *id;
-	size_t id_len;
-} present_arg;
-
 static writ_rc present_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op, writ_err *err)
 {
-	present_arg *a = arg;
+	p11_id_arg *a = arg;
 	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
 	CK_ATTRIBUTE tmpl[] = {
 	    {CKA_CLASS, &cls, sizeof(cls)},
@@ -523,7 +518,7 @@ static writ_rc present_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *
 writ_rc p11_key_present(p11_ctx *ctx, const unsigned char *id, size_t id_len, int *present,
                         writ_err *err)
 {
-	present_arg a = {id, id_len};
+	p11_id_arg a = {id, id_len};
 	writ_err e = {0};
 	writ_rc rc;
 

@@ -82,6 +82,12 @@ typedef struct p11_op {
 	int key_missing;
 } p11_op;
 
+/* A key named by its CKA_ID: the argument of operations on one key. */
+typedef struct p11_id_arg {
+	const unsigned char *id;
+	size_t id_len;
+} p11_id_arg;
+
 /* Record a PKCS#11 failure in op; returns WRIT_ERR_HSM. */
 writ_rc p11_fail(p11_op *op, const char *call, CK_RV rv);
 /* "CKR_PIN_INCORRECT" etc., or NULL when the code has no name here. */

@@ -128,6 +128,17 @@ int lifecycle_id_parse(const char *hex, unsigned char *id, size_t *len)
 	return 0;
 }
 
+int lifecycle_drop_unrecorded(p11_ctx *p11, store *st, const char *kid, const p11_key *key)
+{
+	store_sk row;
+
+	/* Only on the store's word that no row names it: a commit whose
+	 * outcome was lost, or a row another process wrote, keeps it. */
+	if (store_sk_get(st, kid, &row, NULL) != WRIT_ERR_NOT_FOUND)
+		return 0;
+	return p11_key_destroy(p11, key->id, key->id_len, NULL) == WRIT_OK ? 1 : -1;
+}
+
 writ_rc lifecycle_generate(p11_ctx *p11, store *st, const writ_config *cfg,
                            const lifecycle_lock *held, writ_alg alg, store_sk_mode mode,
                            const char *reason, store_sk *out, writ_err *err)
@@ -137,7 +148,6 @@ writ_rc lifecycle_generate(p11_ctx *p11, store *st, const writ_config *cfg,
 	writ_jwk *jwk = NULL;
 	const char *crash = getenv(LIFECYCLE_CRASH_ENV);
 	p11_key key = {0};
-	store_sk row;
 	writ_rc rc;
 
 	if ((rc = need_lock(held, "key generation", err)) != WRIT_OK)
@@ -159,18 +169,15 @@ writ_rc lifecycle_generate(p11_ctx *p11, store *st, const writ_config *cfg,
 		 * active one, so nothing that fails from here on may destroy it. */
 		if (out != NULL)
 			rc = store_sk_get(st, kid, out, err);
-		goto out;
+	} else {
+		(void)lifecycle_drop_unrecorded(p11, st, kid, &key);
 	}
-	/* Destroyed only on the store's word that no row names it: a commit
-	 * whose outcome was lost, or a row another process wrote, keeps it.
-	 * Kept unrecorded, it is never published; reconcile removes it. */
-	if (store_sk_get(st, kid, &row, NULL) != WRIT_ERR_NOT_FOUND)
-		goto out;
+	goto out;
 undo:
-	/* Not recorded, so never published: take it out of the token now
-	 * rather than leave it for reconcile (which catches it if this fails). */
-	if (p11_key_destroy(p11, key.id, key.id_len, NULL) != WRIT_OK)
-		goto out;
+	/* No kid, so no row can name it: never published. */
+	if (p11_key_destroy(p11, key.id, key.id_len, NULL) != WRIT_OK) {
+		/* left in the token: reconcile removes it */
+	}
 out:
 	writ_jwk_free(jwk);
 	EVP_PKEY_free(key.pub);

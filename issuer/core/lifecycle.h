@@ -94,6 +94,15 @@ WRIT_MUST_CHECK writ_rc lifecycle_generate(p11_ctx *p11, store *st, const writ_c
                                            store_sk_mode mode, const char *reason, store_sk *out,
                                            writ_err *err);
 
+/*
+ * A key this process made in the HSM (kid, its thumbprint) that turned out
+ * not to be needed: destroyed unless the store has a row for kid (then it
+ * is recorded, perhaps active, and never destroyed here). Not recorded, it
+ * was never published. 1: destroyed; 0: kept, a row names it; -1: the
+ * destroy failed (reconcile removes it later).
+ */
+int lifecycle_drop_unrecorded(p11_ctx *p11, store *st, const char *kid, const p11_key *key);
+
 /* Record in the store the public JWK of every row that has none yet and
  * whose key kr holds (store_sk_set_jwk): kept after the key is purged, for
  * verifying the audit checkpoints it signed. Called by reconcile and by the

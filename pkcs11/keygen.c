@@ -40,6 +40,7 @@ typedef struct gen_arg {
 	unsigned char id[KEY_ID_LEN];
 	char label[P11_LABEL_MAX + 1];
 	int tries;
+	int unkept; /* the token did not keep the pair as made: try a new one */
 	EVP_PKEY *pub;
 } gen_arg;
 
@@ -123,6 +124,50 @@ static int ed_params_refused(CK_RV rv)
 	       rv == CKR_DOMAIN_PARAMS_INVALID || rv == CKR_TEMPLATE_INCONSISTENT;
 }
 
+/*
+ * Does the token hold the pair as made? The private key found by its
+ * CKA_ID (and, right after generation, the object just made: priv), with
+ * the algorithm its label pins (the path every later signature takes),
+ * must sign a probe that verifies under the public key read back. SoftHSM2's file store, written
+ * while another process reads the token, can lose the attributes of a new object (README, "Key
+ * generation under a concurrent reader"); such a key must never be
+ * recorded, let alone activated.
+ */
+static writ_rc gen_proof(p11_ctx *ctx, CK_SESSION_HANDLE s, gen_arg *a, CK_OBJECT_HANDLE priv,
+                         p11_op *op, writ_err *err)
+{
+	static const unsigned char probe[] = "writ: the token keeps this key";
+	unsigned char md[48], sig[P11_SIG_MAX];
+	const unsigned char *data = probe;
+	size_t len = sizeof(probe) - 1, siglen = 0;
+	CK_OBJECT_HANDLE h;
+	writ_jwk *jwk = NULL;
+	writ_alg kalg;
+	writ_rc rc;
+
+	rc = p11_find_private(ctx, s, a->id, sizeof(a->id), &h, &kalg, op, err);
+	if (rc != WRIT_OK)
+		return rc;
+	if ((priv != CK_INVALID_HANDLE && h != priv) || kalg != a->alg)
+		return writ_err_set(err, WRIT_ERR_HSM,
+		                    "the new private key's id or label did not read back");
+	if (a->alg == WRIT_ALG_ES256 || a->alg == WRIT_ALG_ES384) {
+		len = a->alg == WRIT_ALG_ES256 ? 32 : 48;
+		if (len == 32)
+			writ_sha256(probe, sizeof(probe) - 1, md);
+		else
+			writ_sha384(probe, sizeof(probe) - 1, md);
+		data = md;
+	}
+	rc = p11_sign_handle(ctx, s, h, a->alg, data, len, sig, &siglen, op, err);
+	if (rc == WRIT_OK)
+		rc = writ_jwk_from_pkey(a->pub, a->alg, &jwk, err);
+	if (rc == WRIT_OK)
+		rc = writ_sig_verify(jwk, probe, sizeof(probe) - 1, sig, siglen, err);
+	writ_jwk_free(jwk);
+	return rc;
+}
+
 static writ_rc gen_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op, writ_err *err)
 {
 	gen_arg *a = arg;
@@ -143,12 +188,30 @@ static writ_rc gen_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op, 
 	if (rv != CKR_OK)
 		return p11_fail(op, "C_GenerateKeyPair", rv);
 	rc = p11_pub_export(ctx->f, s, pub, a->alg, &a->pub, op, err);
-	if (rc != WRIT_OK) {
-		/* Nothing half-made is left behind. */
-		(void)ctx->f->C_DestroyObject(s, priv);
-		(void)ctx->f->C_DestroyObject(s, pub);
-	}
-	return rc;
+	if (rc == WRIT_OK)
+		rc = gen_proof(ctx, s, a, priv, op, err);
+	if (rc == WRIT_OK)
+		return WRIT_OK;
+	/* Nothing half-made is left behind, by handle: a private key that
+	 * lost its CKA_ID can be found by nothing else. Then a new pair is
+	 * made (p11_key_generate), not this one re-run: the error is this
+	 * key's, not a fault for p11_run to recover from. */
+	if (op->rv != CKR_OK)
+		p11_err_rv(err, WRIT_ERR_HSM, op->call, op->rv);
+	*op = (p11_op){NULL, CKR_OK, 0};
+	p11_cache_drop(ctx, a->id, sizeof(a->id));
+	(void)ctx->f->C_DestroyObject(s, priv);
+	(void)ctx->f->C_DestroyObject(s, pub);
+	EVP_PKEY_free(a->pub);
+	a->pub = NULL;
+	a->unkept = 1;
+	return WRIT_ERR_HSM;
+}
+
+/* The proof again, in a view of the token read afresh from its store. */
+static writ_rc reproof_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op, writ_err *err)
+{
+	return gen_proof(ctx, s, arg, CK_INVALID_HANDLE, op, err);
 }
 
 static int make_label(writ_alg alg, char *buf, size_t n)
@@ -162,21 +225,68 @@ static int make_label(writ_alg alg, char *buf, size_t n)
 	return snprintf(buf, n, "writ:%s:%s", writ_alg_name(alg), ts) < (int)n ? 0 : -1;
 }
 
+static writ_rc destroy_op(p11_ctx *ctx, CK_SESSION_HANDLE s, void *arg, p11_op *op, writ_err *err);
+
+/*
+ * The proof, once more, after a re-initialisation of the module. A module
+ * may keep its own copy of the objects it wrote: SoftHSM2 2.6.1's file
+ * store does, and under a concurrent reader (another process logging in
+ * or searching the token) it was measured to leave a new private key on
+ * disk without its CKA_ID and label while this process's copy was whole
+ * (about 1 in 200 `writ key rotate` beside a running issuer). Only a
+ * fresh start shows what the issuer will find. A pair that fails here is
+ * destroyed by its CKA_ID; a private half that lost it stays behind,
+ * unusable (no id, no label, CKA_PRIVATE): nothing can find it as ours.
+ */
+static writ_rc proved_afresh(p11_ctx *ctx, gen_arg *a, writ_err *err)
+{
+	p11_id_arg d = {a->id, sizeof(a->id)};
+	writ_rc rc;
+
+	rc = p11_recover(ctx, p11_generation(ctx), 0, err);
+	if (rc != WRIT_OK)
+		return rc;
+	rc = p11_run(ctx, reproof_op, a, err);
+	if (rc == WRIT_OK)
+		return WRIT_OK;
+	(void)p11_run(ctx, destroy_op, &d, NULL);
+	EVP_PKEY_free(a->pub);
+	a->pub = NULL;
+	a->unkept = 1;
+	return rc;
+}
+
 writ_rc p11_key_generate(p11_ctx *ctx, writ_alg alg, p11_key *out, writ_err *err)
 {
 	gen_arg a;
 	writ_rc rc;
+	int attempt;
 
 	memset(out, 0, sizeof(*out));
-	memset(&a, 0, sizeof(a));
 	if (ctx == NULL || writ_alg_name(alg) == NULL)
 		return writ_err_set(err, WRIT_ERR_ARG, "unknown algorithm");
-	a.alg = alg;
-	if (RAND_bytes(a.id, sizeof(a.id)) != 1)
-		return writ_err_ossl(err, WRIT_ERR_CRYPTO, "RAND_bytes");
-	if (make_label(alg, a.label, sizeof(a.label)) != 0)
-		return writ_err_set(err, WRIT_ERR_ARG, "cannot make the key label");
-	rc = p11_run(ctx, gen_op, &a, err);
+	for (attempt = 1;; attempt++) {
+		memset(&a, 0, sizeof(a));
+		a.alg = alg;
+		if (RAND_bytes(a.id, sizeof(a.id)) != 1)
+			return writ_err_ossl(err, WRIT_ERR_CRYPTO, "RAND_bytes");
+		if (make_label(alg, a.label, sizeof(a.label)) != 0)
+			return writ_err_set(err, WRIT_ERR_ARG, "cannot make the key label");
+		rc = p11_run(ctx, gen_op, &a, err);
+		if (rc == WRIT_OK)
+			rc = proved_afresh(ctx, &a, err);
+		if (rc == WRIT_OK || !a.unkept)
+			break;
+		if (attempt == P11_GEN_ATTEMPTS) {
+			char last[sizeof(err->msg)];
+			if (err == NULL)
+				return WRIT_ERR_HSM;
+			snprintf(last, sizeof(last), "%s", err->msg);
+			return writ_err_set(err, WRIT_ERR_HSM,
+			                    "the token kept none of the %d keys it made; last: %s",
+			                    attempt, last);
+		}
+	}
 	if (rc != WRIT_OK)
 		return rc;
 	memcpy(out->id, a.id, sizeof(a.id));

@@ -29,10 +29,11 @@
 
 #include "writ/writ.h"
 
-#define P11_ID_MAX    32  /* CKA_ID bytes writ creates (16) and accepts */
-#define P11_LABEL_MAX 64  /* CKA_LABEL bytes */
-#define P11_SIG_MAX   512 /* RSA-4096 */
-#define P11_PIN_MAX   256
+#define P11_ID_MAX       32  /* CKA_ID bytes writ creates (16) and accepts */
+#define P11_LABEL_MAX    64  /* CKA_LABEL bytes */
+#define P11_SIG_MAX      512 /* RSA-4096 */
+#define P11_GEN_ATTEMPTS 3   /* pairs made at most for one p11_key_generate */
+#define P11_PIN_MAX      256
 /* A sign whose key is not found re-initialises the module at most once
  * per this many seconds per context (see Faults above). */
 #define P11_MISSING_REINIT_SECS 5
@@ -81,6 +82,12 @@ void p11_keys_free(p11_key *keys, size_t n);
  * CKM_EC_EDWARDS_KEY_PAIR_GEN). The private key is CKA_TOKEN, CKA_PRIVATE,
  * CKA_SENSITIVE, not CKA_EXTRACTABLE, CKA_SIGN only. The pair shares a
  * random 16-byte CKA_ID; the label is "writ:<ALG>:<YYYYmmddTHHMMSSZ>".
+ * Before it is returned, the private key found by its CKA_ID, with the
+ * algorithm its label pins, must sign a probe that verifies under the
+ * public key read back: in this view, and again after the module is
+ * re-initialised (a module may keep its own copy of what it wrote; the
+ * token's other users see what its store kept). A pair that fails is
+ * destroyed and a new one made, P11_GEN_ATTEMPTS pairs at most.
  * On success *out is filled (caller frees out->pub via p11_keys_free(out, 1)
  * semantics: EVP_PKEY_free(out->pub)).
  */

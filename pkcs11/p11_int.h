@@ -159,6 +159,13 @@ void p11_cache_drop(p11_ctx *ctx, const unsigned char *id, size_t id_len);
 writ_rc p11_pub_export(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, writ_alg alg,
                        EVP_PKEY **out, p11_op *op, writ_err *err);
 
+/* ---- sign.c ---- */
+/* Sign data (the message, or its digest for ECDSA) with the private key
+ * object h by alg's mechanism; the JWS form into sig (P11_SIG_MAX bytes). */
+writ_rc p11_sign_handle(p11_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, writ_alg alg,
+                        const unsigned char *data, size_t data_len, unsigned char *sig,
+                        size_t *siglen, p11_op *op, writ_err *err);
+
 /* ---- keygen.c ---- */
 /* DER CKA_EC_PARAMS naming alg's curve; n set; NULL if alg is not EC. */
 const unsigned char *p11_ec_params(writ_alg alg, size_t *n);

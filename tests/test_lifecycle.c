@@ -578,6 +578,64 @@ static void test_key_list_is_complete_when_the_module_answers_in_batches(void)
 	hsm_close(&h);
 }
 
+/* A token that does not keep the key it made. SoftHSM2 2.6.1's file store,
+ * written while another process read the token (the issuer, a second
+ * `writ` command), kept a new private key without its CKA_ID and label:
+ * the next `writ key rotate` found the key gone and withdrew it, and a key
+ * like it left pending would have been activated and signed nothing. Now
+ * a new key must sign, found by its CKA_ID, both in the maker's view and
+ * after a fresh start of the module; one that does not is destroyed and
+ * another made. Real SoftHSM2 under a shim that plays the lost key. */
+static void test_new_key_the_token_did_not_keep_is_replaced(void)
+{
+	static const char *const modes[] = {"now", "stored"};
+	static const unsigned char msg[] = "m";
+	const char *shim = getenv("WRIT_P11_SHIM");
+	unsigned char sig[P11_SIG_MAX];
+	p11_key *keys = NULL, k;
+	writ_err err = {0};
+	size_t n = 0, siglen = 0, i;
+	p11_ctx *ctx;
+	hsm h;
+
+	if (shim == NULL) {
+		fprintf(stderr, "SKIP: no WRIT_P11_SHIM\n");
+		return;
+	}
+	if (hsm_open(&h) == 77)
+		return;
+	p11_close(h.p11);
+	h.p11 = NULL;
+	setenv("WRIT_SHIM_REAL", h.tok.module, 1);
+	ctx = hsm_ctx(&h, shim);
+	for (i = 0; i < 2; i++) {
+		setenv("WRIT_SHIM_LOSE", modes[i], 1);
+		setenv("WRIT_SHIM_LOSE_COUNT", "1", 1);
+		setenv("WRIT_SHIM_LOST", "0", 1);
+		CHECK_RC(p11_key_generate(ctx, WRIT_ALG_ES256, &k, &err), WRIT_OK);
+		CHECK(strcmp(getenv("WRIT_SHIM_LOST"), "1") == 0);
+		CHECK_RC(p11_sign(ctx, k.id, k.id_len, WRIT_ALG_ES256, msg, 1, sig, &siglen, &err),
+		         WRIT_OK);
+		EVP_PKEY_free(k.pub);
+		/* Of the lost pair nothing is left: the one key is the kept one. */
+		CHECK_RC(p11_keys_list(ctx, &keys, &n, &err), WRIT_OK);
+		CHECK(n == i + 1);
+		p11_keys_free(keys, n);
+		/* A token that keeps nothing: an error that says so, no key. */
+		setenv("WRIT_SHIM_LOSE_COUNT", "3", 1);
+		setenv("WRIT_SHIM_LOST", "0", 1);
+		CHECK_RC(p11_key_generate(ctx, WRIT_ALG_ES256, &k, &err), WRIT_ERR_HSM);
+		CHECK(strcmp(getenv("WRIT_SHIM_LOST"), "3") == 0 &&
+		      strstr(err.msg, "kept none of the 3 keys") != NULL);
+		CHECK_RC(p11_keys_list(ctx, &keys, &n, &err), WRIT_OK);
+		CHECK(n == i + 1);
+		p11_keys_free(keys, n);
+	}
+	unsetenv("WRIT_SHIM_LOSE");
+	p11_close(ctx);
+	hsm_close(&h);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/writ-lifecycle-XXXXXX";
@@ -595,6 +653,7 @@ int main(void)
 	RUN(test_generate_keeps_a_recorded_key_when_reading_it_back_fails);
 	RUN(test_adopt_records_all_keys_of_an_alg_or_none);
 	RUN(test_key_list_is_complete_when_the_module_answers_in_batches);
+	RUN(test_new_key_the_token_did_not_keep_is_replaced);
 	/* The databases, their -wal, -shm and signal files. */
 	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
 	if (system(path) != 0)
@@ -605,16 +664,55 @@ int main(void)
 #else /* WRIT_TEST_P11_SHIM: the PKCS#11 module */
 
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <p11-kit/pkcs11.h>
 
 /* The real module's functions, and ours: a copy of its list with
- * C_FindObjects replaced. The real module is $WRIT_SHIM_REAL. */
+ * C_FindObjects, C_GenerateKeyPair and C_Finalize replaced. The real
+ * module is $WRIT_SHIM_REAL. */
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST shim;
 static CK_OBJECT_HANDLE last;
+/* $WRIT_SHIM_LOSE: the token loses the private half of the next
+ * $WRIT_SHIM_LOSE_COUNT pairs it makes: "now", at once (the maker's own
+ * view shows the loss); "stored", only once the module is re-initialised
+ * (the maker's view stays whole, as SoftHSM2's did under a concurrent
+ * reader: a fresh start shows what was really kept). $WRIT_SHIM_LOST
+ * counts the pairs lost so far (the test process reads it). */
+static CK_SESSION_HANDLE lose_s;
+static CK_OBJECT_HANDLE lose_h;
+
+static CK_RV shim_generate(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pt,
+                           CK_ULONG np, CK_ATTRIBUTE_PTR kt, CK_ULONG nk, CK_OBJECT_HANDLE_PTR pub,
+                           CK_OBJECT_HANDLE_PTR priv)
+{
+	const char *mode = getenv("WRIT_SHIM_LOSE"), *count = getenv("WRIT_SHIM_LOSE_COUNT");
+	const char *done = getenv("WRIT_SHIM_LOST");
+	long lost = done != NULL ? strtol(done, NULL, 10) : 0;
+	CK_RV rv = real->C_GenerateKeyPair(s, m, pt, np, kt, nk, pub, priv);
+	char buf[24];
+
+	if (rv != CKR_OK || mode == NULL || lost >= (count != NULL ? strtol(count, NULL, 10) : 1))
+		return rv;
+	snprintf(buf, sizeof(buf), "%ld", lost + 1);
+	setenv("WRIT_SHIM_LOST", buf, 1);
+	if (strcmp(mode, "now") == 0)
+		(void)real->C_DestroyObject(s, *priv);
+	else
+		lose_s = s, lose_h = *priv;
+	return rv;
+}
+
+static CK_RV shim_finalize(CK_VOID_PTR reserved)
+{
+	if (lose_h != 0)
+		(void)real->C_DestroyObject(lose_s, lose_h);
+	lose_h = 0;
+	return real->C_Finalize(reserved);
+}
 
 /* $WRIT_SHIM_FIND: unset, the real answer; "one", at most one object per
  * call; "endless", the same, and the last object again where the real
@@ -651,6 +749,8 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
 			return CKR_GENERAL_ERROR;
 		shim = *real;
 		shim.C_FindObjects = shim_find;
+		shim.C_GenerateKeyPair = shim_generate;
+		shim.C_Finalize = shim_finalize;
 	}
 	*out = &shim;
 	return CKR_OK;

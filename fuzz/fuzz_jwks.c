@@ -7,12 +7,15 @@
  * that parses under the thumbprint flag has kid == thumbprint for every
  * key; a set accepted with the flag is accepted without it; a parsed key
  * written back out with writ_jwk_to_json parses again to the same key.
+ * The same input, as a header value, goes to the Cache-Control max-age
+ * and Age parsers that set how long a fetched set is kept.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_util.h"
+#include "verifier_int.h"
 #include "writ_int.h"
 
 /* The key survives a round trip through its own JSON. */
@@ -64,6 +67,24 @@ static writ_rc set_check(const char *json, size_t len, unsigned flags)
 	return rc;
 }
 
+/* A header value as jwks_fetch hands it over: NUL-terminated, < 256. */
+static void header_check(const uint8_t *data, size_t size)
+{
+	size_t n = size < 255 ? size : 255;
+	char *v = malloc(n + 1);
+	long ma, age;
+
+	if (v == NULL)
+		return;
+	memcpy(v, data, n);
+	v[n] = '\0';
+	ma = jwks_parse_max_age(v);
+	age = jwks_parse_age(v);
+	ENSURE(ma >= -1 && ma <= JWKS_MAX_AGE_CAP);
+	ENSURE(age >= -1 && age <= JWKS_MAX_AGE_CAP);
+	free(v);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -74,6 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	writ_err err = {0};
 	writ_rc rc;
 
+	header_check(data, size);
 	if (json == NULL)
 		return 0;
 	memcpy(json, data, size);

@@ -1,7 +1,8 @@
 /*
  * jwks_fetch.c - GET the issuer's JWK Set with libcurl: a capped body,
  * short timeouts, http/https only, the ETag and Cache-Control max-age
- * (RFC 9111 s.5.2.2.1) kept for the next request. The caller parses.
+ * (RFC 9111 s.5.2.2.1) less the response's Age (s.5.1: how long a cache
+ * in between has held it) kept for the next request. The caller parses.
  */
 #include <curl/curl.h>
 #include <pthread.h>
@@ -57,6 +58,24 @@ long jwks_parse_max_age(const char *cc_in)
 		return v;
 	}
 	return v;
+}
+
+long jwks_parse_age(const char *v)
+{
+	long n = 0;
+
+	/* A list (not allowed, but seen) counts by its first member; a value
+	 * that is not a non-negative integer is ignored (RFC 9111 s.5.1). */
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (*v < '0' || *v > '9')
+		return -1;
+	for (; *v >= '0' && *v <= '9'; v++)
+		if ((n = n * 10 + (*v - '0')) > JWKS_MAX_AGE_CAP)
+			n = JWKS_MAX_AGE_CAP;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	return *v == '\0' || *v == ',' ? n : -1;
 }
 
 typedef struct sink {
@@ -120,6 +139,11 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 	if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
 		r->etag[0] = '\0';
 		r->max_age = JWKS_MAX_AGE_DEFAULT;
+		r->age = JWKS_AGE_NONE;
+	} else if (len > 4 && strncasecmp(data, "Age:", 4) == 0 && r->age == JWKS_AGE_NONE) {
+		/* Only the first Age field counts, valid or not. */
+		header_value(data + 4, len - 4, cc, sizeof(cc));
+		r->age = (ma = jwks_parse_age(cc)) >= 0 ? (unsigned)ma : 0;
 	} else if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
 		header_value(data + 5, len - 5, r->etag, sizeof(r->etag));
 	} else if (len > 14 && strncasecmp(data, "Cache-Control:", 14) == 0) {
@@ -182,6 +206,7 @@ writ_rc jwks_fetch(const char *url, const char *ca_file, const char *etag, jwks_
 	r->max_age = JWKS_MAX_AGE_DEFAULT;
 	if ((c = curl_easy_init()) == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "libcurl: out of memory");
+	r->age = JWKS_AGE_NONE;
 	if (etag != NULL && etag[0] != '\0') {
 		snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
 		if ((h = curl_slist_append(hdrs, inm)) == NULL) {
@@ -207,8 +232,15 @@ writ_rc jwks_fetch(const char *url, const char *ca_file, const char *etag, jwks_
 		goto out;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	/* What is left of its freshness: a proxy that held it for Age seconds
+	 * already spent that much of max-age. */
+	if (r->age == JWKS_AGE_NONE)
+		r->age = 0;
+	r->max_age = r->age >= r->max_age ? 0 : r->max_age - r->age;
 	rc = WRIT_OK;
 out:
+	if (r->age == JWKS_AGE_NONE)
+		r->age = 0;
 	if (rc != WRIT_OK || r->status != 200) {
 		free(r->body);
 		r->body = NULL;

@@ -6,6 +6,7 @@
 #ifndef WRIT_VERIFIER_INT_H
 #define WRIT_VERIFIER_INT_H
 
+#include <limits.h>
 #include <stdint.h>
 
 #include "writ/verifier.h"
@@ -18,13 +19,17 @@
 #define JWKS_MAX_AGE_DEFAULT   300   /* no usable Cache-Control: max-age */
 #define JWKS_CONNECT_TIMEOUT_S 5
 #define JWKS_TIMEOUT_S         10
+#define JWKS_AGE_NONE          UINT_MAX /* no Age field (yet) */
 
 typedef struct jwks_response {
 	long status; /* 200, 304, ... ; 0 if no HTTP answer */
 	char *body;  /* 200 only: malloc'd, NUL-terminated; caller frees */
 	size_t len;
 	char etag[JWKS_ETAG_MAX + 1]; /* "" if none */
-	unsigned max_age;             /* from Cache-Control, capped; default if absent */
+	/* Seconds it stays fresh from now: Cache-Control max-age (capped;
+	 * default if absent) less the Age header's value. */
+	unsigned max_age;
+	unsigned age; /* the Age header (first one, first member); 0 if none */
 } jwks_response;
 
 /* Process-wide libcurl initialisation; idempotent and thread-safe. */
@@ -42,6 +47,9 @@ writ_rc jwks_fetch(const char *url, const char *ca_file, const char *etag, jwks_
 /* Parse the number of max-age=N from a Cache-Control value; -1 if absent.
  * no-store / no-cache count as 0. Exposed for tests. */
 long jwks_parse_max_age(const char *cc);
+/* The delta-seconds of an Age value (capped at JWKS_MAX_AGE_CAP); -1 if it
+ * is not a non-negative integer. Exposed for tests. */
+long jwks_parse_age(const char *v);
 
 /* ---- verified-token cache (token_cache.c) ---- */
 

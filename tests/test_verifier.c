@@ -26,6 +26,7 @@ static struct {
 	pthread_mutex_t mu;
 	char *jwks;
 	unsigned max_age;
+	const char *age;  /* an Age field to send, or NULL */
 	int down;         /* answer 503 */
 	unsigned version; /* the ETag */
 	atomic_int gets, not_modified;
@@ -63,6 +64,8 @@ static enum MHD_Result on_req(void *cls, struct MHD_Connection *c, const char *u
 	r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
 	MHD_add_response_header(r, "Cache-Control", cc);
 	MHD_add_response_header(r, "ETag", etag);
+	if (srv.age != NULL)
+		MHD_add_response_header(r, "Age", srv.age);
 	ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -980,6 +983,14 @@ static void test_cache_control_parse(void)
 	CHECK(jwks_parse_max_age("no-cache, max-age=60") == 0);
 	CHECK(jwks_parse_max_age("no-store") == 0);
 	CHECK(jwks_parse_max_age("") == -1);
+	CHECK(jwks_parse_age("0") == 0);
+	CHECK(jwks_parse_age(" 42 ") == 42);
+	CHECK(jwks_parse_age("5, 7") == 5);
+	CHECK(jwks_parse_age("99999999999999999999") == JWKS_MAX_AGE_CAP);
+	CHECK(jwks_parse_age("-1") == -1);
+	CHECK(jwks_parse_age("1.5") == -1);
+	CHECK(jwks_parse_age("abc") == -1);
+	CHECK(jwks_parse_age("") == -1);
 }
 
 /* A key set's verdict must not change from one parse to the next. This
@@ -1051,6 +1062,41 @@ static enum MHD_Result on_redirect(void *cls, struct MHD_Connection *c, const ch
 	ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ret;
+}
+
+/* Behind a caching proxy, a key set the proxy has held for Age seconds has
+ * that much less freshness left. Ignoring Age, a verifier kept a key set
+ * (and so a withdrawn key) up to about twice max-age. */
+static void test_jwks_age_spends_freshness(void)
+{
+	static const struct {
+		const char *age;
+		unsigned left;
+	} cases[] = {{NULL, 300}, {"290", 10},   {"300", 0},
+	             {"4000", 0}, {"junk", 300}, {"60, 5", 240}};
+	char etag[JWKS_ETAG_MAX + 1];
+	jwks_response r;
+	writ_err err = {0};
+	size_t i;
+
+	REQUIRE(jwks_fetch_init(&err) == WRIT_OK);
+	srv_set("{\"keys\":[]}", 300);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		pthread_mutex_lock(&srv.mu);
+		srv.age = cases[i].age;
+		pthread_mutex_unlock(&srv.mu);
+		CHECK_RC(jwks_fetch(srv.url, NULL, NULL, &r, &err), WRIT_OK);
+		CHECK(r.status == 200 && r.max_age == cases[i].left);
+		free(r.body);
+		snprintf(etag, sizeof(etag), "%s", r.etag);
+		/* A 304 revalidation through the proxy counts its Age too. */
+		CHECK_RC(jwks_fetch(srv.url, NULL, etag, &r, &err), WRIT_OK);
+		CHECK(r.status == 304 && r.max_age == cases[i].left);
+		free(r.body);
+	}
+	pthread_mutex_lock(&srv.mu);
+	srv.age = NULL;
+	pthread_mutex_unlock(&srv.mu);
 }
 
 /* A redirect's caching headers describe the redirect, not the key set:
@@ -1127,6 +1173,7 @@ int main(void)
 	srv_start();
 	RUN(test_json_writer_is_janssons);
 	RUN(test_cache_control_parse);
+	RUN(test_jwks_age_spends_freshness);
 	RUN(test_config_errors);
 	RUN(test_jwks_over_plain_http_to_remote_host_refused);
 	RUN(test_fetch_then_cache_hits);

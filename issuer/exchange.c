@@ -269,8 +269,8 @@ static unsigned take_rate(issuer *is, const char *agent, const policy_decision *
 /* Sign and answer with the key set ks, held for the whole call: the token
  * and its audit record name the same kid even if a rotation swaps the set
  * meanwhile. */
-static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask *a,
-                       const policy_decision *d)
+static int issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask *a,
+                      const policy_decision *d, int may_retry)
 {
 	/* The smallest of the granting rules' ttls, a rule without one
 	 * counting as the configured default; never above the cap. */
@@ -299,10 +299,15 @@ static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask 
 		/* A token without the limits its rule sets must not leave. */
 		deny(is, resp, a, 500, "server_error", "out of memory", NULL,
 		     "cannot write the lim claim");
-		return;
+		return 0;
 	}
 	rc = mint_token(is->p11, ks->signing, &mr, &mo, &e);
 	free(lim);
+	/* The key left the HSM after this set was taken (`writ key revoke`
+	 * destroys it once the store names its replacement): the caller
+	 * rebuilds the set and tries once more, nothing sent yet. */
+	if (rc == WRIT_ERR_NOT_FOUND && may_retry)
+		return 1;
 	if (rc != WRIT_OK) {
 		/* Only the token's failure counts against it: bad claims are a
 		 * bug here, not an outage to report on /healthz. */
@@ -312,7 +317,7 @@ static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask 
 		}
 		deny(is, resp, a, 503, "temporarily_unavailable", "signing is unavailable", NULL,
 		     e.msg);
-		return;
+		return 0;
 	}
 	atomic_store(&is->hsm_ok, 1);
 	audit_base(&rec, "token_issued", a);
@@ -334,17 +339,31 @@ static void issue_with(issuer *is, const keyset *ks, http_resp *resp, const ask 
 		/* The token never leaves: account for the refusal instead. */
 		wjw_discard(&rec);
 		deny(is, resp, a, 500, "server_error", "out of memory", NULL, NULL);
-		return;
+		return 0;
 	}
 	/* Durable before the token leaves: a token nobody can account for is
 	 * worse than no token. */
 	finish(is, resp, a, &rec, 1, DENY_UNAVAILABLE);
+	return 0;
 }
 
-static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decision *d)
+/*
+ * Sign with the key set in force, rebuilt first when the keys' change
+ * signal moved: `writ key revoke` of the active key commits (and signals)
+ * before it destroys the key, so a request that starts after the commit
+ * signs with the replacement, and one already signing when the key goes
+ * rebuilds and tries once more. One fstat per request; the tick catches
+ * changes made without the signal.
+ */
+static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decision *d, store *st)
 {
-	keyset *ks = keyset_get(&is->keys);
+	static _Thread_local uint64_t keys_mark;
+	keyset *ks;
+	int retry;
 
+	if (store_keys_signal(st, &keys_mark) == 1)
+		issuer_keys_refresh(is, st);
+	ks = keyset_get(&is->keys);
 	if (ks == NULL || atomic_load(&is->signing_stale)) {
 		deny(is, resp, a, 503, "temporarily_unavailable", "signing is unavailable", NULL,
 		     ks == NULL ? "no signing key set"
@@ -353,7 +372,17 @@ static void issue(issuer *is, http_resp *resp, const ask *a, const policy_decisi
 		keyset_put(&is->keys, ks);
 		return;
 	}
-	issue_with(is, ks, resp, a, d);
+	retry = issue_with(is, ks, resp, a, d, 1);
+	if (retry) {
+		keyset_put(&is->keys, ks);
+		issuer_keys_refresh(is, st);
+		ks = keyset_get(&is->keys);
+		if (ks == NULL || atomic_load(&is->signing_stale))
+			deny(is, resp, a, 503, "temporarily_unavailable", "signing is unavailable",
+			     NULL, "the signing key is gone from the HSM");
+		else
+			(void)issue_with(is, ks, resp, a, d, 0);
+	}
 	keyset_put(&is->keys, ks);
 }
 
@@ -403,7 +432,7 @@ static void decide(issuer *is, http_resp *resp, ask *a, store *st, const form *f
 		resp->retry_after = wait;
 		goto out;
 	}
-	issue(is, resp, a, &d);
+	issue(is, resp, a, &d, st);
 out:
 	store_agent_clear(&who.agent);
 	policy_unref(pol);

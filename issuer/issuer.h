@@ -25,7 +25,10 @@ typedef struct issuer {
 	/* The store no longer lists keys' signing key as active, and the set
 	 * could not be rebuilt (HSM trouble): keep publishing, stop signing. */
 	atomic_int signing_stale;
-	uint64_t keys_gen; /* store_keys_generation of keys (main thread only) */
+	/* Held while the key set is rebuilt from the store: by the tick, and
+	 * by a request that sees the keys change (issuer_keys_refresh). */
+	pthread_mutex_t keys_mu;
+	uint64_t keys_gen; /* store_keys_generation of keys (under keys_mu) */
 	/* Pending keys this process has served (main thread only): one that
 	 * shows up later is held for the whole pending window (store_sk_hold). */
 	char (*served_pending)[WRIT_KID_MAX + 1]; /* nserved_pending of them */
@@ -53,6 +56,12 @@ store *issuer_store(issuer *is, writ_err *err);
  * that sees the agents change, so the change's records precede the
  * decision it leads to. Any thread. */
 void issuer_outbox_move(issuer *is, int wait_ms);
+/* Rebuild the key set now if the store's signing keys changed since it
+ * was built (st: the calling thread's connection). Called by a request
+ * that sees the keys' change signal move, or whose signing key the HSM no
+ * longer holds: a key revoked (and destroyed) by the CLI is replaced
+ * before the next token is signed, not at the next tick. Any thread. */
+void issuer_keys_refresh(issuer *is, store *st);
 
 /* The outcome of checking an agent's assertion (SPEC s.5). */
 typedef struct attest_result {

@@ -249,6 +249,7 @@ static void keys_tick(issuer *is, int at_start)
 	writ_err e = {0};
 	store *st = issuer_store(is, &e);
 
+	pthread_mutex_lock(&is->keys_mu);
 	if (st == NULL || republish(is, st, at_start, &e) != WRIT_OK)
 		goto fail;
 	hold_new_pending(is, st, at_start);
@@ -257,12 +258,28 @@ static void keys_tick(issuer *is, int at_start)
 		goto fail;
 	hold_new_pending(is, st, 0);
 	atomic_store(&is->signing_stale, 0);
+	pthread_mutex_unlock(&is->keys_mu);
 	return;
 fail:
 	if (at_start)
 		die("keys", &e);
 	fprintf(stderr, "writ-issuer: keys: %s (the published keys stay)\n", e.msg);
 	check_signing_key(is, st);
+	pthread_mutex_unlock(&is->keys_mu);
+}
+
+void issuer_keys_refresh(issuer *is, store *st)
+{
+	writ_err e = {0};
+
+	/* Only the rebuild: holds and transitions stay with the tick, which
+	 * records a newly served pending key within a tick (its window then
+	 * counts from a little later than it was first served: never
+	 * shorter). A failure leaves it to the tick too. */
+	pthread_mutex_lock(&is->keys_mu);
+	if (republish(is, st, 0, &e) == WRIT_OK)
+		atomic_store(&is->signing_stale, 0);
+	pthread_mutex_unlock(&is->keys_mu);
 }
 
 /* At start: make the HSM and the store agree before anything is
@@ -619,6 +636,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	is.started = (int64_t)time(NULL);
+	pthread_mutex_init(&is.keys_mu, NULL);
 	open_all(&is);
 	/* Exit 0 says the audit log was flushed and closed whole: a last
 	 * line or final checkpoint that could not be written says otherwise

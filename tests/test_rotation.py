@@ -279,6 +279,51 @@ def emergency_revoke(fx):
           rec)
 
 
+def test_revoke_active_key_under_load():
+    """Defect: `writ key revoke` of the active key commits the revocation,
+    then destroys the key; the issuer went on signing with the revoked key
+    until its next tick, then answered 503 (the key was gone) until the
+    tick after: about 0.2 s of refusals for agents renewing in a loop. Now
+    a request that sees the keys' change signal rebuilds the key set
+    first, and one caught signing when the key goes rebuilds and retries."""
+    fx = Issuer(POLICY)
+    try:
+        configure(fx)
+        fx.start()
+        a = Agent(fx, "revoke-load")
+        kid = jwt.get_unverified_header(fx.token(a.assertion())[2]["access_token"])["kid"]
+        results, stop, revoked_at = [], threading.Event(), []
+
+        def renew():
+            while not stop.is_set():
+                assertion = a.assertion()
+                t0 = time.monotonic()
+                status, _, doc = fx.token(assertion)
+                results.append((t0, status, doc.get("access_token")))
+
+        workers = [threading.Thread(target=renew) for _ in range(4)]
+        for w in workers:
+            w.start()
+        time.sleep(0.5)
+        fx.writ("key", "revoke", kid, "--reason", "test: revoke under load")
+        revoked_at.append(time.monotonic())
+        time.sleep(0.8)
+        stop.set()
+        for w in workers:
+            w.join()
+        refused = [st for _, st, _ in results if st != 200]
+        after = [t for t0, st, t in results if st == 200 and t0 > revoked_at[0]]
+        by_revoked = [t for t in after if jwt.get_unverified_header(t)["kid"] == kid]
+        check(len(results) > 50 and not refused,
+              "test_revoke_active_key_under_load: no request refused while the active key "
+              "is revoked", (len(results), refused[:5]))
+        check(after and not by_revoked,
+              "test_revoke_active_key_under_load: nothing signed by the revoked key after "
+              "revoke returns", (len(after), len(by_revoked)))
+    finally:
+        fx.close()
+
+
 def states(fx):
     return {k: v["state"] for k, v in keys(fx).items()}
 
@@ -476,6 +521,7 @@ def main():
         return 77
     bad_config()
     test_rotation_past_16_published_keys()
+    test_revoke_active_key_under_load()
     fx = rotation_under_load("ES256")
     try:
         removed_and_purged(fx)

@@ -526,6 +526,42 @@ static void test_agents_signal_moves_after_agent_changes_only(void)
 	store_close(issuer);
 }
 
+/* The request path's cheap test for signing-key changes (store_keys_signal):
+ * `writ key revoke` of the active key must move it before the key is
+ * destroyed, so the issuer rebuilds its key set before signing again. */
+static void test_keys_signal_moves_after_key_changes_only(void)
+{
+	static const store_sk_windows w = {.pending_secs = 3, .retired_secs = 5};
+	const char *path = fresh_db("ksignal");
+	store *issuer = open_db(path), *cli = open_db(path);
+	char *k = new_jwk("EC", WRIT_ALG_ES256);
+	writ_err err = {0};
+	uint64_t mark = UINT64_MAX;
+	store_sk_state st;
+	store_sk repl = {0};
+	store_sk_state was;
+
+	CHECK(store_keys_signal(issuer, &mark) == 1); /* learns the size */
+	CHECK(store_keys_signal(issuer, &mark) == 0);
+	CHECK_RC(store_sk_add(cli, "k1", WRIT_ALG_ES256, "01", STORE_SK_ROTATE, &w, 1000, NULL, &st,
+	                      &err),
+	         WRIT_OK);
+	CHECK(store_keys_signal(issuer, &mark) == 1);
+	/* Agent changes move the agents' signal only. */
+	CHECK_RC(store_agent_add(cli, "w", NULL, 0, k, NULL, &err), WRIT_OK);
+	CHECK(store_keys_signal(issuer, &mark) == 0);
+	snprintf(repl.kid, sizeof(repl.kid), "k2");
+	repl.alg = WRIT_ALG_ES256;
+	snprintf(repl.p11_id, sizeof(repl.p11_id), "02");
+	CHECK_RC(store_sk_revoke(cli, "k1", "test", &repl, 1001, &was, &err), WRIT_OK);
+	CHECK(store_keys_signal(issuer, &mark) == 1);
+	CHECK(store_keys_signal(issuer, &mark) == 0);
+	CHECK(store_keys_signal(NULL, &mark) == -1);
+	free(k);
+	store_close(cli);
+	store_close(issuer);
+}
+
 /* Attack: a FIFO planted under the signal file's name would swallow the
  * writers' appends (blocking them once the pipe is full) and never change
  * size, so readers would never see a change. It is not used: the store
@@ -743,6 +779,7 @@ int main(void)
 	RUN(test_tampered_key_row_is_refused);
 	RUN(test_change_seen_by_other_connection_next_get);
 	RUN(test_agents_signal_moves_after_agent_changes_only);
+	RUN(test_keys_signal_moves_after_key_changes_only);
 	RUN(test_planted_fifo_signal_does_not_hang_writers);
 	RUN(test_replay_once_until_expired);
 	RUN(test_replay_purge_is_bounded_per_insert);

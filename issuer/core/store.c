@@ -330,9 +330,16 @@ writ_rc store_exec(store *s, store_stmt_id id, writ_err *err)
 	return rc;
 }
 
+static writ_rc sig_generation(store *s, int which, uint64_t *gen)
+{
+	return which == STORE_SIG_AGENTS ? store_agents_generation(s, gen, NULL)
+	                                 : store_keys_generation(s, gen, NULL);
+}
+
 writ_rc store_tx_begin(store *s, int durable, writ_err *err)
 {
 	writ_rc rc;
+	int i;
 
 	/* synchronous may not change inside a transaction, so it is set
 	 * around it; WAL commits in FULL mode fsync the log before COMMIT
@@ -342,32 +349,27 @@ writ_rc store_tx_begin(store *s, int durable, writ_err *err)
 	rc = store_exec(s, ST_BEGIN, err);
 	if (rc != WRIT_OK && durable)
 		(void)store_exec(s, ST_SYNC_NORMAL, NULL);
-	if (rc == WRIT_OK)
-		s->tx_gen_ok = store_agents_generation(s, &s->tx_gen, NULL) == WRIT_OK;
+	for (i = 0; rc == WRIT_OK && i < STORE_SIG__COUNT; i++)
+		s->tx_gen_ok[i] = sig_generation(s, i, &s->tx_gen[i]) == WRIT_OK;
 	return rc;
-}
-
-/* After a COMMIT that moved the agents' generation (or may have: it could
- * not be read), tell the readers of store_agents_signal. A failed append
- * only delays them to their periodic read of the generation. */
-static void agents_signal_after_commit(store *s)
-{
-	static const char byte = '\n';
-
-	if (s->sig_fd >= 0)
-		(void)!write(s->sig_fd, &byte, 1);
 }
 
 writ_rc store_tx_end(store *s, int durable, writ_rc rc, writ_err *err)
 {
+	static const char byte = '\n';
+	int moved[STORE_SIG__COUNT] = {0}, i;
 	uint64_t gen = 0;
-	int moved = 0;
 
-	if (rc == WRIT_OK)
-		moved = !s->tx_gen_ok || store_agents_generation(s, &gen, NULL) != WRIT_OK ||
-		        gen != s->tx_gen;
-	if (rc == WRIT_OK && (rc = store_exec(s, ST_COMMIT, err)) == WRIT_OK && moved)
-		agents_signal_after_commit(s);
+	for (i = 0; rc == WRIT_OK && i < STORE_SIG__COUNT; i++)
+		moved[i] = !s->tx_gen_ok[i] || sig_generation(s, i, &gen) != WRIT_OK ||
+		           gen != s->tx_gen[i];
+	/* After a COMMIT that moved a generation (or may have: it could not
+	 * be read), tell the readers of its signal. A failed append only
+	 * delays them to their periodic read of the generation. */
+	if (rc == WRIT_OK && (rc = store_exec(s, ST_COMMIT, err)) == WRIT_OK)
+		for (i = 0; i < STORE_SIG__COUNT; i++)
+			if (moved[i] && s->sig_fd[i] >= 0)
+				(void)!write(s->sig_fd[i], &byte, 1);
 	if (rc != WRIT_OK && !sqlite3_get_autocommit(s->db))
 		(void)store_exec(s, ST_ROLLBACK, NULL);
 	/* A failure here only leaves the connection slower (FULL): ignore. */
@@ -500,24 +502,28 @@ static writ_rc store_check_file(const char *path, unsigned flags, int *create, w
 	return WRIT_OK;
 }
 
-/* The agents' change signal file (store.h), created 0600 beside the
- * database; without it (unwritable directory) readers of the signal fall
- * back to reading the generation on every call. */
+/* The change signal files (store.h), created 0600 beside the database;
+ * without one (unwritable directory) its readers fall back to reading the
+ * generation on every call. */
 static void signal_open(store *s, const char *path)
 {
+	static const char *const suffix[STORE_SIG__COUNT] = {".agents-changed", ".keys-changed"};
 	char p[PATH_MAX];
-	int n = snprintf(p, sizeof(p), "%s.agents-changed", path);
 	struct stat sb;
+	int i, n;
 
-	if (n <= 0 || (size_t)n >= sizeof(p))
-		return;
-	/* Non-blocking: a FIFO planted under the name must not hang the
-	 * open; anything but a regular file is not used. */
-	s->sig_fd =
-	    open(p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
-	if (s->sig_fd >= 0 && (fstat(s->sig_fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
-		close(s->sig_fd);
-		s->sig_fd = -1;
+	for (i = 0; i < STORE_SIG__COUNT; i++) {
+		n = snprintf(p, sizeof(p), "%s%s", path, suffix[i]);
+		if (n <= 0 || (size_t)n >= sizeof(p))
+			continue;
+		/* Non-blocking: a FIFO planted under the name must not hang
+		 * the open; anything but a regular file is not used. */
+		s->sig_fd[i] = open(
+		    p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+		if (s->sig_fd[i] >= 0 && (fstat(s->sig_fd[i], &sb) != 0 || !S_ISREG(sb.st_mode))) {
+			close(s->sig_fd[i]);
+			s->sig_fd[i] = -1;
+		}
 	}
 }
 
@@ -538,7 +544,7 @@ writ_rc store_open(const char *path, unsigned flags, store **out, writ_err *err)
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
-	s->sig_fd = -1;
+	s->sig_fd[STORE_SIG_AGENTS] = s->sig_fd[STORE_SIG_KEYS] = -1;
 	/* NOMUTEX: one thread per handle is the documented contract, so
 	 * SQLite's per-connection mutex would be pure overhead. */
 	oflags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW;
@@ -582,8 +588,9 @@ void store_close(store *s)
 		return;
 	for (i = 0; i < ST__COUNT; i++)
 		sqlite3_finalize(s->st[i]);
-	if (s->sig_fd >= 0)
-		close(s->sig_fd);
+	for (i = 0; i < STORE_SIG__COUNT; i++)
+		if (s->sig_fd[i] >= 0)
+			close(s->sig_fd[i]);
 	/* close_v2: never fails for busy statements; they are all finalised
 	 * anyway. The last connection checkpoints and removes the WAL. */
 	sqlite3_close_v2(s->db);
@@ -607,16 +614,26 @@ writ_rc store_agents_generation(store *s, uint64_t *gen, writ_err *err)
 	return rc;
 }
 
-int store_agents_signal(store *s, uint64_t *mark)
+static int signal_moved(const store *s, int which, uint64_t *mark)
 {
 	struct stat sb;
 
-	if (s == NULL || s->sig_fd < 0 || fstat(s->sig_fd, &sb) != 0)
+	if (s == NULL || s->sig_fd[which] < 0 || fstat(s->sig_fd[which], &sb) != 0)
 		return -1;
 	if ((uint64_t)sb.st_size == *mark)
 		return 0;
 	*mark = (uint64_t)sb.st_size;
 	return 1;
+}
+
+int store_agents_signal(store *s, uint64_t *mark)
+{
+	return signal_moved(s, STORE_SIG_AGENTS, mark);
+}
+
+int store_keys_signal(store *s, uint64_t *mark)
+{
+	return signal_moved(s, STORE_SIG_KEYS, mark);
 }
 
 /* ---- names and syntax ---- */

@@ -261,6 +261,9 @@ WRIT_MUST_CHECK writ_rc store_agents_generation(store *s, uint64_t *gen, writ_er
  * still reads store_agents_generation every so often.
  */
 int store_agents_signal(store *s, uint64_t *mark);
+/* The same for the signing keys' generation (store_keys_generation), with
+ * the file path + ".keys-changed". */
+int store_keys_signal(store *s, uint64_t *mark);
 
 /* ---- audit outbox (store_outbox.c) ----
  * Changes to agents and their keys write their audit record into the

@@ -61,16 +61,19 @@ typedef enum store_stmt_id {
 	ST__COUNT
 } store_stmt_id;
 
+/* The generations that have a change signal file beside the database. */
+enum { STORE_SIG_AGENTS, STORE_SIG_KEYS, STORE_SIG__COUNT };
+
 struct store {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST__COUNT];
 	char actor[128]; /* who changes things through this connection */
-	/* The agents' change signal (store_agents_signal): its descriptor
-	 * (-1: none), and the generation when the open write transaction
-	 * began (tx_gen_ok: it could be read). */
-	int sig_fd;
-	int tx_gen_ok;
-	uint64_t tx_gen;
+	/* The change signals (store_agents_signal, store_keys_signal), one
+	 * per STORE_SIG_*: descriptor (-1: none), and the generation when the
+	 * open write transaction began (tx_gen_ok: it could be read). */
+	int sig_fd[STORE_SIG__COUNT];
+	int tx_gen_ok[STORE_SIG__COUNT];
+	uint64_t tx_gen[STORE_SIG__COUNT];
 };
 
 /* Register writ_actor() (the audit outbox triggers call it). SQLite rc. */

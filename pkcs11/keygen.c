@@ -128,10 +128,11 @@ static int ed_params_refused(CK_RV rv)
  * Does the token hold the pair as made? The private key found by its
  * CKA_ID (and, right after generation, the object just made: priv), with
  * the algorithm its label pins (the path every later signature takes),
- * must sign a probe that verifies under the public key read back. SoftHSM2's file store, written
- * while another process reads the token, can lose the attributes of a new object (README, "Key
- * generation under a concurrent reader"); such a key must never be
- * recorded, let alone activated.
+ * must sign a probe that verifies under the public key read back.
+ * SoftHSM2's file store, written while another process reads the token,
+ * can lose the attributes of a new object (README, "Key generation under a
+ * concurrent reader"); such a key must never be recorded, let alone
+ * activated.
  */
 static writ_rc gen_proof(p11_ctx *ctx, CK_SESSION_HANDLE s, gen_arg *a, CK_OBJECT_HANDLE priv,
                          p11_op *op, writ_err *err)
@@ -287,8 +288,11 @@ writ_rc p11_key_generate(p11_ctx *ctx, writ_alg alg, p11_key *out, writ_err *err
 			                    attempt, last);
 		}
 	}
-	if (rc != WRIT_OK)
+	if (rc != WRIT_OK) {
+		/* Not returned, so never recorded: reconcile removes the key. */
+		EVP_PKEY_free(a.pub);
 		return rc;
+	}
 	memcpy(out->id, a.id, sizeof(a.id));
 	out->id_len = sizeof(a.id);
 	memcpy(out->label, a.label, sizeof(out->label));

@@ -542,31 +542,44 @@ static void test_adopt_records_all_keys_of_an_alg_or_none(void)
  * keys the HSM no longer holds. A module that never says "no more" gets
  * an error at the cap, never a cut list. Needs the shim (tests/CMakeLists
  * builds this file as one and names it in WRIT_P11_SHIM). */
-static void test_key_list_is_complete_when_the_module_answers_in_batches(void)
+/* The shim's path (tests/CMakeLists names it in WRIT_P11_SHIM); NULL,
+ * said as a skip, without it. */
+static const char *shim_path(void)
 {
 	const char *shim = getenv("WRIT_P11_SHIM");
+
+	if (shim == NULL)
+		fprintf(stderr, "SKIP: no WRIT_P11_SHIM\n");
+	return shim;
+}
+
+/* h's context replaced by one through the shim over the same token: one
+ * context per module in a process, and the shim's is SoftHSM2. */
+static p11_ctx *shim_ctx(hsm *h, const char *shim)
+{
+	p11_close(h->p11);
+	h->p11 = NULL;
+	setenv("WRIT_SHIM_REAL", h->tok.module, 1);
+	return hsm_ctx(h, shim);
+}
+
+static void test_key_list_is_complete_when_the_module_answers_in_batches(void)
+{
+	const char *shim = shim_path();
 	p11_key *keys = NULL, k;
 	writ_err err = {0};
 	p11_ctx *ctx;
 	size_t n = 0, i;
 	hsm h;
 
-	if (shim == NULL) {
-		fprintf(stderr, "SKIP: no WRIT_P11_SHIM\n");
-		return;
-	}
-	if (hsm_open(&h) == 77)
+	if (shim == NULL || hsm_open(&h) == 77)
 		return;
 	for (i = 0; i < 3; i++) {
 		REQUIRE(p11_key_generate(h.p11, WRIT_ALG_ES256, &k, &err) == WRIT_OK);
 		EVP_PKEY_free(k.pub);
 	}
-	/* One context per module in a process, and the shim's is SoftHSM2. */
-	p11_close(h.p11);
-	h.p11 = NULL;
-	setenv("WRIT_SHIM_REAL", h.tok.module, 1);
 	setenv("WRIT_SHIM_FIND", "one", 1);
-	ctx = hsm_ctx(&h, shim);
+	ctx = shim_ctx(&h, shim);
 	CHECK_RC(p11_keys_list(ctx, &keys, &n, &err), WRIT_OK);
 	CHECK(n == 3);
 	p11_keys_free(keys, n);
@@ -590,7 +603,7 @@ static void test_new_key_the_token_did_not_keep_is_replaced(void)
 {
 	static const char *const modes[] = {"now", "stored"};
 	static const unsigned char msg[] = "m";
-	const char *shim = getenv("WRIT_P11_SHIM");
+	const char *shim = shim_path();
 	unsigned char sig[P11_SIG_MAX];
 	p11_key *keys = NULL, k;
 	writ_err err = {0};
@@ -598,16 +611,9 @@ static void test_new_key_the_token_did_not_keep_is_replaced(void)
 	p11_ctx *ctx;
 	hsm h;
 
-	if (shim == NULL) {
-		fprintf(stderr, "SKIP: no WRIT_P11_SHIM\n");
+	if (shim == NULL || hsm_open(&h) == 77)
 		return;
-	}
-	if (hsm_open(&h) == 77)
-		return;
-	p11_close(h.p11);
-	h.p11 = NULL;
-	setenv("WRIT_SHIM_REAL", h.tok.module, 1);
-	ctx = hsm_ctx(&h, shim);
+	ctx = shim_ctx(&h, shim);
 	for (i = 0; i < 2; i++) {
 		setenv("WRIT_SHIM_LOSE", modes[i], 1);
 		setenv("WRIT_SHIM_LOSE_COUNT", "1", 1);

@@ -58,7 +58,7 @@ gen() { "$BI" gen "$1" bench-1 "$D/agent.key" "$ISS" >"$D/assertions" && sync "$
 idle() { awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9}' /proc/stat; }
 steal() { echo "$I0 $I1" | awk '{printf "%.1f", 100 * ($6 - $3) / ($5 - $2)}'; }
 phase() { # phase NAME RATE: load with fresh assertions; sets R
-  gen "$(python3 -c "print(int(max(20000, 8000 * $SECS) if float('$2') == 0 else float('$2') * $SECS + 1000))")"
+  gen "$(python3 -c "print(int(max(20000, 12000 * $SECS) if float('$2') == 0 else float('$2') * $SECS + 1000))")"
   I0=$(idle)
   R=$("$BI" load "127.0.0.1:$PORT" "$D/assertions" "$CONNS" "$SECS" "$2")
   I1=$(idle)

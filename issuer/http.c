@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +17,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "workq.h"
 #include "writ_int.h"
 
 struct http_server {
 	struct MHD_Daemon *d;
 	http_handler fn;
 	void *arg;
+	workq *pool; /* runs POST handlers (workq.h) */
 	char *tls_cert, *tls_key;
 	/* Held responses whose connection is (about to be) suspended, and
 	 * whether http_stop has begun: microhttpd must not be stopped with a
@@ -47,6 +50,12 @@ typedef struct req_state {
 	int hold_init, released, suspended;
 	writ_rc rc;
 	http_resp held;
+	/* Handed to the pool (dispatch): the connection stays suspended
+	 * until the handler has returned (have_resp) and, for a held
+	 * response, http_release has been called too. */
+	int dispatched, have_resp;
+	http_req req;
+	workq_job job;
 } req_state;
 
 static const char *const form_type = "application/x-www-form-urlencoded";
@@ -233,11 +242,58 @@ void http_release(void *hold, writ_rc rc)
 	pthread_mutex_lock(&st->mu);
 	st->released = 1;
 	st->rc = rc;
-	if (st->suspended)
+	if (st->dispatched) {
+		if (st->have_resp) /* else the pool thread resumes it */
+			MHD_resume_connection(st->conn);
+	} else if (st->suspended) {
 		MHD_resume_connection(st->conn);
-	else
+	} else {
 		pthread_cond_signal(&st->cv);
+	}
 	pthread_mutex_unlock(&st->mu);
+}
+
+/* On a pool thread: run the handler, keep its response, and resume the
+ * connection once the response may leave. The response is sent by the
+ * connection's own HTTP thread (on_request, resumed). */
+static void work(workq_job *job)
+{
+	req_state *st = (req_state *)(void *)((char *)job - offsetof(req_state, job));
+	http_resp resp = {0};
+
+	st->srv->fn(st->srv->arg, &st->req, &resp);
+	pthread_mutex_lock(&st->mu);
+	st->held = resp;
+	st->have_resp = 1;
+	if (!resp.held) {
+		st->released = 1;
+		st->rc = WRIT_OK;
+	}
+	if (st->released)
+		MHD_resume_connection(st->conn);
+	pthread_mutex_unlock(&st->mu);
+}
+
+/* Hand a complete request to the pool with its connection suspended; 0
+ * when the server is closing (the caller answers it inline then). */
+static int dispatch(http_server *s, struct MHD_Connection *c, req_state *st, const http_req *req)
+{
+	/* Count first, then look at closing: as in hold(). */
+	atomic_fetch_add(&s->suspended, 1);
+	if (atomic_load(&s->closing)) {
+		atomic_fetch_sub(&s->suspended, 1);
+		return 0;
+	}
+	st->req = *req;
+	st->req.hold = st;
+	st->job.run = work;
+	pthread_mutex_lock(&st->mu);
+	st->dispatched = 1;
+	st->suspended = 1;
+	MHD_suspend_connection(c);
+	pthread_mutex_unlock(&st->mu);
+	workq_push(s->pool, &st->job);
+	return 1;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -298,6 +354,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	st->hold_init = 1;
+	/* A POST (a token request) is decided and signed on the pool: see
+	 * workq.h for why not on this thread. */
+	if (strcmp(method, "POST") == 0 && dispatch(s, c, st, &req))
+		return MHD_YES;
 	s->fn(s->arg, &req, &resp);
 	if (!resp.held)
 		return send_resp(c, &resp);
@@ -375,6 +435,11 @@ writ_rc http_start(const writ_config *cfg, http_handler fn, void *arg, http_serv
 		return writ_err_set(err, WRIT_ERR_NOMEM, "out of memory");
 	s->fn = fn;
 	s->arg = arg;
+	rc = workq_start(cfg->workers != 0 ? cfg->workers : workq_default_size(), &s->pool, err);
+	if (rc != WRIT_OK) {
+		free(s);
+		return rc;
+	}
 	if (v6)
 		flags |= MHD_USE_IPv6;
 	if (cfg->tls_cert[0] != '\0') {
@@ -434,6 +499,7 @@ int http_stop(http_server *s)
 	}
 	if (s->d != NULL)
 		MHD_stop_daemon(s->d);
+	workq_stop(s->pool); /* idle: every dispatched request was answered */
 	if (s->tls_key != NULL) {
 		OPENSSL_cleanse(s->tls_key, strlen(s->tls_key));
 		free(s->tls_key);

@@ -877,6 +877,64 @@ def test_sigterm_under_load():
         fx.close()
 
 
+def test_slow_hsm_does_not_hold_the_http_thread():
+    """Token requests are decided and signed on the worker pool, not on the
+    HTTP thread that read them: one HTTP thread, an HSM whose C_Sign takes
+    1.5 s (a PKCS#11 shim over SoftHSM2: a real token cannot be made slow
+    on demand), two token requests and a JWKS GET at once. Decided on the
+    HTTP thread, as before, the GET waited behind a signature and the two
+    signatures ran one after the other (3 s); microhttpd had also bound
+    each connection's work to whichever of its threads accepted it, which
+    at full load left one core idle while the other thread's clients
+    queued."""
+    shim = os.environ.get("WRIT_P11_SHIM")
+    if not shim or not os.path.exists(shim):
+        print("skip slow-HSM test: WRIT_P11_SHIM not built")
+        return
+    fx = Issuer(POLICY, extra_conf="http_threads = 1\nworkers = 2\n")
+    saved = {k: os.environ.get(k) for k in ("WRIT_SHIM_REAL", "WRIT_SHIM_SIGN_DELAY_MS")}
+    try:
+        a = Agent(fx, "slow-1", ["analysts"])
+        with open(fx.conf) as f:
+            conf = f.read()
+        real = re.search(r"^pkcs11_module = (.*)$", conf, re.M).group(1)
+        with open(fx.conf, "w") as f:
+            f.write(re.sub(r"^pkcs11_module = .*$", "pkcs11_module = " + shim, conf,
+                           flags=re.M))
+        os.environ["WRIT_SHIM_REAL"] = real
+        os.environ["WRIT_SHIM_SIGN_DELAY_MS"] = "1500"
+        fx.start()
+        done = {}
+
+        def token(name):
+            st, _, _ = fx.token(a.assertion())
+            done[name] = (st, time.monotonic())
+        t0 = time.monotonic()
+        ts = [threading.Thread(target=token, args=(n,)) for n in ("t1", "t2")]
+        for t in ts:
+            t.start()
+        time.sleep(0.3)  # both are signing now
+        st, _, body = fx.request("/.well-known/jwks.json")
+        got_jwks = time.monotonic()
+        for t in ts:
+            t.join()
+        check(st == 200 and "keys" in body and all(n in done for n in ("t1", "t2"))
+              and got_jwks < min(d[1] for d in done.values()),
+              "slow HSM, one HTTP thread: a JWKS GET is answered while token requests sign",
+              f"jwks at {got_jwks - t0:.2f} s, tokens {[(d[0], round(d[1] - t0, 2)) for d in done.values()]}")
+        check(all(d[0] == 200 for d in done.values())
+              and max(d[1] for d in done.values()) - t0 < 2.9,
+              "slow HSM, one HTTP thread: two token requests sign at once on the worker pool",
+              f"tokens {[(d[0], round(d[1] - t0, 2)) for d in done.values()]}")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        fx.close()
+
+
 def test_replay_shared_sqlite():
     # replay_cache = sqlite: the set lives in the shared database, for
     # several issuers on one host.
@@ -1034,6 +1092,7 @@ def main():
     test_healthz_recovers_without_traffic()
     test_replay_shared_sqlite()
     test_outbox_two_issuers_one_store()
+    test_slow_hsm_does_not_hold_the_http_thread()
     print(f"{failures} failed")
     return 1 if failures else 0
 

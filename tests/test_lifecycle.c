@@ -670,14 +670,16 @@ int main(void)
 #else /* WRIT_TEST_P11_SHIM: the PKCS#11 module */
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <p11-kit/pkcs11.h>
 
 /* The real module's functions, and ours: a copy of its list with
- * C_FindObjects, C_GenerateKeyPair and C_Finalize replaced. The real
+ * C_FindObjects, C_GenerateKeyPair, C_Finalize and C_Sign replaced. The real
  * module is $WRIT_SHIM_REAL. */
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST shim;
@@ -740,6 +742,21 @@ static CK_RV shim_find(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR out, CK_ULONG m
 	return rv;
 }
 
+/* $WRIT_SHIM_SIGN_DELAY_MS: every C_Sign takes that much longer (a slow
+ * or remote HSM), for tests of what the issuer does meanwhile. */
+static CK_RV shim_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
+                       CK_ULONG_PTR siglen)
+{
+	const char *ms = getenv("WRIT_SHIM_SIGN_DELAY_MS");
+	long d = ms != NULL ? strtol(ms, NULL, 10) : 0;
+	struct timespec ts = {d / 1000, (d % 1000) * 1000000};
+
+	if (d > 0 && sig != NULL) /* not for the length query */
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	return real->C_Sign(s, data, len, sig, siglen);
+}
+
 __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out)
 {
 	const char *path = getenv("WRIT_SHIM_REAL");
@@ -757,6 +774,7 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
 		shim.C_FindObjects = shim_find;
 		shim.C_GenerateKeyPair = shim_generate;
 		shim.C_Finalize = shim_finalize;
+		shim.C_Sign = shim_sign;
 	}
 	*out = &shim;
 	return CKR_OK;

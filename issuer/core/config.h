@@ -37,7 +37,8 @@ typedef struct writ_config {
 	char tls_cert[CONFIG_VALUE_MAX];  /* PEM; HTTPS when set with tls_key */
 	char tls_key[CONFIG_VALUE_MAX];
 	int tls_disable;           /* plain HTTP on a non-loopback listen (TLS ends in front) */
-	unsigned http_threads;     /* worker threads */
+	unsigned http_threads;     /* microhttpd's threads: read requests, write responses */
+	unsigned workers;          /* threads deciding token requests; 0: one per CPU */
 	unsigned max_connections;  /* concurrent connections */
 	unsigned conn_timeout;     /* idle seconds before a connection is dropped */
 	unsigned jwks_max_age;     /* Cache-Control max-age of the JWKS, s */

@@ -4,7 +4,7 @@
 #      and one short pass of the issuer benchmark (it must run clean);
 #   2. the same under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the HSM integration test again under valgrind (leaks, bad reads),
-#      and the verifier library's threads under ThreadSanitizer;
+#      and the verifier library's and the issuer's threads under ThreadSanitizer;
 #   4. clang builds of the libFuzzer targets, replaying every corpus;
 #   5. style and hygiene: clang-format, banned functions.
 # Exits non-zero on the first failure.
@@ -39,7 +39,7 @@ cmake --build build-asan -j"$JOBS"
 step "valgrind on the HSM integration test"
 bash ci/valgrind.sh build
 
-step "ThreadSanitizer: verifiers racing a key-set refresh"
+step "ThreadSanitizer: verifiers racing a key-set refresh; the issuer under its tests"
 bash ci/tsan.sh
 
 step "fuzz targets: corpus replay"

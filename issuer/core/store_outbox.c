@@ -61,8 +61,14 @@ static void event_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 
 int store_actor_register(store *s)
 {
-	struct passwd *pw = getpwuid(geteuid());
+	/* _r: the issuer's worker threads open their store connections
+	 * concurrently, and getpwuid's static result is shared (found by
+	 * ThreadSanitizer, ci/tsan.sh). */
+	struct passwd pwd, *pw = NULL;
+	char buf[4096];
 
+	if (getpwuid_r(geteuid(), &pwd, buf, sizeof(buf), &pw) != 0)
+		pw = NULL;
 	snprintf(s->actor, sizeof(s->actor), "uid:%u(%.64s)", (unsigned)geteuid(),
 	         pw != NULL ? pw->pw_name : "?");
 	/* INNOCUOUS: callable from triggers with trusted_schema off; it only

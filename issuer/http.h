@@ -4,7 +4,11 @@
  *
  * The front enforces what holds for every route: methods, a body cap
  * (413), form content type for POST (415), a connection timeout and a
- * connection limit; then hands a complete request to one handler.
+ * connection limit; then hands a complete request to one handler. A GET
+ * or HEAD is handled on the HTTP thread that read it; a POST (a token
+ * request) is handed, its connection suspended, to a pool of cfg->workers
+ * threads (workq.h), so the handler must be thread-safe and must not
+ * assume which thread it runs on.
  */
 #ifndef WRIT_HTTP_H
 #define WRIT_HTTP_H

@@ -350,6 +350,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
 	client_addr(c, req.client, sizeof(req.client));
 	req.t_read_ns = writ_mono_ns();
+	req.in_pool = workq_depth(s->pool);
 	/* Any handler may hold its response (http_release). */
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);

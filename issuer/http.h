@@ -48,6 +48,7 @@ typedef struct http_req {
 	const char *if_none_match; /* may be NULL */
 	char client[64];           /* peer address */
 	int64_t t_read_ns;         /* writ_mono_ns() when the whole request was read */
+	unsigned in_pool;          /* POST requests queued or running on the pool now */
 } http_req;
 
 typedef struct http_resp {

@@ -71,7 +71,7 @@ static void render_fsync(FILE *f, const audit_stats *au)
 }
 
 char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok,
-                     int signing_ok)
+                     int signing_ok, unsigned in_pool)
 {
 	char *buf = NULL;
 	size_t len = 0, i;
@@ -105,6 +105,12 @@ char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *a
 	fprintf(f, "writ_token_request_duration_seconds_sum %.6f\n",
 	        (double)atomic_load(&lat_sum_us) / 1e6);
 	fprintf(f, "writ_token_request_duration_seconds_count %lu\n", atomic_load(&lat_count));
+	/* Saturation: near the client count, requests wait for a worker. */
+	fprintf(f,
+	        "# HELP writ_token_requests_in_pool Token requests queued or being decided on "
+	        "the worker pool.\n"
+	        "# TYPE writ_token_requests_in_pool gauge\nwrit_token_requests_in_pool %u\n",
+	        in_pool);
 	fprintf(f, "# HELP writ_signing_key_age_seconds Age of each published signing key.\n"
 	           "# TYPE writ_signing_key_age_seconds gauge\n");
 	for (i = 0; i < nkeys; i++)

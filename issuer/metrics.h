@@ -30,7 +30,8 @@ typedef struct metrics_key {
 	const char *state; /* pending, active, retired */
 	double age_seconds;
 } metrics_key;
+/* in_pool: token requests queued or running on the worker pool (http.h). */
 char *metrics_render(const metrics_key *keys, size_t nkeys, const audit_stats *au, int hsm_ok,
-                     int signing_ok);
+                     int signing_ok, unsigned in_pool);
 
 #endif

@@ -81,7 +81,7 @@ static void healthz(issuer *is, http_resp *resp)
 	json_decref(o);
 }
 
-static void metrics(issuer *is, http_resp *resp)
+static void metrics(issuer *is, const http_req *req, http_resp *resp)
 {
 	keyset *ks = keyset_get(&is->keys);
 	audit_stats au;
@@ -105,7 +105,7 @@ static void metrics(issuer *is, http_resp *resp)
 	resp->content_type = "text/plain; version=0.0.4";
 	audit_get_stats(is->audit, &au);
 	resp->body = metrics_render(keys, n, &au, atomic_load(&is->hsm_ok),
-	                            !atomic_load(&is->signing_stale));
+	                            !atomic_load(&is->signing_stale), req->in_pool);
 	free(keys);
 	keyset_put(&is->keys, ks);
 }
@@ -138,7 +138,7 @@ void routes_handle(void *arg, const http_req *req, http_resp *resp)
 	else if (strcmp(req->path, "/healthz") == 0)
 		healthz(is, resp);
 	else if (strcmp(req->path, "/metrics") == 0)
-		metrics(is, resp);
+		metrics(is, req, resp);
 	else
 		resp_error(resp, 404, "invalid_request", "no such endpoint");
 }

@@ -916,12 +916,20 @@ def test_slow_hsm_does_not_hold_the_http_thread():
         time.sleep(0.3)  # both are signing now
         st, _, body = fx.request("/.well-known/jwks.json")
         got_jwks = time.monotonic()
+        _, _, met = fx.request("/metrics")
+        in_pool = re.search(r"^writ_token_requests_in_pool (\d+)$", met, re.M)
         for t in ts:
             t.join()
         check(st == 200 and "keys" in body and all(n in done for n in ("t1", "t2"))
               and got_jwks < min(d[1] for d in done.values()),
               "slow HSM, one HTTP thread: a JWKS GET is answered while token requests sign",
               f"jwks at {got_jwks - t0:.2f} s, tokens {[(d[0], round(d[1] - t0, 2)) for d in done.values()]}")
+        check(in_pool is not None and in_pool.group(1) == "2",
+              "slow HSM: /metrics shows the two token requests on the worker pool",
+              in_pool.group(0) if in_pool else met[:200])
+        _, _, met = fx.request("/metrics")
+        check(re.search(r"^writ_token_requests_in_pool 0$", met, re.M) is not None,
+              "slow HSM: /metrics shows the pool empty once they are answered")
         check(all(d[0] == 200 for d in done.values())
               and max(d[1] for d in done.values()) - t0 < 2.9,
               "slow HSM, one HTTP thread: two token requests sign at once on the worker pool",

@@ -4,6 +4,7 @@
 #include "workq.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,7 +15,7 @@ struct workq {
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* a job was queued, or stopping */
 	workq_job *head, *tail;
-	unsigned queued, running;
+	atomic_uint depth; /* queued + running: read without the lock */
 	int stopping;
 	unsigned nthreads;
 	pthread_t th[];
@@ -35,13 +36,11 @@ static void *worker_main(void *arg)
 		q->head = j->next;
 		if (q->head == NULL)
 			q->tail = NULL;
-		q->queued--;
-		q->running++;
 		pthread_mutex_unlock(&q->mu);
 		j->next = NULL;
 		j->run(j); /* may free j */
+		atomic_fetch_sub(&q->depth, 1);
 		pthread_mutex_lock(&q->mu);
-		q->running--;
 	}
 	pthread_mutex_unlock(&q->mu);
 	return NULL;
@@ -85,7 +84,7 @@ void workq_push(workq *q, workq_job *job)
 	else
 		q->head = job;
 	q->tail = job;
-	q->queued++;
+	atomic_fetch_add(&q->depth, 1);
 	/* One waiter is enough: a busy thread takes the next job itself
 	 * before it waits again. */
 	pthread_cond_signal(&q->cv);
@@ -94,12 +93,7 @@ void workq_push(workq *q, workq_job *job)
 
 unsigned workq_depth(workq *q)
 {
-	unsigned n;
-
-	pthread_mutex_lock(&q->mu);
-	n = q->queued + q->running;
-	pthread_mutex_unlock(&q->mu);
-	return n;
+	return atomic_load(&q->depth);
 }
 
 void workq_stop(workq *q)

@@ -927,7 +927,13 @@ def test_slow_hsm_does_not_hold_the_http_thread():
         check(in_pool is not None and in_pool.group(1) == "2",
               "slow HSM: /metrics shows the two token requests on the worker pool",
               in_pool.group(0) if in_pool else met[:200])
-        _, _, met = fx.request("/metrics")
+        # A worker counts a request until its handler returns, which can
+        # be a moment after the client has the response.
+        for _ in range(40):
+            _, _, met = fx.request("/metrics")
+            if re.search(r"^writ_token_requests_in_pool 0$", met, re.M):
+                break
+            time.sleep(0.05)
         check(re.search(r"^writ_token_requests_in_pool 0$", met, re.M) is not None,
               "slow HSM: /metrics shows the pool empty once they are answered")
         check(all(d[0] == 200 for d in done.values())

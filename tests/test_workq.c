@@ -89,6 +89,42 @@ static void test_jobs_run_on_several_threads_at_once(void)
 	CHECK(atomic_load(&most) <= 4);
 }
 
+static atomic_int gate;
+
+static void wait_gate(workq_job *wj)
+{
+	job *jb = (job *)(void *)wj;
+
+	while (!atomic_load(&gate))
+		usleep(1000);
+	atomic_fetch_add(jb->ran, 1);
+}
+
+/* workq_depth (the issuer's writ_token_requests_in_pool) counts what is
+ * queued and what is running, and drops as jobs finish. */
+static void test_depth_counts_queued_and_running_jobs(void)
+{
+	static job jobs[3];
+	atomic_int ran = 0;
+	workq *q = NULL;
+	writ_err e = {0};
+
+	atomic_store(&gate, 0);
+	CHECK_RC(workq_start(1, &q, &e), WRIT_OK);
+	REQUIRE(q != NULL);
+	CHECK(workq_depth(q) == 0);
+	for (int i = 0; i < 3; i++) {
+		jobs[i] = (job){.j.run = wait_gate, .id = i, .ran = &ran};
+		workq_push(q, &jobs[i].j);
+	}
+	CHECK(workq_depth(q) == 3); /* one running (held at the gate), two queued */
+	atomic_store(&gate, 1);
+	for (int i = 0; i < 5000 && workq_depth(q) != 0; i++)
+		usleep(1000);
+	CHECK(workq_depth(q) == 0 && atomic_load(&ran) == 3);
+	workq_stop(q);
+}
+
 static void test_sizes_outside_the_range_are_refused(void)
 {
 	workq *q = (workq *)1;
@@ -106,6 +142,7 @@ int main(void)
 {
 	RUN(test_one_thread_runs_jobs_in_push_order);
 	RUN(test_jobs_run_on_several_threads_at_once);
+	RUN(test_depth_counts_queued_and_running_jobs);
 	RUN(test_sizes_outside_the_range_are_refused);
 	return tu_finish();
 }
